@@ -1,0 +1,291 @@
+"""The `Actor` base: a pykka thread with an address, a supervisor, timers and counters.
+
+Theory of operation
+-------------------
+Nobody holds a pykka `ActorRef`: refs die with an activation, addresses do not. Every message
+goes through the runtime's `Directory` (see directory.py), which delivers it to the live
+activation, buffers it while the address starts, restarts or passivates, or activates a
+virtual actor for it. Subclasses implement four hooks and never pykka's own:
+
+* ``started()``  loads the actor's state from storage; a restart is a new activation that
+  calls it again, so whatever it loads is what survives a crash. An exception here is a
+  crash like any other (pykka would otherwise stop the actor silently).
+* ``receive(message)``  handles one message; its return value answers an `ask`.
+* ``stopped()``  runs on a clean stop or passivation, not after a crash.
+* ``summary()``  a few fields for the supervision tree; read from other threads, so it only
+  reads plain attributes.
+
+A crash (an exception escaping ``started`` or ``receive`` for a `tell`) salvages the
+messages still in the mailbox into the directory's buffer, records the work item being done,
+and tells the supervisor `ChildExited`. An exception while answering an `ask` goes back to
+the asker and the actor keeps running. A `BaseException` is turned into a crash of this
+actor alone: pykka would otherwise stop every actor in the process.
+
+Work items (``run_work_item``) give dead letters: the directory counts the crashes that
+happened while an item was in hand, and once an item reached ``max_attempts`` the next
+activation calls ``on_dead_letter`` for it instead of running it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import weakref
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, final
+
+import pykka
+
+from actors.kernel.messages import (
+    Ask,
+    ChildExited,
+    ExitReason,
+    IdleCheck,
+    Passivate,
+    TimerFired,
+)
+from actors.kernel.timers import TimerHandle
+
+if TYPE_CHECKING:
+    from actors.kernel.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Kernel messages are told in large numbers only as TimerFired; a type lookup in a frozenset
+# keeps the common path (an application message) to one set membership test.
+_KERNEL_MESSAGES = frozenset({TimerFired, Ask, IdleCheck, Passivate})
+
+
+class ActorCrash(Exception):
+    """Raised in place of a `BaseException` from a handler, and when `started` fails."""
+
+
+@dataclass(frozen=True, slots=True)
+class ActorContext:
+    """What an activation is given: who it is, who supervises it, and the runtime's services.
+
+    `activation` counts the activations of this address so far (0 for the first one);
+    `key` is the last part of a virtual actor's address (its identity, e.g. a connection id).
+    """
+
+    runtime: Runtime
+    address: str
+    parent: str | None
+    activation: int = 0
+    virtual: bool = False
+    passivate_after: float | None = None
+
+    @property
+    def key(self) -> str:
+        return self.address.rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """What `on_dead_letter` is told: the work item, how often it crashed, the last error."""
+
+    item: str
+    attempts: int
+    error: str | None
+
+
+class Actor(pykka.ThreadingActor):
+    """Base of every duplex actor. See the module docstring for the contract."""
+
+    kind: ClassVar[str] = "actor"
+
+    def __init__(self, ctx: ActorContext) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.address = ctx.address
+        self.runtime = ctx.runtime
+        self.handled = 0
+        self.last_activity = time.monotonic()
+        self.current_work_item: str | None = None
+        self._timers: weakref.WeakSet[TimerHandle] = weakref.WeakSet()
+        self._idle_timer: TimerHandle | None = None
+
+    # ------------------------------------------------------------------ hooks to override
+
+    def started(self) -> None:
+        """Load state and resume pending work. Runs on every activation."""
+
+    def receive(self, message: Any) -> Any:
+        """Handle one message; the return value answers an `ask`."""
+        log.warning("unexpected message", extra={"address": self.address, "msg": repr(message)})
+        return None
+
+    def stopped(self) -> None:
+        """Clean up after a clean stop or passivation (not after a crash)."""
+
+    def summary(self) -> dict[str, Any]:
+        """A few state fields for the supervision tree (read from another thread)."""
+        return {}
+
+    def may_passivate(self) -> bool:
+        """Whether this virtual actor may stop now; say no while timers carry pending work."""
+        return True
+
+    def on_dead_letter(self, letter: DeadLetter) -> None:
+        """A work item crashed the actor `max_attempts` times: mark it failed durably."""
+        log.error(
+            "work item dead-lettered",
+            extra={"address": self.address, "item": letter.item, "attempts": letter.attempts},
+        )
+
+    # ------------------------------------------------------------------ services
+
+    def tell(self, address: str, message: Any) -> None:
+        """Send `message` to whatever activation serves `address` (never blocks)."""
+        self.runtime.directory.tell(address, message)
+
+    def tell_self(self, message: Any) -> None:
+        self.runtime.directory.tell(self.address, message)
+
+    def send_after(self, delay: float, message: Any) -> TimerHandle:
+        """Tell `message` to this actor after `delay` seconds; `cancel()` the handle to drop it.
+
+        A timer dies with its activation: after a crash or passivation, the message is dropped
+        and the next activation re-arms what its stored state says is due.
+        """
+        wrapped = TimerFired(self.actor_urn, message)
+        directory = self.runtime.directory
+        address = self.address
+        handle = self.runtime.scheduler.call_later(
+            delay, lambda: directory.tell(address, wrapped)
+        )
+        self._timers.add(handle)
+        return handle
+
+    def submit_io(
+        self, coroutine_fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any
+    ) -> int:
+        """Run `coroutine_fn(*args)` on the trio thread; an `IoResult` with the returned
+        request id comes back to this address as a message."""
+        return self.runtime.submit_io(self.address, coroutine_fn, *args)
+
+    def run_work_item(self, item: str, work: Callable[[], T]) -> T | None:
+        """Run `work` as work item `item`, or dead-letter it if it crashed us too often.
+
+        Returns `work()`'s value, or None when the item was dead-lettered.
+        """
+        directory = self.runtime.directory
+        attempts, error = directory.crash_count(self.address, item)
+        if attempts >= self.runtime.config.max_attempts:
+            directory.forget_crashes(self.address, item)
+            self.on_dead_letter(DeadLetter(item, attempts, error))
+            return None
+        self.current_work_item = item
+        result = work()
+        self.current_work_item = None
+        if attempts:
+            directory.forget_crashes(self.address, item)
+        return result
+
+    def passivate(self) -> bool:
+        """Stop this virtual actor cleanly unless messages are waiting; True if stopping."""
+        if self.runtime.directory.begin_passivation(self):
+            self._cancel_timers()
+            self.stop()
+            return True
+        return False
+
+    def snapshot(self) -> dict[str, Any]:
+        """Counters for the tree; safe to call from another thread."""
+        try:
+            summary = self.summary()
+        except Exception as exc:  # the tree must render even if one summary is broken
+            summary = {"summary_error": repr(exc)}
+        return {
+            "kind": self.kind,
+            "activation": self.ctx.activation,
+            "mailbox": self.actor_inbox.qsize(),
+            "handled": self.handled,
+            "work_item": self.current_work_item,
+            "state": summary,
+        }
+
+    # ------------------------------------------------------------------ pykka's hooks (final)
+
+    @final
+    def on_start(self) -> None:
+        try:
+            self.started()
+        except BaseException as exc:
+            self._crashed(exc)
+            raise ActorCrash(f"{self.address}: started() failed: {exc!r}") from exc
+        if self.ctx.virtual and self.ctx.passivate_after:
+            self._idle_timer = self.send_after(self.ctx.passivate_after, IdleCheck())
+
+    @final
+    def on_receive(self, message: Any) -> Any:
+        self.handled += 1
+        return self._dispatch(message)
+
+    @final
+    def on_failure(self, exc_type: Any, exc: BaseException | None, traceback: Any) -> None:
+        self._crashed(exc)
+
+    @final
+    def on_stop(self) -> None:
+        self._cancel_timers()
+        try:
+            self.stopped()
+        finally:
+            self.runtime.directory.actor_stopped(self)
+
+    # ------------------------------------------------------------------ internals
+
+    def _dispatch(self, message: Any) -> Any:
+        if type(message) in _KERNEL_MESSAGES:
+            return self._kernel_message(message)
+        self.last_activity = time.monotonic()
+        try:
+            return self.receive(message)
+        except Exception:
+            raise
+        except BaseException as exc:
+            raise ActorCrash(f"{self.address}: {exc!r} in a handler") from exc
+
+    def _kernel_message(self, message: Any) -> Any:
+        if type(message) is TimerFired:
+            if message.urn != self.actor_urn:
+                return None
+            return self._dispatch(message.message)
+        if type(message) is Ask:
+            self.last_activity = time.monotonic()
+            try:
+                message.future.set(self.receive(message.message))
+            except BaseException:  # the asker gets it; the actor keeps serving
+                message.future.set_exception()
+            return None
+        if type(message) is IdleCheck:
+            return self._check_idle()
+        if type(message) is Passivate:
+            if not (self.may_passivate() and self.passivate()):
+                self.runtime.directory.passivation_refused(self.address)
+        return None
+
+    def _check_idle(self) -> None:
+        limit = self.ctx.passivate_after or 0.0
+        idle = time.monotonic() - self.last_activity
+        if idle >= limit and self.may_passivate() and self.passivate():
+            return
+        self._idle_timer = self.send_after(max(limit - idle, limit / 4), IdleCheck())
+
+    def _cancel_timers(self) -> None:
+        for handle in list(self._timers):
+            handle.cancel()
+
+    def _crashed(self, exc: BaseException | None) -> None:
+        self._cancel_timers()
+        error = repr(exc)
+        self.runtime.directory.actor_crashed(self, error, self.current_work_item)
+        notice = ChildExited(self.address, self.actor_urn, ExitReason.CRASH, error)
+        if self.ctx.parent is None:
+            self.runtime.root_exited(notice)
+        else:
+            self.runtime.directory.tell(self.ctx.parent, notice)

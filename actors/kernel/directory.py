@@ -1,0 +1,408 @@
+"""The directory: addresses → live activations, with virtual actors and buffering.
+
+Theory of operation
+-------------------
+Every message in the runtime is told to an *address* through `Directory.tell`. An address
+has at most one `_Entry`, in one of three states:
+
+* ``ACTIVE``   an activation is running; the message goes into its pykka mailbox.
+* ``PENDING``  the address is between activations (it crashed and waits for its supervisor,
+  or its supervisor is restarting it); the message waits in the entry's buffer.
+* ``STOPPING`` a virtual actor is passivating; the message waits in the buffer and the
+  actor is activated again, buffer first, as soon as the old activation has stopped.
+
+All transitions happen under one lock that `tell` also takes, so a message is never put
+into a mailbox that is about to be abandoned: when an activation crashes, the messages left
+in its mailbox are moved to the front of the buffer, and the next activation gets the buffer
+in order before anything newer. An address with no entry is either a *virtual* kind's child
+(`register_kind`), which is activated on the spot, or unknown, and the message becomes a
+dead letter (counted and logged, never raised at the sender).
+
+Virtual actors are passivated when idle (the actor's own timer) and when more than
+`live_cap` of them are alive: the least recently used one that agrees is asked to stop.
+The directory also keeps the crash ledger that `Actor.run_work_item` uses for dead letters.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import queue
+import threading
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pykka
+
+from actors.kernel.actor import Actor, ActorContext
+from actors.kernel.messages import ChildExited, ExitReason, Passivate
+
+if TYPE_CHECKING:
+    from actors.kernel.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+ActorFactory = Callable[[ActorContext], Actor]
+
+
+class EntryState(enum.Enum):
+    ACTIVE = "live"
+    PENDING = "restarting"
+    STOPPING = "passivating"
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualKind:
+    """A family of virtual actors: every address `<supervisor>/<key>` is activated on demand."""
+
+    supervisor: str
+    factory: ActorFactory
+    passivate_after: float | None
+
+
+@dataclass(eq=False, slots=True)
+class _Entry:
+    address: str
+    parent: str | None
+    factory: ActorFactory
+    virtual: bool
+    passivate_after: float | None = None
+    state: EntryState = EntryState.PENDING
+    actor: Actor | None = None
+    buffer: deque[Any] = field(default_factory=deque)
+    activations: int = 0
+    restarts: int = 0
+    crashed: bool = False
+    supervised_stop: bool = False
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EntryView:
+    """A copy of an entry's bookkeeping for the tree, taken under the lock."""
+
+    address: str
+    state: EntryState
+    actor: Actor | None
+    buffered: int
+    restarts: int
+    last_error: str | None
+
+
+class Directory:
+    """Maps addresses to activations; see the module docstring."""
+
+    def __init__(self, runtime: Runtime, *, live_cap: int) -> None:
+        self._runtime = runtime
+        self._lock = threading.RLock()
+        self._entries: dict[str, _Entry] = {}
+        self._kinds: dict[str, VirtualKind] = {}
+        self._lru: OrderedDict[str, None] = OrderedDict()
+        self._evicting: set[str] = set()
+        self._crashes: dict[tuple[str, str], tuple[int, str | None]] = {}
+        self.live_cap = live_cap
+        self.closed = False
+        self.counters: Counter[str] = Counter()
+        self.recent_dead_letters: deque[tuple[str, str]] = deque(maxlen=100)
+
+    # ------------------------------------------------------------------ delivery
+
+    def tell(self, address: str, message: Any) -> bool:
+        """Deliver, buffer, or activate; False when the message became a dead letter."""
+        with self._lock:
+            entry = self._entries.get(address)
+            if entry is None:
+                kind = None if self.closed else self._kinds.get(address.rpartition("/")[0])
+                if kind is None:
+                    self._dead_letter(address, message, "no actor at this address")
+                    return False
+                entry = _Entry(
+                    address,
+                    kind.supervisor,
+                    kind.factory,
+                    virtual=True,
+                    passivate_after=kind.passivate_after,
+                )
+                self._entries[address] = entry
+                entry.buffer.append(message)
+                self._activate(entry)
+                return True
+            if entry.state is EntryState.ACTIVE:
+                assert entry.actor is not None
+                try:
+                    entry.actor.actor_ref.tell(message)
+                except pykka.ActorDeadError:
+                    # It crashed and its on_failure has not moved the mailbox yet; that move
+                    # puts the older messages in front of this one.
+                    entry.buffer.append(message)
+                    return True
+                if entry.virtual:
+                    self._lru.move_to_end(address)
+                return True
+            entry.buffer.append(message)
+            return True
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def register_kind(self, kind: VirtualKind) -> None:
+        with self._lock:
+            self._kinds[kind.supervisor] = kind
+
+    def start(self, address: str, parent: str | None, factory: ActorFactory) -> None:
+        """Start a supervised (non-virtual) actor, replacing a live activation if any."""
+        with self._lock:
+            entry = self._entries.get(address)
+            old = entry.actor if entry is not None else None
+        if old is not None:
+            self.stop(address)
+        with self._lock:
+            entry = self._entries.get(address)
+            if entry is None:
+                entry = _Entry(address, parent, factory, virtual=False)
+                self._entries[address] = entry
+            entry.factory, entry.parent = factory, parent
+            if entry.actor is None:
+                self._activate(entry)
+
+    def restart(self, address: str) -> None:
+        """Activate a crashed virtual actor again (its supervisor's decision)."""
+        with self._lock:
+            entry = self._entries.get(address)
+            if entry is not None and entry.actor is None and not self.closed:
+                self._activate(entry)
+
+    def stop(self, address: str, timeout: float = 10.0) -> None:
+        """Stop the activation at `address` cleanly and wait for it; later messages wait."""
+        with self._lock:
+            entry = self._entries.get(address)
+            if entry is None or entry.actor is None:
+                return
+            actor = entry.actor
+            entry.state = EntryState.STOPPING if entry.virtual else EntryState.PENDING
+            entry.supervised_stop = True
+            self._forget_live(address)
+        self._await_stop([actor.actor_ref.stop(block=False)], timeout)
+
+    def stop_children_of(self, supervisor: str, timeout: float = 10.0) -> None:
+        """Stop every live virtual actor of a kind at once (its supervisor is stopping)."""
+        futures = []
+        with self._lock:
+            prefix = supervisor + "/"
+            for address, entry in self._entries.items():
+                if entry.virtual and entry.actor is not None and address.startswith(prefix):
+                    entry.state = EntryState.STOPPING
+                    entry.supervised_stop = True
+                    self._forget_live(address)
+                    futures.append(entry.actor.actor_ref.stop(block=False))
+        self._await_stop(futures, timeout)
+
+    def discard(self, address: str, reason: str) -> None:
+        """Forget an address for good; whatever waited for it becomes dead letters."""
+        with self._lock:
+            entry = self._entries.pop(address, None)
+            if entry is None:
+                return
+            self._forget_live(address)
+            for message in entry.buffer:
+                self._dead_letter(address, message, reason)
+
+    def close(self) -> None:
+        """Refuse new activations (shutdown); live actors keep their mailboxes."""
+        with self._lock:
+            self.closed = True
+
+    # ------------------------------------------------------------------ called by actors
+
+    def actor_crashed(self, actor: Actor, error: str, work_item: str | None) -> None:
+        with self._lock:
+            if work_item is not None:
+                key = (actor.address, work_item)
+                self._crashes[key] = (self._crashes.get(key, (0, None))[0] + 1, error)
+            entry = self._entries.get(actor.address)
+            if entry is None or entry.actor is not actor:
+                return
+            entry.actor = None
+            entry.state = EntryState.PENDING
+            entry.crashed = True
+            entry.last_error = error
+            self._forget_live(actor.address)
+            entry.buffer.extendleft(reversed(_drain(actor.actor_inbox)))
+            self.counters["crashes"] += 1
+
+    def actor_stopped(self, actor: Actor) -> None:
+        notice = None
+        with self._lock:
+            entry = self._entries.get(actor.address)
+            if entry is None or entry.actor is not actor:
+                return
+            entry.actor = None
+            self._forget_live(actor.address)
+            if entry.virtual:
+                self.counters["passivations"] += 1
+                if entry.buffer and not self.closed:
+                    self._activate(entry)
+                else:
+                    self.discard(actor.address, "runtime shut down")
+                return
+            entry.state = EntryState.PENDING
+            if not entry.supervised_stop and entry.parent is not None:
+                notice = ChildExited(actor.address, actor.actor_urn, ExitReason.NORMAL)
+        if notice is not None:
+            self.tell(entry.parent, notice)
+
+    def begin_passivation(self, actor: Actor) -> bool:
+        with self._lock:
+            entry = self._entries.get(actor.address)
+            if (
+                entry is None
+                or entry.actor is not actor
+                or entry.state is not EntryState.ACTIVE
+                or actor.actor_inbox.qsize() > 0
+            ):
+                return False
+            entry.state = EntryState.STOPPING
+            self._forget_live(actor.address)
+            return True
+
+    def passivation_refused(self, address: str) -> None:
+        with self._lock:
+            self._evicting.discard(address)
+            if address in self._lru:
+                self._lru.move_to_end(address)
+
+    # ------------------------------------------------------------------ crash ledger
+
+    def crash_count(self, address: str, item: str) -> tuple[int, str | None]:
+        with self._lock:
+            return self._crashes.get((address, item), (0, None))
+
+    def forget_crashes(self, address: str, item: str) -> None:
+        with self._lock:
+            self._crashes.pop((address, item), None)
+
+    # ------------------------------------------------------------------ views
+
+    def view(self, address: str) -> EntryView | None:
+        with self._lock:
+            entry = self._entries.get(address)
+            return None if entry is None else _view(entry)
+
+    def virtual_children(self, supervisor: str) -> list[EntryView]:
+        prefix = supervisor + "/"
+        with self._lock:
+            return [
+                _view(entry)
+                for address, entry in self._entries.items()
+                if entry.virtual and address.startswith(prefix)
+            ]
+
+    def live_virtual(self) -> int:
+        with self._lock:
+            return len(self._lru)
+
+    def live_actors(self) -> list[Actor]:
+        with self._lock:
+            return [entry.actor for entry in self._entries.values() if entry.actor is not None]
+
+    # ------------------------------------------------------------------ internals (lock held)
+
+    def _activate(self, entry: _Entry) -> None:
+        ctx = ActorContext(
+            self._runtime,
+            entry.address,
+            entry.parent,
+            activation=entry.activations,
+            virtual=entry.virtual,
+            passivate_after=entry.passivate_after,
+        )
+        if entry.activations and (entry.crashed or not entry.virtual):
+            entry.restarts += 1
+        entry.activations += 1
+        entry.crashed = entry.supervised_stop = False
+        try:
+            actor = entry.factory(ctx)
+            for message in entry.buffer:
+                actor.actor_ref.tell(message)
+            pykka.ActorRegistry.register(actor.actor_ref)
+            # pykka's own Actor.start() does exactly these two steps; doing them here lets the
+            # buffer go into the mailbox before the thread runs and before anyone else can tell.
+            actor._start_actor_loop()
+        except Exception as exc:
+            # A constructor that raises (or a thread that cannot start) is a crash of this
+            # activation: the supervisor decides, the buffer keeps waiting.
+            entry.state, entry.crashed, entry.last_error = EntryState.PENDING, True, repr(exc)
+            log.exception("activation failed", extra={"address": entry.address})
+            notice = ChildExited(entry.address, "", ExitReason.CRASH, repr(exc))
+            if entry.parent is None:
+                self._runtime.root_exited(notice)
+            else:
+                self.tell(entry.parent, notice)
+            return
+        entry.buffer.clear()
+        entry.actor, entry.state = actor, EntryState.ACTIVE
+        self.counters["activations"] += 1
+        if entry.virtual:
+            self._lru[entry.address] = None
+            self._enforce_cap()
+
+    def _enforce_cap(self) -> None:
+        excess = len(self._lru) - len(self._evicting) - self.live_cap
+        if excess <= 0:
+            return
+        for address in self._lru:
+            if address in self._evicting:
+                continue
+            actor = self._entries[address].actor
+            assert actor is not None
+            self._evicting.add(address)
+            actor.actor_ref.tell(Passivate("live cap"))
+            excess -= 1
+            if not excess:
+                return
+
+    def _forget_live(self, address: str) -> None:
+        self._lru.pop(address, None)
+        self._evicting.discard(address)
+
+    def _dead_letter(self, address: str, message: Any, reason: str) -> None:
+        self.counters["dead_letters"] += 1
+        self.recent_dead_letters.append((address, type(message).__name__))
+        log.warning(
+            "dead letter",
+            extra={"address": address, "message_type": type(message).__name__, "reason": reason},
+        )
+
+    @staticmethod
+    def _await_stop(futures: list[pykka.Future[Any]], timeout: float) -> None:
+        for future in futures:
+            try:
+                future.get(timeout=timeout)
+            except pykka.Timeout:
+                log.error("actor did not stop in time", extra={"timeout": timeout})
+            except pykka.ActorDeadError:
+                pass  # it crashed on its way out; the crash path took care of its mailbox
+
+
+def _view(entry: _Entry) -> EntryView:
+    return EntryView(
+        entry.address,
+        entry.state,
+        entry.actor,
+        len(entry.buffer),
+        entry.restarts,
+        entry.last_error,
+    )
+
+
+def _drain(inbox: Any) -> list[Any]:
+    """Take the messages left in a dead activation's mailbox, dropping pykka's own ones."""
+    salvaged = []
+    while True:
+        try:
+            envelope = inbox.get_nowait()
+        except queue.Empty:
+            return salvaged
+        if type(envelope.message).__module__ != "pykka.messages":
+            salvaged.append(envelope.message)

@@ -1,0 +1,212 @@
+"""The I/O bridge: one trio thread per runtime, and the `IoActor` that owns it in the tree.
+
+Actors never block on the network. They hand a coroutine function to `IoBridge.submit`
+(through `Actor.submit_io`) and carry on; the coroutine runs as a task in the bridge's
+nursery and its outcome is told back to the submitting address as an `IoResult`.
+
+Two trio facts shape this module: an exception inside a `run_sync_soon` callback kills the
+whole trio run, so every callback the bridge schedules is wrapped so that it cannot raise
+(a failure becomes an `IoResult` error for the requester); and awaiting or blocking on a
+pykka future inside trio breaks the loop, so results leave trio only as `tell`s.
+
+On shutdown the nursery is cancelled: every task still running is told
+`IoResult(error=IoError("cancelled"))`, and the thread ends with no task left behind.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from actors.kernel.actor import Actor, ActorContext
+from actors.kernel.messages import IoError, IoResult
+from protocol.errors import ActorUnavailable, AskTimeout
+
+if TYPE_CHECKING:
+    from actors.kernel.directory import Directory
+
+log = logging.getLogger(__name__)
+
+CoroutineFn = Callable[..., Coroutine[Any, Any, Any]]
+
+
+class IoBridge:
+    """A trio loop on its own thread that runs actors' coroutines and tells the results."""
+
+    def __init__(self, directory: Directory, name: str = "duplex-io") -> None:
+        self._directory = directory
+        self._name = name
+        self._request_ids = itertools.count(1)
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._nursery: trio.Nursery | None = None
+        self._ready = threading.Event()
+        self._stop_requested: trio.Event | None = None
+        self._thread: threading.Thread | None = None
+        self.tasks_running = 0
+        self.tasks_done = 0
+        self.crash: BaseException | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self, timeout: float = 10.0) -> None:
+        self._thread = threading.Thread(target=self._thread_main, name=self._name)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise ActorUnavailable(f"the I/O thread did not start within {timeout}s")
+        if self.crash is not None:
+            raise ActorUnavailable(f"the I/O thread failed to start: {self.crash!r}")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Cancel every running task (each reports `IoError`) and end the thread."""
+        token, stop_requested = self._token, self._stop_requested
+        if token is not None and stop_requested is not None:
+            try:
+                token.run_sync_soon(stop_requested.set)
+            except trio.RunFinishedError:
+                pass
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.error("the I/O thread did not stop in time", extra={"timeout": timeout})
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # ------------------------------------------------------------------ submitting work
+
+    def submit(self, reply_to: str, coroutine_fn: CoroutineFn, *args: Any) -> int:
+        """Run `coroutine_fn(*args)` in the loop; tell `IoResult` to `reply_to` when done."""
+        request_id = next(self._request_ids)
+        try:
+            self._run_soon(self._spawn, reply_to, request_id, coroutine_fn, args)
+        except ActorUnavailable as exc:
+            self._directory.tell(reply_to, IoResult(request_id, error=IoError(str(exc))))
+        return request_id
+
+    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run a plain callback in the loop; if it raises, the error is logged, not fatal."""
+
+        def guarded() -> None:
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("I/O callback failed")
+
+        self._run_soon(guarded)
+
+    def run(self, coroutine_fn: Callable[..., Awaitable[Any]], *args: Any, timeout: float) -> Any:
+        """Block the calling (non-trio) thread until `coroutine_fn(*args)` returns.
+
+        For the edges only: the embedded API and tests. Actors use `submit`.
+        """
+        done = threading.Event()
+        outcome: list[Any] = []
+
+        async def runner() -> None:
+            try:
+                outcome.append((True, await coroutine_fn(*args)))
+            except Exception as exc:
+                outcome.append((False, exc))
+            finally:
+                done.set()
+
+        self._run_soon(self._spawn_plain, runner)
+        if not done.wait(timeout):
+            raise AskTimeout(f"I/O call did not finish within {timeout}s")
+        ok, value = outcome[0]
+        if not ok:
+            raise value
+        return value
+
+    # ------------------------------------------------------------------ inside the loop
+
+    def _run_soon(self, fn: Callable[..., None], *args: Any) -> None:
+        token = self._token
+        if token is None:
+            raise ActorUnavailable("the I/O thread is not running")
+        try:
+            token.run_sync_soon(fn, *args)
+        except trio.RunFinishedError as exc:
+            raise ActorUnavailable("the I/O thread has stopped") from exc
+
+    def _spawn(self, reply_to: str, request_id: int, fn: CoroutineFn, args: tuple) -> None:
+        try:
+            assert self._nursery is not None
+            self._nursery.start_soon(self._run_request, reply_to, request_id, fn, args)
+        except BaseException as exc:  # never raise inside run_sync_soon: it kills the loop
+            self._directory.tell(reply_to, IoResult(request_id, error=IoError(repr(exc))))
+
+    def _spawn_plain(self, runner: Callable[[], Awaitable[None]]) -> None:
+        try:
+            assert self._nursery is not None
+            self._nursery.start_soon(runner)
+        except BaseException:
+            log.exception("could not start an I/O call")
+
+    async def _run_request(
+        self, reply_to: str, request_id: int, fn: CoroutineFn, args: tuple
+    ) -> None:
+        self.tasks_running += 1
+        try:
+            value = await fn(*args)
+        except trio.Cancelled:
+            self._directory.tell(reply_to, IoResult(request_id, error=IoError("cancelled")))
+            raise
+        except Exception as exc:
+            self._directory.tell(reply_to, IoResult(request_id, error=exc))
+        else:
+            self._directory.tell(reply_to, IoResult(request_id, value=value))
+        finally:
+            self.tasks_running -= 1
+            self.tasks_done += 1
+
+    def _thread_main(self) -> None:
+        try:
+            trio.run(self._main)
+        except BaseException as exc:
+            self.crash = exc
+            log.exception("the I/O thread crashed")
+        finally:
+            self._token = None
+            self._ready.set()
+
+    async def _main(self) -> None:
+        self._stop_requested = trio.Event()
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self._token = trio.lowlevel.current_trio_token()
+            self._ready.set()
+            await self._stop_requested.wait()
+            nursery.cancel_scope.cancel()
+        self._nursery = None
+
+
+class IoActor(Actor):
+    """The `io` node of the tree: starts the runtime's trio thread and stops it."""
+
+    kind = "io"
+
+    def __init__(self, ctx: ActorContext) -> None:
+        super().__init__(ctx)
+        self.bridge = IoBridge(ctx.runtime.directory, name=f"{ctx.address}-trio")
+
+    def started(self) -> None:
+        self.bridge.start()
+        self.runtime.attach_io(self.bridge)
+
+    def stopped(self) -> None:
+        self.runtime.detach_io(self.bridge)
+        self.bridge.stop()
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "trio": "running" if self.bridge.alive else "stopped",
+            "tasks": self.bridge.tasks_running,
+            "done": self.bridge.tasks_done,
+        }

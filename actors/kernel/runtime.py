@@ -1,0 +1,228 @@
+"""The `Runtime`: one supervision tree with its directory, clock and I/O bridge.
+
+A runtime is what an embedding program starts: `Runtime.start(children=[...])` builds the
+root supervisor at address `name` (``client`` by default) with an `io` child in front of the
+given children, and returns once the tree is running. From outside the actors, `tell` sends
+a message to an address and `ask` waits for an answer with a timeout (the edges only: actors
+never ask each other). `tree()` returns the supervision tree as nested `TreeNode`s.
+`shutdown()` stops the tree in reverse start order, cancels the trio tasks and leaves no
+thread of the runtime running.
+
+If the root supervisor itself gives up (its restart intensity escalated), the runtime is
+`failed`: `failure` says why, and `shutdown()` still cleans up.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pykka
+
+from actors.kernel.directory import Directory, EntryState, EntryView
+from actors.kernel.io import IoActor, IoBridge
+from actors.kernel.messages import Ask, ChildExited, IoError, IoResult
+from actors.kernel.supervisor import (
+    ChildSpec,
+    Intensity,
+    Strategy,
+    Supervisor,
+    VirtualSupervisor,
+    supervisor_spec,
+)
+from actors.kernel.timers import Scheduler
+from actors.kernel.tree import TreeNode
+from protocol.errors import ActorUnavailable, AskTimeout
+
+log = logging.getLogger(__name__)
+
+_stack_size_lock = threading.Lock()
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeConfig:
+    """Kernel settings; the defaults are the design's (runtime.md)."""
+
+    passivate_after: float = 60.0
+    live_cap: int = 512
+    max_attempts: int = 3
+    ask_timeout: float = 10.0
+    shutdown_timeout: float = 10.0
+    thread_stack_size: int = 256 * 1024
+
+
+class Runtime:
+    """A running supervision tree; see the module docstring."""
+
+    def __init__(self, name: str = "client", config: RuntimeConfig | None = None) -> None:
+        self.name = name
+        self.config = config or RuntimeConfig()
+        _lower_thread_stack_size(self.config.thread_stack_size)
+        self.directory = Directory(self, live_cap=self.config.live_cap)
+        self.scheduler = Scheduler(name=f"{name}-clock")
+        self.failure: ChildExited | None = None
+        self.failed = threading.Event()
+        self._io: IoBridge | None = None
+        self._io_lock = threading.Lock()
+        self._root_spec: ChildSpec | None = None
+        self._stopped = False
+
+    @classmethod
+    def start(
+        cls,
+        children: Sequence[ChildSpec] = (),
+        *,
+        name: str = "client",
+        strategy: Strategy = Strategy.ONE_FOR_ALL,
+        intensity: Intensity = Intensity(),
+        config: RuntimeConfig | None = None,
+        ready_timeout: float = 10.0,
+    ) -> Runtime:
+        """Start a runtime whose root supervises `io` and then `children`, in that order."""
+        runtime = cls(name, config)
+        spec = supervisor_spec(name, [ChildSpec("io", IoActor), *children], strategy, intensity)
+        runtime._root_spec = spec
+        runtime.directory.start(name, None, spec.factory)
+        try:
+            runtime.wait_until(lambda: runtime._io is not None, ready_timeout, "the I/O thread")
+        except BaseException:
+            runtime.shutdown()
+            raise
+        return runtime
+
+    # ------------------------------------------------------------------ messaging at the edge
+
+    def tell(self, address: str, message: Any) -> bool:
+        """Send a message to an address; False if it became a dead letter."""
+        return self.directory.tell(address, message)
+
+    def ask(self, address: str, message: Any, timeout: float | None = None) -> Any:
+        """Send `message` and wait for the handler's return value (or its exception)."""
+        future: pykka.Future[Any] = pykka.ThreadingFuture()
+        if not self.directory.tell(address, Ask(message, future)):
+            raise ActorUnavailable(f"no actor at {address}")
+        wait = self.config.ask_timeout if timeout is None else timeout
+        try:
+            return future.get(timeout=wait)
+        except pykka.Timeout as exc:
+            raise AskTimeout(f"{address} did not answer within {wait}s") from exc
+
+    def submit_io(
+        self, reply_to: str, coroutine_fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any
+    ) -> int:
+        bridge = self._io
+        if bridge is None:
+            # The io actor is restarting: the requester sees a temporary failure and retries.
+            self.directory.tell(reply_to, IoResult(0, error=IoError("I/O thread restarting")))
+            return 0
+        return bridge.submit(reply_to, coroutine_fn, *args)
+
+    @property
+    def io(self) -> IoBridge:
+        bridge = self._io
+        if bridge is None:
+            raise ActorUnavailable("the I/O thread is not running")
+        return bridge
+
+    def attach_io(self, bridge: IoBridge) -> None:
+        with self._io_lock:
+            old, self._io = self._io, bridge
+        if old is not None and old is not bridge:
+            old.stop()  # left behind by an io activation that crashed
+
+    def detach_io(self, bridge: IoBridge) -> None:
+        with self._io_lock:
+            if self._io is bridge:
+                self._io = None
+
+    # ------------------------------------------------------------------ the tree
+
+    def tree(self) -> TreeNode:
+        """A snapshot of the whole supervision tree (live actors and their counters)."""
+        return self._node(self.name)
+
+    def _node(self, address: str) -> TreeNode:
+        view = self.directory.view(address)
+        if view is None:
+            return TreeNode(address=address, kind="?", status="down")
+        actor = view.actor
+        children: list[TreeNode] = []
+        if isinstance(actor, Supervisor):
+            children = [self._node(child) for child in actor.child_addresses]
+        elif isinstance(actor, VirtualSupervisor):
+            views = self.directory.virtual_children(address)
+            children = [_leaf(v) for v in sorted(views, key=lambda v: v.address)]
+        node = _leaf(view)
+        node.children = children
+        return node
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def root_exited(self, notice: ChildExited) -> None:
+        """The root supervisor crashed (escalation): the runtime has failed."""
+        log.critical("the root supervisor gave up", extra={"error": notice.error})
+        self.failure = notice
+        self.failed.set()
+
+    def wait_until(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if self.failed.is_set():
+                raise ActorUnavailable(f"the runtime failed: {self.failure}")
+            if time.monotonic() > deadline:
+                raise AskTimeout(f"{what} not ready within {timeout}s")
+            time.sleep(0.005)
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Stop the whole tree (children before parents, reverse start order), then the
+        I/O thread and the clock. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        wait = self.config.shutdown_timeout if timeout is None else timeout
+        self.directory.close()
+        self.directory.stop(self.name, wait)
+        for actor in self.directory.live_actors():  # orphans of a crashed supervisor
+            self.directory.stop(actor.address, wait)
+        with self._io_lock:
+            bridge, self._io = self._io, None
+        if bridge is not None:
+            bridge.stop(wait)
+        self.scheduler.stop(wait)
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.shutdown()
+
+
+def _leaf(view: EntryView) -> TreeNode:
+    snapshot = view.actor.snapshot() if view.actor is not None else {}
+    status = view.state.value if view.actor is not None or view.state is not EntryState.ACTIVE \
+        else "down"
+    return TreeNode(
+        address=view.address,
+        kind=snapshot.get("kind", "?"),
+        status=status,
+        state=snapshot.get("state", {}),
+        mailbox=snapshot.get("mailbox", 0) + view.buffered,
+        handled=snapshot.get("handled", 0),
+        activation=snapshot.get("activation", 0),
+        restarts=view.restarts,
+        last_error=view.last_error,
+        work_item=snapshot.get("work_item"),
+    )
+
+
+def _lower_thread_stack_size(size: int) -> None:
+    # Process-wide: every thread started afterwards (pykka's included) reserves `size`
+    # bytes of stack instead of 8 MiB; only ever lowered, never raised back.
+    with _stack_size_lock:
+        current = threading.stack_size()
+        if current == 0 or current > size:
+            threading.stack_size(size)
