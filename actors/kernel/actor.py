@@ -105,6 +105,7 @@ class Actor(pykka.ThreadingActor):
         self.handled = 0
         self.last_activity = time.monotonic()
         self.current_work_item: str | None = None
+        self.is_started = False
         self._timers: weakref.WeakSet[TimerHandle] = weakref.WeakSet()
         self._idle_timer: TimerHandle | None = None
 
@@ -154,15 +155,11 @@ class Actor(pykka.ThreadingActor):
         wrapped = TimerFired(self.actor_urn, message)
         directory = self.runtime.directory
         address = self.address
-        handle = self.runtime.scheduler.call_later(
-            delay, lambda: directory.tell(address, wrapped)
-        )
+        handle = self.runtime.scheduler.call_later(delay, lambda: directory.tell(address, wrapped))
         self._timers.add(handle)
         return handle
 
-    def submit_io(
-        self, coroutine_fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any
-    ) -> int:
+    def submit_io(self, coroutine_fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> int:
         """Run `coroutine_fn(*args)` on the trio thread; an `IoResult` with the returned
         request id comes back to this address as a message."""
         return self.runtime.submit_io(self.address, coroutine_fn, *args)
@@ -197,7 +194,7 @@ class Actor(pykka.ThreadingActor):
         """Counters for the tree; safe to call from another thread."""
         try:
             summary = self.summary()
-        except Exception as exc:  # the tree must render even if one summary is broken
+        except Exception as exc:  # noqa: BLE001 (the tree must render even if one summary is broken)
             summary = {"summary_error": repr(exc)}
         return {
             "kind": self.kind,
@@ -217,6 +214,7 @@ class Actor(pykka.ThreadingActor):
         except BaseException as exc:
             self._crashed(exc)
             raise ActorCrash(f"{self.address}: started() failed: {exc!r}") from exc
+        self.is_started = True
         if self.ctx.virtual and self.ctx.passivate_after:
             self._idle_timer = self.send_after(self.ctx.passivate_after, IdleCheck())
 
@@ -259,14 +257,13 @@ class Actor(pykka.ThreadingActor):
             self.last_activity = time.monotonic()
             try:
                 message.future.set(self.receive(message.message))
-            except BaseException:  # the asker gets it; the actor keeps serving
+            except BaseException:  # noqa: BLE001 (the asker gets it; the actor keeps serving)
                 message.future.set_exception()
             return None
         if type(message) is IdleCheck:
             return self._check_idle()
-        if type(message) is Passivate:
-            if not (self.may_passivate() and self.passivate()):
-                self.runtime.directory.passivation_refused(self.address)
+        if type(message) is Passivate and not (self.may_passivate() and self.passivate()):
+            self.runtime.directory.passivation_refused(self.address)
         return None
 
     def _check_idle(self) -> None:

@@ -15,6 +15,7 @@ On shutdown the nursery is cancelled: every task still running is told
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import threading
@@ -65,10 +66,8 @@ class IoBridge:
         """Cancel every running task (each reports `IoError`) and end the thread."""
         token, stop_requested = self._token, self._stop_requested
         if token is not None and stop_requested is not None:
-            try:
+            with contextlib.suppress(trio.RunFinishedError):
                 token.run_sync_soon(stop_requested.set)
-            except trio.RunFinishedError:
-                pass
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
             if self._thread.is_alive():
@@ -111,7 +110,7 @@ class IoBridge:
         async def runner() -> None:
             try:
                 outcome.append((True, await coroutine_fn(*args)))
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 (re-raised in the calling thread)
                 outcome.append((False, exc))
             finally:
                 done.set()
@@ -139,7 +138,7 @@ class IoBridge:
         try:
             assert self._nursery is not None
             self._nursery.start_soon(self._run_request, reply_to, request_id, fn, args)
-        except BaseException as exc:  # never raise inside run_sync_soon: it kills the loop
+        except BaseException as exc:  # noqa: BLE001 (raising in run_sync_soon kills the loop)
             self._directory.tell(reply_to, IoResult(request_id, error=IoError(repr(exc))))
 
     def _spawn_plain(self, runner: Callable[[], Awaitable[None]]) -> None:
@@ -158,7 +157,7 @@ class IoBridge:
         except trio.Cancelled:
             self._directory.tell(reply_to, IoResult(request_id, error=IoError("cancelled")))
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (the requester gets it as an IoResult)
             self._directory.tell(reply_to, IoResult(request_id, error=exc))
         else:
             self._directory.tell(reply_to, IoResult(request_id, value=value))

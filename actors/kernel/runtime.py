@@ -88,7 +88,7 @@ class Runtime:
         runtime._root_spec = spec
         runtime.directory.start(name, None, spec.factory)
         try:
-            runtime.wait_until(lambda: runtime._io is not None, ready_timeout, "the I/O thread")
+            runtime.wait_until(runtime._tree_started, ready_timeout, "the supervision tree")
         except BaseException:
             runtime.shutdown()
             raise
@@ -162,6 +162,16 @@ class Runtime:
 
     # ------------------------------------------------------------------ lifecycle
 
+    def _tree_started(self, address: str | None = None) -> bool:
+        """Whether every supervised actor below `address` has finished `started()`."""
+        view = self.directory.view(address or self.name)
+        actor = view.actor if view is not None else None
+        if actor is None or not actor.is_started:
+            return False
+        if isinstance(actor, Supervisor):
+            return all(self._tree_started(child) for child in actor.running_children)
+        return True
+
     def root_exited(self, notice: ChildExited) -> None:
         """The root supervisor crashed (escalation): the runtime has failed."""
         log.critical("the root supervisor gave up", extra={"error": notice.error})
@@ -203,8 +213,11 @@ class Runtime:
 
 def _leaf(view: EntryView) -> TreeNode:
     snapshot = view.actor.snapshot() if view.actor is not None else {}
-    status = view.state.value if view.actor is not None or view.state is not EntryState.ACTIVE \
+    status = (
+        view.state.value
+        if view.actor is not None or view.state is not EntryState.ACTIVE
         else "down"
+    )
     return TreeNode(
         address=view.address,
         kind=snapshot.get("kind", "?"),

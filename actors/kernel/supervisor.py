@@ -10,7 +10,7 @@ A `Supervisor` owns an ordered list of `ChildSpec`s and restarts children that e
 * intensity: more than ``max_restarts`` restarts within ``period`` seconds and the supervisor
   stops its children and crashes itself, so its own supervisor decides (escalation);
 * backoff: the first restart in a period is immediate, the next ones wait
-  ``backoff_initial × 2ⁿ`` seconds up to ``backoff_max``, so a crash loop cannot spin.
+  ``backoff_initial * 2**n`` seconds up to ``backoff_max``, so a crash loop cannot spin.
 
 A `VirtualSupervisor` is the ``simple_one_for_one`` kind: its children are virtual actors
 activated by the directory on their first message (see directory.py); it restarts the ones
@@ -163,6 +163,11 @@ class Supervisor(Actor):
         self._removed: set[str] = set()
         self._down = _Down()
 
+    @property
+    def running_children(self) -> list[str]:
+        """Child addresses the supervisor still keeps (removed temporary/transient ones not)."""
+        return [a for a in self.child_addresses if a not in self._removed]
+
     def started(self) -> None:
         for address, spec in self._by_address.items():
             self.runtime.directory.start(address, self.address, spec.factory)
@@ -199,8 +204,12 @@ class Supervisor(Actor):
             return
         log.info(
             "restarting child",
-            extra={"address": notice.address, "reason": notice.reason.value,
-                   "error": notice.error, "strategy": self.strategy.value},
+            extra={
+                "address": notice.address,
+                "reason": notice.reason.value,
+                "error": notice.error,
+                "strategy": self.strategy.value,
+            },
         )
         count = self._restarts.record()
         if self._restarts.exceeded(count):
@@ -223,12 +232,12 @@ class Supervisor(Actor):
         return view.actor is not None and view.actor.actor_urn != notice.urn
 
     def _affected(self, address: str) -> list[str]:
-        live = [a for a in self.child_addresses if a not in self._removed]
+        live = self.running_children
         if self.strategy is Strategy.ONE_FOR_ONE:
             return [address]
         if self.strategy is Strategy.ONE_FOR_ALL:
             return live
-        return live[live.index(address):]
+        return live[live.index(address) :]
 
     def _start_children(self, names: Sequence[str]) -> None:
         for spec in self.specs:

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 class TimerHandle:
     """A scheduled callback; `cancel()` is idempotent and safe from any thread."""
 
-    __slots__ = ("callback", "cancelled", "deadline")
+    __slots__ = ("__weakref__", "callback", "cancelled", "deadline")
 
     def __init__(self, deadline: float, callback: Callable[[], None]) -> None:
         self.deadline = deadline
