@@ -32,6 +32,7 @@ import logging
 import time
 import weakref
 from collections.abc import Callable, Coroutine
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, final
 
@@ -48,6 +49,8 @@ from actors.kernel.messages import (
 from actors.kernel.timers import TimerHandle
 
 if TYPE_CHECKING:
+    import peewee
+
     from actors.kernel.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -163,6 +166,10 @@ class Actor(pykka.ThreadingActor):
         """Run `coroutine_fn(*args)` on the trio thread; an `IoResult` with the returned
         request id comes back to this address as a message."""
         return self.runtime.submit_io(self.address, coroutine_fn, *args)
+
+    def transaction(self) -> AbstractContextManager[peewee.Database]:
+        """A short transaction on the runtime's database, from this actor's thread."""
+        return self.runtime.database.transaction()
 
     def run_work_item(self, item: str, work: Callable[[], T]) -> T | None:
         """Run `work` as work item `item`, or dead-letter it if it crashed us too often.

@@ -37,6 +37,7 @@ from actors.kernel.supervisor import (
 from actors.kernel.timers import Scheduler
 from actors.kernel.tree import TreeNode
 from protocol.errors import ActorUnavailable, AskTimeout
+from storage.database import Database
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +59,15 @@ class RuntimeConfig:
 class Runtime:
     """A running supervision tree; see the module docstring."""
 
-    def __init__(self, name: str = "client", config: RuntimeConfig | None = None) -> None:
+    def __init__(
+        self,
+        name: str = "client",
+        config: RuntimeConfig | None = None,
+        database: Database | None = None,
+    ) -> None:
         self.name = name
         self.config = config or RuntimeConfig()
+        self._database = database
         _lower_thread_stack_size(self.config.thread_stack_size)
         self.directory = Directory(self, live_cap=self.config.live_cap)
         self.scheduler = Scheduler(name=f"{name}-clock")
@@ -80,10 +87,15 @@ class Runtime:
         strategy: Strategy = Strategy.ONE_FOR_ALL,
         intensity: Intensity = Intensity(),
         config: RuntimeConfig | None = None,
+        database: Database | None = None,
         ready_timeout: float = 10.0,
     ) -> Runtime:
-        """Start a runtime whose root supervises `io` and then `children`, in that order."""
-        runtime = cls(name, config)
+        """Start a runtime whose root supervises `io` and then `children`, in that order.
+
+        `database` is the store its actors load their state from and write it to; the
+        runtime does not close it (whoever opened it does, after `shutdown`).
+        """
+        runtime = cls(name, config, database)
         spec = supervisor_spec(name, [ChildSpec("io", IoActor), *children], strategy, intensity)
         runtime._root_spec = spec
         runtime.directory.start(name, None, spec.factory)
@@ -120,6 +132,12 @@ class Runtime:
             self.directory.tell(reply_to, IoResult(0, error=IoError("I/O thread restarting")))
             return 0
         return bridge.submit(reply_to, coroutine_fn, *args)
+
+    @property
+    def database(self) -> Database:
+        if self._database is None:
+            raise ActorUnavailable("this runtime was started without a database")
+        return self._database
 
     @property
     def io(self) -> IoBridge:
