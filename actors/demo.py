@@ -63,7 +63,9 @@ def run_demo(workdir: Path | None = None, console: Console | None = None) -> int
                     for _ in range(amount):
                         runtime.tell(f"client/tallies/{name}", Add(1))
                 counts = {n: runtime.ask(f"client/tallies/{n}", Read()) for n in ("alice", "bob")}
-                checks.check(f"alice counted 3 and bob 5: {counts}", counts == {"alice": 3, "bob": 5})
+                checks.check(
+                    f"alice counted 3 and bob 5: {counts}", counts == {"alice": 3, "bob": 5}
+                )
 
                 console.print("\n[bold]2. An actor crashes on purpose; its supervisor restarts it")
                 runtime.tell("client/tallies/alice", CrashOnPurpose())

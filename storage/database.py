@@ -22,6 +22,7 @@ import datetime
 import itertools
 import logging
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -531,18 +532,40 @@ def _sqlite_path(url: str) -> str:
     return os.path.abspath(path)
 
 
+def _ensure_wal(path: str) -> None:
+    """Put the file in WAL mode once, before any pooled connection exists.
+
+    WAL is persistent in the file, so the pool's connections need not switch it. Switching
+    takes an exclusive lock and SQLite answers "database is locked" at once, without the busy
+    handler, when another process or thread is opening the same new file: hence the retries.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        connection = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+        try:
+            mode = connection.execute("PRAGMA journal_mode=wal").fetchone()[0]
+            if str(mode).lower() == "wal":
+                return
+            raise StorageError(f"SQLite refused WAL mode for {path} (got {mode!r})")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise StorageError(f"cannot open {path}: {exc}") from exc
+        finally:
+            connection.close()
+        time.sleep(0.01)
+
+
 def _open_sqlite(
     path: str, synchronous: str, pool_size: int, pool_timeout: float
 ) -> peewee.Database:
+    _ensure_wal(path)
     return PooledSqliteDatabase(
         path,
         max_connections=pool_size,
         timeout=pool_timeout,  # the pool's wait: PooledDatabase takes `timeout` for itself
-        # busy_timeout goes first so the journal_mode switch already waits on a busy file;
         # sqlite3's own `timeout` cannot be used, the pool class swallowed that keyword.
         pragmas=[
             ("busy_timeout", SQLITE_BUSY_TIMEOUT_MS),
-            ("journal_mode", "wal"),
             ("synchronous", synchronous),
             ("foreign_keys", 1),
         ],

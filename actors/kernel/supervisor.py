@@ -120,10 +120,15 @@ class _RestartTracker:
         self._times: deque[float] = deque()
 
     def record(self) -> int:
+        """Count a restart now; returns the restarts within the period, this one included."""
+        self.recent()
+        self._times.append(time.monotonic())
+        return len(self._times)
+
+    def recent(self) -> int:
         now = time.monotonic()
         while self._times and now - self._times[0] > self.intensity.period:
             self._times.popleft()
-        self._times.append(now)
         return len(self._times)
 
     def exceeded(self, count: int) -> bool:
@@ -326,6 +331,8 @@ class VirtualSupervisor(Actor):
                 f"{self.address}: more than {self.intensity.max_restarts} restarts of its "
                 f"virtual children in {self.intensity.period}s (last: {notice.address})"
             )
+        if len(self._recent) > 1024:  # forget children whose crashes are out of the period
+            self._recent = {a: t for a, t in self._recent.items() if t.recent()}
         per_child = self._recent.setdefault(notice.address, _RestartTracker(self.intensity))
         delay = self.intensity.backoff(per_child.record())
         if delay:

@@ -1,0 +1,19 @@
+"""The README's embedded example runs as printed."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_the_readme_example_runs() -> None:
+    [example] = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    done = subprocess.run(
+        [sys.executable, "-c", example], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "hello bob from en (#2)" in done.stdout
