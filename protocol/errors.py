@@ -7,6 +7,13 @@ Every error a caller can see derives from `DuplexError` and carries a machine-re
     ├── ConfigurationError           CONFIG        bad argument or setting from the caller
     ├── StorageError                 STORAGE       the database failed or is unusable
     │   └── MigrationError           MIGRATION     a schema migration failed or is unknown
+    ├── QueueFault                   QUEUE         talking to a queue server failed; `.temporary`
+    │   │                                          says whether retrying the same request can help
+    │   ├── ServerError              <ERR code>    the server answered ERR (AUTH, QUOTA, CMD …)
+    │   ├── NetworkError             NETWORK       unreachable, refused, or the connection dropped
+    │   ├── CommandTimeout           TIMEOUT       no reply within the command's timeout
+    │   └── ServerIdentityError      IDENTITY      the certificate is not the pinned fingerprint
+    ├── LinkError                    LINK          a link or link data that cannot be read or made
     └── RuntimeFault                 RUNTIME       the actor runtime cannot do what was asked
         ├── ActorUnavailable         UNAVAILABLE   no live actor at an address, runtime stopped
         └── AskTimeout               TIMEOUT       an `ask` got no answer within its timeout
@@ -48,6 +55,52 @@ class MigrationError(StorageError):
     """A schema migration failed, or the database is newer than this code knows."""
 
     code = "MIGRATION"
+
+
+class QueueFault(DuplexError):
+    """A request to a queue server did not succeed; `temporary` drives the agent's retries."""
+
+    code = "QUEUE"
+    temporary: bool = False
+
+
+class ServerError(QueueFault):
+    """The server answered `ERR <code>`; `code` is the server's (e.g. "AUTH", "CMD SYNTAX").
+
+    Only QUOTA and INTERNAL are temporary: the server may accept the same request later.
+    AUTH, CMD …, LARGE_MSG and NO_MSG will not change by retrying.
+    """
+
+    def __init__(self, code: str, message: str = "") -> None:
+        super().__init__(message or f"server answered ERR {code}", code=code)
+        self.temporary = code in ("QUOTA", "INTERNAL")
+
+
+class NetworkError(QueueFault):
+    """The server could not be reached or the connection was lost mid-request."""
+
+    code = "NETWORK"
+    temporary = True
+
+
+class CommandTimeout(QueueFault):
+    """The server did not answer within the command's timeout."""
+
+    code = "TIMEOUT"
+    temporary = True
+
+
+class ServerIdentityError(QueueFault):
+    """The server's certificate does not match the fingerprint in its address: refused."""
+
+    code = "IDENTITY"
+
+
+class LinkError(DuplexError):
+    """A connection link, short link or short-link data that is malformed, of a version we do
+    not speak, too large, or does not open with the link's key (`protocol.links`)."""
+
+    code = "LINK"
 
 
 class RuntimeFault(DuplexError):

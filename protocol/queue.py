@@ -284,6 +284,15 @@ def decode_transmission(frame: bytes) -> Transmission:
     return transmission
 
 
+def decode_server_frame(frame: bytes) -> tuple[Transmission, Reply]:
+    """A frame from the server: a reply (with the request's corr id) or a push (empty one)."""
+    try:
+        transmission = _transmission_decoder.decode(frame)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise WireError(ErrorCode.CMD_SYNTAX, b"", f"bad frame from server: {exc}") from None
+    return transmission, decode_reply(transmission.command)
+
+
 def decode_command(transmission: Transmission) -> Command:
     """Decode and check the command of a transmission; WireError says what is wrong."""
     corr_id = transmission.corr_id

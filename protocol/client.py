@@ -1,0 +1,401 @@
+"""`QueueClient`: one pinned, pipelined, self-healing session to one queue server (trio).
+
+Theory of operation
+-------------------
+A client is created with the server's address and a nursery of the caller's trio loop (the
+runtime's I/O thread). It connects lazily, on the first request or subscription:
+
+1. TCP, then TLS *without* CA checks (queue servers are self-signed) and then the pin: the
+   SHA-256 of the presented certificate must equal the address's fingerprint, or the
+   connection is closed before a single byte of the protocol is sent (`ServerIdentityError`);
+2. the websocket handshake, the server's hello (its session id, which every signature
+   covers), our hello;
+3. the resubscription of every queue this client was subscribed to, pipelined in one batch.
+
+Requests are pipelined: each gets a fresh corr id and waits for the reply with that corr id,
+with its own timeout (`CommandTimeout`). Frames with an empty corr id are pushes (`MSG`,
+`END`) and go to `on_push(entity_id, reply)`; a `MSG` that answers a request on a subscribed
+queue (`ACK` and `SUB` answer with the next message) goes there too, so the owner of a queue
+sees every delivery through one path. A ping every `ping_interval` proves the connection
+alive. When the connection drops, every waiting request fails with `NetworkError`, `on_state`
+is told, and the client reconnects with exponential backoff as long as it has subscriptions
+or waiting requests.
+
+Errors carry `temporary`: `NetworkError`, `CommandTimeout`, `ERR QUOTA` and `ERR INTERNAL`
+may succeed later; `AUTH`, `CMD …`, `LARGE_MSG`, `NO_MSG` and a wrong fingerprint will not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import math
+import ssl
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import trio
+import trio_websocket
+
+from protocol import crypto
+from protocol.address import ServerAddress
+from protocol.errors import (
+    CommandTimeout,
+    NetworkError,
+    QueueFault,
+    ServerError,
+    ServerIdentityError,
+)
+from protocol.queue import (
+    PROTOCOL_VERSION,
+    WEBSOCKET_MAX_MESSAGE,
+    ClientHello,
+    Command,
+    End,
+    Err,
+    Msg,
+    Ping,
+    Reply,
+    Sub,
+    WireError,
+    decode_server_frame,
+    decode_server_hello,
+    encode,
+    encode_transmission,
+    signed_payload,
+)
+
+log = logging.getLogger(__name__)
+
+PushHandler = Callable[[bytes, Reply], None]
+_CONNECTION_GONE = (
+    trio_websocket.ConnectionClosed,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    OSError,
+)
+StateHandler = Callable[[bool], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    command_timeout: float = 15.0
+    connect_timeout: float = 10.0
+    ping_interval: float = 30.0
+    backoff_initial: float = 0.05
+    backoff_max: float = 10.0
+    tls: bool = True
+
+
+class _Connection:
+    """One live websocket with its session id; replaced on every reconnect."""
+
+    def __init__(self, ws: trio_websocket.WebSocketConnection, session_id: bytes) -> None:
+        self.ws = ws
+        self.session_id = session_id
+
+
+class QueueClient:
+    """A session to one queue server; see the module docstring."""
+
+    def __init__(
+        self,
+        address: ServerAddress,
+        nursery: trio.Nursery,
+        *,
+        on_push: PushHandler | None = None,
+        on_state: StateHandler | None = None,
+        config: ClientConfig | None = None,
+    ) -> None:
+        self.address = address
+        self.config = config or ClientConfig()
+        self._nursery = nursery
+        self._on_push = on_push or (lambda entity, reply: None)
+        self._on_state = on_state or (lambda connected: None)
+        self._corr_ids = itertools.count(1)
+        self._waiting: dict[bytes, trio.MemorySendChannel[Reply | QueueFault]] = {}
+        self._subscriptions: dict[bytes, crypto.SigningKey] = {}
+        self._connection: _Connection | None = None
+        self._running = False
+        self._closed = False
+        self._wanted = trio.Event()  # set when someone needs a connection
+        self._attempt_done = trio.Event()  # set after every connection attempt
+        self._last_error: QueueFault | None = None
+        self.reconnects = 0
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def connected(self) -> bool:
+        return self._connection is not None
+
+    @property
+    def subscriptions(self) -> frozenset[bytes]:
+        return frozenset(self._subscriptions)
+
+    async def request(
+        self,
+        command: Command,
+        *,
+        entity_id: bytes = b"",
+        key: crypto.SigningKey | None = None,
+        timeout: float | None = None,
+    ) -> Reply:
+        """Send one command and return its reply; `ERR` raises `ServerError`."""
+        wait = self.config.command_timeout if timeout is None else timeout
+        with trio.move_on_after(wait) as scope:
+            reply = await self._exchange(command, entity_id, key)
+        if scope.cancelled_caught:
+            raise CommandTimeout(
+                f"{type(command).__name__} to {self.address} got no reply in {wait}s"
+            )
+        if isinstance(reply, Err):
+            raise ServerError(reply.code.value)
+        return reply
+
+    async def subscribe(self, rcv_id: bytes, key: crypto.SigningKey) -> None:
+        """SUB a queue and keep it subscribed across reconnects; its MSGs go to `on_push`."""
+        self._subscriptions[rcv_id] = key
+        try:
+            await self.request(Sub(), entity_id=rcv_id, key=key)
+        except ServerError:
+            self._subscriptions.pop(rcv_id, None)
+            raise
+
+    async def subscribe_many(
+        self, queues: Iterable[tuple[bytes, crypto.SigningKey]]
+    ) -> dict[bytes, QueueFault | None]:
+        """Subscribe a batch, pipelined; returns the failure (or None) per queue."""
+        results: dict[bytes, QueueFault | None] = {}
+
+        async def one(rcv_id: bytes, key: crypto.SigningKey) -> None:
+            try:
+                await self.subscribe(rcv_id, key)
+                results[rcv_id] = None
+            except QueueFault as exc:
+                results[rcv_id] = exc
+
+        async with trio.open_nursery() as nursery:
+            for rcv_id, key in queues:
+                nursery.start_soon(one, rcv_id, key)
+        return results
+
+    def forget_subscription(self, rcv_id: bytes) -> None:
+        """Stop resubscribing a queue (after DEL, or when its owner goes away)."""
+        self._subscriptions.pop(rcv_id, None)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        connection, self._connection = self._connection, None
+        self._fail_waiting(NetworkError("client closed"))
+        self._wanted.set()
+        if connection is not None:
+            with trio.move_on_after(1):
+                await connection.ws.aclose()
+
+    # ------------------------------------------------------------------ requests
+
+    async def _exchange(
+        self, command: Command, entity_id: bytes, key: crypto.SigningKey | None
+    ) -> Reply:
+        connection = await self._connected()
+        corr_id = next(self._corr_ids).to_bytes(8, "big")
+        body = encode(command)
+        signature = b""
+        if key is not None:
+            signature = key.sign(signed_payload(connection.session_id, corr_id, entity_id, body))
+        send, receive = trio.open_memory_channel[Reply | QueueFault](1)
+        self._waiting[corr_id] = send
+        try:
+            try:
+                await connection.ws.send_message(
+                    encode_transmission(corr_id, entity_id, body, signature)
+                )
+            except (trio_websocket.ConnectionClosed, trio.BrokenResourceError) as exc:
+                raise NetworkError(f"connection to {self.address} lost: {exc}") from exc
+            outcome = await receive.receive()
+        finally:
+            self._waiting.pop(corr_id, None)
+        if isinstance(outcome, QueueFault):
+            raise outcome
+        return outcome
+
+    async def _connected(self) -> _Connection:
+        """The live connection, connecting first if needed; NetworkError if that fails."""
+        if self._closed:
+            raise NetworkError("client closed")
+        while self._connection is None:
+            if not self._running:
+                self._running = True
+                self._nursery.start_soon(self._maintain)
+            attempt = self._attempt_done
+            self._wanted.set()
+            await attempt.wait()
+            if self._connection is None:
+                raise self._last_error or NetworkError(f"cannot connect to {self.address}")
+        return self._connection
+
+    # ------------------------------------------------------------------ the connection task
+
+    async def _maintain(self) -> None:
+        """Connect, serve, reconnect with backoff, while anyone needs the connection."""
+        failures = 0
+        try:
+            while not self._closed:
+                await self._wanted.wait()
+                try:
+                    await self._serve_one_connection()
+                    failures = 0
+                except QueueFault as exc:
+                    self._last_error = exc
+                    failures += 1
+                    log.info(
+                        "queue server unreachable",
+                        extra={"server": str(self.address), "error": str(exc)},
+                    )
+                finally:
+                    self._finish_attempt()
+                if self._closed:
+                    return
+                if not self._subscriptions and not self._waiting:
+                    self._wanted = trio.Event()  # idle: reconnect only when asked again
+                    continue
+                await trio.sleep(self._backoff(failures))
+        finally:
+            self._running = False
+
+    def _connection_failed(self, error: BaseException) -> None:
+        assert isinstance(error, QueueFault)
+        self._last_error = error
+        log.info(
+            "queue server unreachable", extra={"server": str(self.address), "error": str(error)}
+        )
+
+    def _backoff(self, failures: int) -> float:
+        if failures == 0:
+            return self.config.backoff_initial
+        delay = self.config.backoff_initial * math.pow(2, min(failures, 20))
+        return min(delay, self.config.backoff_max)
+
+    def _finish_attempt(self) -> None:
+        self._attempt_done.set()
+        self._attempt_done = trio.Event()
+
+    async def _serve_one_connection(self) -> None:
+        async with trio.open_nursery() as nursery:
+            connection = await self._open(nursery)
+            self._connection = connection
+            self.reconnects += 1
+            self._finish_attempt()
+            self._on_state(True)
+            try:
+                nursery.start_soon(self._resubscribe)
+                nursery.start_soon(self._ping_loop, connection)
+                await self._read_loop(connection)
+            finally:
+                self._connection = None
+                self._fail_waiting(NetworkError(f"connection to {self.address} lost"))
+                self._on_state(False)
+                nursery.cancel_scope.cancel()
+                with trio.move_on_after(0.5) as cleanup:
+                    cleanup.shield = True
+                    await connection.ws.aclose()
+
+    async def _open(self, nursery: trio.Nursery) -> _Connection:
+        host, port = self.address.host, self.address.port
+        try:
+            with trio.fail_after(self.config.connect_timeout):
+                tcp = await trio.open_tcp_stream(host, port)
+                stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] = tcp
+                if self.config.tls:
+                    stream = trio.SSLStream(tcp, _pinning_context(), server_hostname=host)
+                    await stream.do_handshake()
+                    presented = stream.getpeercert(binary_form=True) or b""
+                    if crypto.fingerprint(presented) != self.address.fingerprint:
+                        await stream.aclose()
+                        raise ServerIdentityError(
+                            f"{host}:{port} presented a certificate that is not {self.address}"
+                        )
+                ws = await trio_websocket.wrap_client_stream(
+                    nursery, stream, host, "/", max_message_size=WEBSOCKET_MAX_MESSAGE
+                )
+                hello = decode_server_hello(await ws.get_message())
+                if not hello.min_version <= PROTOCOL_VERSION <= hello.max_version:
+                    raise ServerError("CMD SYNTAX", "no protocol version in common")
+                await ws.send_message(encode(ClientHello(PROTOCOL_VERSION)))
+                return _Connection(ws, hello.session_id)
+        except trio.TooSlowError as exc:
+            raise NetworkError(f"connecting to {host}:{port} timed out") from exc
+        except (OSError, trio.BrokenResourceError, ssl.SSLError) as exc:
+            raise NetworkError(f"cannot connect to {host}:{port}: {exc}") from exc
+        except (trio_websocket.HandshakeError, trio_websocket.ConnectionClosed) as exc:
+            raise NetworkError(f"websocket to {host}:{port} failed: {exc}") from exc
+        except WireError as exc:
+            raise NetworkError(f"{host}:{port} does not speak the queue protocol") from exc
+
+    async def _read_loop(self, connection: _Connection) -> None:
+        while True:
+            try:
+                frame = await connection.ws.get_message()
+            except trio_websocket.ConnectionClosed:
+                return
+            if not isinstance(frame, bytes):
+                continue
+            try:
+                transmission, reply = decode_server_frame(frame)
+            except WireError:
+                log.warning("malformed frame from server", extra={"server": str(self.address)})
+                continue
+            entity = transmission.entity_id
+            if isinstance(reply, Msg | End) and (
+                not transmission.corr_id
+                or (isinstance(reply, Msg) and entity in self._subscriptions)
+            ):
+                if isinstance(reply, End):
+                    self._subscriptions.pop(entity, None)
+                self._dispatch_push(entity, reply)
+            waiter = self._waiting.get(transmission.corr_id)
+            if waiter is not None:
+                waiter.send_nowait(reply)
+
+    def _dispatch_push(self, entity: bytes, reply: Reply) -> None:
+        try:
+            self._on_push(entity, reply)
+        except Exception:
+            log.exception("push handler failed", extra={"server": str(self.address)})
+
+    async def _resubscribe(self) -> None:
+        queues = list(self._subscriptions.items())
+        if queues:
+            failures = await self.subscribe_many(queues)
+            lost = [rcv_id for rcv_id, error in failures.items() if isinstance(error, ServerError)]
+            if lost:
+                log.warning(
+                    "queues not resubscribed",
+                    extra={"server": str(self.address), "count": len(lost)},
+                )
+
+    async def _ping_loop(self, connection: _Connection) -> None:
+        while True:
+            await trio.sleep(self.config.ping_interval)
+            try:
+                await self.request(Ping(), timeout=self.config.command_timeout)
+            except QueueFault:
+                log.info("ping failed, reconnecting", extra={"server": str(self.address)})
+                await connection.ws.aclose()
+                return
+
+    def _fail_waiting(self, error: QueueFault) -> None:
+        for waiter in list(self._waiting.values()):
+            with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError):
+                waiter.send_nowait(error)
+
+
+def _pinning_context() -> ssl.SSLContext:
+    # No CA and no hostname check: the pin on the certificate's fingerprint replaces both.
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    return context

@@ -1,0 +1,338 @@
+"""`QueueServer`: the queue protocol served over TLS websockets with trio.
+
+A thin shell around `QueueBroker` (protocol/broker.py): it accepts websocket sessions,
+performs the hello (random session id), runs each received frame through the broker in a
+worker thread (the store is blocking), and writes the returned frames to their sessions.
+Each session has one writer task fed by a bounded channel, so a slow reader cannot stall
+anyone else: when its channel is full the session is closed (it will resubscribe and get
+its undelivered messages again).
+
+TLS is on unless a test turns it off. The certificate is generated with `cryptography` on
+first start and kept in the store, so the address — `duplex://<sha256 of cert>@host:port` —
+survives restarts and clients can pin it.
+
+Embedding: `QueueServer.start(db="sqlite:///server.db", port=0)` runs the server on its own
+thread and returns once it listens; `.address`, `.stop()`, and `with` work. In a trio program,
+`await nursery.start(server.serve)` runs it in the caller's loop. `duplex server` is the CLI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import os
+import ssl
+import tempfile
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+import trio_websocket
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from protocol import crypto
+from protocol.address import ServerAddress
+from protocol.broker import DEFAULT_MESSAGE_TTL, DEFAULT_QUOTA, QueueBroker, Session
+from protocol.errors import ConfigurationError
+from protocol.queue import (
+    SUPPORTED_VERSIONS,
+    WEBSOCKET_MAX_MESSAGE,
+    ServerHello,
+    WireError,
+    decode_client_hello,
+    encode,
+)
+from storage.database import Database, open_database
+from storage.server import ServerStore
+
+log = logging.getLogger(__name__)
+
+_CONNECTION_GONE = (
+    trio_websocket.ConnectionClosed,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Tunables of a queue server; tests shrink the times."""
+
+    quota: int = DEFAULT_QUOTA
+    message_ttl: float = DEFAULT_MESSAGE_TTL
+    expire_interval: float = 60.0
+    idle_timeout: float = 300.0  # a session silent this long is closed (clients ping)
+    hello_timeout: float = 10.0
+    max_consecutive_errors: int = 64  # then the session is closed as abusive
+    session_buffer: int = 1024  # frames queued for one session before it counts as stuck
+    worker_threads: int = 8
+    tls: bool = True
+
+
+class QueueServer:
+    """A running queue server; see the module docstring."""
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        config: ServerConfig | None = None,
+        owns_database: bool = False,
+    ) -> None:
+        self.config = config or ServerConfig()
+        self.database = database
+        self.store = ServerStore(database)
+        self.broker = QueueBroker(
+            self.store, quota=self.config.quota, message_ttl=self.config.message_ttl
+        )
+        self.host = host
+        self.port = port
+        self._owns_database = owns_database
+        self._certificate_der, self._ssl_context = self._load_identity()
+        self._address: ServerAddress | None = None
+        self._sessions: set[Session] = set()
+        self._limiter = trio.CapacityLimiter(self.config.worker_threads)
+        self._cancel_scope: trio.CancelScope | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._thread: threading.Thread | None = None
+        self._thread_error: BaseException | None = None
+
+    # ------------------------------------------------------------------ embedding
+
+    @classmethod
+    def start(
+        cls,
+        db: str | Database,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        config: ServerConfig | None = None,
+        ready_timeout: float = 10.0,
+    ) -> QueueServer:
+        """Run a server on a background thread; returns once it accepts connections."""
+        database = open_database(db) if isinstance(db, str) else db
+        server = cls(
+            database, host=host, port=port, config=config, owns_database=isinstance(db, str)
+        )
+        ready = threading.Event()
+        server._thread = threading.Thread(
+            target=server._thread_main, args=(ready,), name=f"queue-server-{port}", daemon=True
+        )
+        server._thread.start()
+        if not ready.wait(ready_timeout) or server._address is None:
+            server.stop()
+            raise ConfigurationError(
+                f"queue server did not start on {host}:{port}: {server._thread_error!r}"
+            )
+        return server
+
+    @property
+    def address(self) -> ServerAddress:
+        if self._address is None:
+            raise ConfigurationError("the queue server is not listening")
+        return self._address
+
+    @property
+    def fingerprint(self) -> bytes:
+        return crypto.fingerprint(self._certificate_der)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Close every session and the listener; idempotent."""
+        token, scope = self._token, self._cancel_scope
+        if token is not None and scope is not None:
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(scope.cancel)
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        if self._owns_database:
+            self.database.close()
+
+    def __enter__(self) -> QueueServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _thread_main(self, ready: threading.Event) -> None:
+        async def main() -> None:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.serve)
+                ready.set()
+
+        try:
+            trio.run(main)
+        except BaseException as exc:  # reported to start() and logged
+            self._thread_error = exc
+            log.exception("queue server stopped with an error")
+        finally:
+            ready.set()
+
+    # ------------------------------------------------------------------ serving
+
+    async def serve(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled (`stop()` cancels it)."""
+        with trio.CancelScope() as scope:
+            self._cancel_scope = scope
+            self._token = trio.lowlevel.current_trio_token()
+            async with trio.open_nursery() as nursery:
+                listener = await nursery.start(
+                    lambda task_status: trio_websocket.serve_websocket(
+                        self._handle_request,
+                        self.host,
+                        self.port,
+                        ssl_context=self._ssl_context,
+                        handler_nursery=nursery,
+                        max_message_size=WEBSOCKET_MAX_MESSAGE,
+                        task_status=task_status,
+                    )
+                )
+                self.port = listener.port
+                self._address = ServerAddress(self.fingerprint, self.host, self.port)
+                nursery.start_soon(self._expire_periodically)
+                log.info("queue server listening", extra={"address": str(self._address)})
+                task_status.started(self._address)
+        self._address = None
+
+    async def _handle_request(self, request: trio_websocket.WebSocketRequest) -> None:
+        try:
+            ws = await request.accept()
+        except (trio_websocket.ConnectionClosed, trio.BrokenResourceError, OSError):
+            return
+        session = Session()
+        try:
+            await self._run_session(ws, session)
+        except (
+            trio_websocket.ConnectionClosed,
+            trio.BrokenResourceError,
+            trio.ClosedResourceError,
+        ):
+            pass
+        finally:
+            self._sessions.discard(session)
+            await trio.to_thread.run_sync(self.broker.close_session, session)
+            with trio.move_on_after(1):
+                await ws.aclose()
+
+    async def _run_session(self, ws: trio_websocket.WebSocketConnection, session: Session) -> None:
+        low, high = SUPPORTED_VERSIONS
+        await ws.send_message(encode(ServerHello(low, high, session.session_id)))
+        with trio.move_on_after(self.config.hello_timeout) as hello_scope:
+            hello_frame = await ws.get_message()
+        if hello_scope.cancelled_caught or not isinstance(hello_frame, bytes):
+            return
+        try:
+            hello = decode_client_hello(hello_frame)
+        except WireError:
+            return
+        if not low <= hello.version <= high:
+            return
+        self._sessions.add(session)
+        send, receive = trio.open_memory_channel[bytes](self.config.session_buffer)
+        session.outbox = send
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._write_session, ws, receive)
+            try:
+                await self._read_session(ws, session)
+            finally:
+                nursery.cancel_scope.cancel()
+
+    async def _read_session(self, ws: trio_websocket.WebSocketConnection, session: Session) -> None:
+        while True:
+            with trio.move_on_after(self.config.idle_timeout) as idle:
+                frame = await ws.get_message()
+            if idle.cancelled_caught:
+                log.info("closing idle session", extra={"session": repr(session)})
+                return
+            if not isinstance(frame, bytes):
+                frame = frame.encode("utf-8", "replace")  # text frames are garbage too
+            outgoing = await trio.to_thread.run_sync(
+                self.broker.handle, session, frame, limiter=self._limiter
+            )
+            for item in outgoing:
+                self._post(item.session, item.frame)
+            if session.consecutive_errors > self.config.max_consecutive_errors:
+                log.warning("closing abusive session", extra={"session": repr(session)})
+                return
+
+    def _post(self, session: Session, frame: bytes) -> None:
+        outbox = session.outbox
+        if outbox is None or session.closed:
+            return  # gone: what it was sent stays stored and is delivered on its next SUB
+        try:
+            outbox.send_nowait(frame)
+        except trio.WouldBlock:
+            log.warning("session too slow, closing it", extra={"session": repr(session)})
+            outbox.close()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+    @staticmethod
+    async def _write_session(
+        ws: trio_websocket.WebSocketConnection, frames: trio.MemoryReceiveChannel[bytes]
+    ) -> None:
+        async for frame in frames:
+            await ws.send_message(frame)
+        await ws.aclose()  # the channel was closed: a stuck session is dropped
+
+    async def _expire_periodically(self) -> None:
+        while True:
+            await trio.sleep(self.config.expire_interval)
+            cutoff = int((self.broker.clock() - self.config.message_ttl) * 1000)
+            removed = await trio.to_thread.run_sync(self.store.expire_messages, cutoff)
+            if removed:
+                log.info("expired messages", extra={"count": removed})
+
+    # ------------------------------------------------------------------ identity
+
+    def _load_identity(self) -> tuple[bytes, ssl.SSLContext | None]:
+        identity = self.store.load_identity()
+        if identity is None:
+            self.store.save_identity(*_self_signed_certificate())
+            identity = self.store.load_identity()
+            assert identity is not None
+        certificate_pem, key_pem = identity
+        der = x509.load_pem_x509_certificate(certificate_pem).public_bytes(
+            serialization.Encoding.DER
+        )
+        if not self.config.tls:
+            return der, None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_3
+        # ssl can only load a key from a file: write both to a private temp dir, load, delete.
+        with tempfile.TemporaryDirectory(prefix="duplex-tls-") as tmp:
+            cert_path, key_path = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+            with open(cert_path, "wb") as f:
+                f.write(certificate_pem)
+            with os.fdopen(os.open(key_path, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as f:
+                f.write(key_pem)
+            context.load_cert_chain(cert_path, key_path)
+        return der, context
+
+
+def _self_signed_certificate() -> tuple[bytes, bytes]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "duplex queue server")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM), key_pem
