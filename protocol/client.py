@@ -54,7 +54,9 @@ from protocol.queue import (
     Command,
     End,
     Err,
+    Ids,
     Msg,
+    New,
     Ping,
     Reply,
     Sub,
@@ -117,6 +119,7 @@ class QueueClient:
         self._waiting: dict[bytes, trio.MemorySendChannel[Reply | QueueFault]] = {}
         self._subscriptions: dict[bytes, crypto.SigningKey] = {}
         self._connection: _Connection | None = None
+        self._connection_scope: trio.CancelScope | None = None
         self._running = False
         self._closed = False
         self._wanted = trio.Event()  # set when someone needs a connection
@@ -152,6 +155,8 @@ class QueueClient:
             )
         if isinstance(reply, Err):
             raise ServerError(reply.code.value)
+        if isinstance(command, New) and command.subscribe and isinstance(reply, Ids) and key:
+            self._subscriptions[reply.rcv_id] = key  # NEW subscribed this session already
         return reply
 
     async def subscribe(self, rcv_id: bytes, key: crypto.SigningKey) -> None:
@@ -186,13 +191,13 @@ class QueueClient:
         self._subscriptions.pop(rcv_id, None)
 
     async def aclose(self) -> None:
+        """Drop the connection and stop reconnecting; waiting requests get NetworkError."""
         self._closed = True
-        connection, self._connection = self._connection, None
         self._fail_waiting(NetworkError("client closed"))
         self._wanted.set()
-        if connection is not None:
-            with trio.move_on_after(1):
-                await connection.ws.aclose()
+        if self._connection_scope is not None:
+            self._connection_scope.cancel()
+        await trio.lowlevel.checkpoint()
 
     # ------------------------------------------------------------------ requests
 
@@ -286,6 +291,7 @@ class QueueClient:
         async with trio.open_nursery() as nursery:
             connection = await self._open(nursery)
             self._connection = connection
+            self._connection_scope = nursery.cancel_scope
             self.reconnects += 1
             self._finish_attempt()
             self._on_state(True)
@@ -297,10 +303,9 @@ class QueueClient:
                 self._connection = None
                 self._fail_waiting(NetworkError(f"connection to {self.address} lost"))
                 self._on_state(False)
+                # Cancelling ends the websocket's reader task, which closes the TCP stream; a
+                # close handshake would need that very task, so none is attempted.
                 nursery.cancel_scope.cancel()
-                with trio.move_on_after(0.5) as cleanup:
-                    cleanup.shield = True
-                    await connection.ws.aclose()
 
     async def _open(self, nursery: trio.Nursery) -> _Connection:
         host, port = self.address.host, self.address.port

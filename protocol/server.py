@@ -25,6 +25,8 @@ import os
 import ssl
 import tempfile
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,12 +87,13 @@ class QueueServer:
         port: int = 0,
         config: ServerConfig | None = None,
         owns_database: bool = False,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config or ServerConfig()
         self.database = database
         self.store = ServerStore(database)
         self.broker = QueueBroker(
-            self.store, quota=self.config.quota, message_ttl=self.config.message_ttl
+            self.store, quota=self.config.quota, message_ttl=self.config.message_ttl, clock=clock
         )
         self.host = host
         self.port = port
@@ -114,12 +117,22 @@ class QueueServer:
         host: str = "127.0.0.1",
         port: int = 0,
         config: ServerConfig | None = None,
+        clock: Callable[[], float] = time.time,
         ready_timeout: float = 10.0,
     ) -> QueueServer:
-        """Run a server on a background thread; returns once it accepts connections."""
+        """Run a server on a background thread; returns once it accepts connections.
+
+        `db` is a database URL (opened and closed by the server) or an open `Database`.
+        `clock` (seconds since the epoch) is for tests of expiry.
+        """
         database = open_database(db) if isinstance(db, str) else db
         server = cls(
-            database, host=host, port=port, config=config, owns_database=isinstance(db, str)
+            database,
+            host=host,
+            port=port,
+            config=config,
+            owns_database=isinstance(db, str),
+            clock=clock,
         )
         ready = threading.Event()
         server._thread = threading.Thread(
@@ -208,12 +221,11 @@ class QueueServer:
         session = Session()
         try:
             await self._run_session(ws, session)
-        except (
-            trio_websocket.ConnectionClosed,
-            trio.BrokenResourceError,
-            trio.ClosedResourceError,
-        ):
-            pass
+        except* _CONNECTION_GONE:
+            pass  # the peer went away: nothing to answer
+        except* Exception:
+            # One session's failure must never take the listener (and every session) down.
+            log.exception("session failed", extra={"session": repr(session)})
         finally:
             self._sessions.discard(session)
             await trio.to_thread.run_sync(self.broker.close_session, session)
