@@ -1,4 +1,4 @@
-"""The `duplex` command line: `duplex demo` and `duplex bench NAME`.
+"""The `duplex` command line: `duplex server`, `duplex demo` and `duplex bench NAME`.
 
 The CLI is the only place that prints to the terminal; everything it runs reports through
 return values and logging.
@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +24,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     commands = parser.add_subparsers(dest="command", required=True)
+
+    server = commands.add_parser("server", help="run a queue server and print its address")
+    server.add_argument("--db", default="sqlite:///duplex-server.db", help="database URL")
+    server.add_argument("--host", default="127.0.0.1")
+    server.add_argument("--port", type=int, default=5223)
+    server.add_argument("--quota", type=int, default=128, help="messages a queue may hold")
 
     demo = commands.add_parser("demo", help="run a small runtime on SQLite and check it")
     demo.add_argument("--workdir", type=Path, help="keep the demo's files here")
@@ -38,12 +46,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.CRITICAL,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.command == "server":
+        return _run_server(args)
     if args.command == "demo":
         from actors.demo import run_demo
 
         return run_demo(args.workdir)
     module = importlib.import_module(f"bench.{args.name}")
     return int(module.main(args.args) or 0)
+
+
+def _run_server(args: argparse.Namespace) -> int:
+    from protocol.errors import DuplexError
+    from protocol.server import QueueServer, ServerConfig
+
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        server = QueueServer.start(
+            args.db, host=args.host, port=args.port, config=ServerConfig(quota=args.quota)
+        )
+    except DuplexError as exc:
+        print(f"duplex server: {exc}", file=sys.stderr)
+        return 1
+    print(server.address, flush=True)
+    stop.wait()
+    server.stop()
+    return 0
 
 
 if __name__ == "__main__":

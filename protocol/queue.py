@@ -224,6 +224,10 @@ class WireError(Exception):
         self.corr_id = corr_id
 
 
+# msgspec raises these two besides its own errors: UnicodeDecodeError for a string that is
+# not UTF-8, RecursionError for arrays nested deeper than Python's limit.
+_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError)
+
 _encoder = msgspec.msgpack.Encoder()
 _transmission_decoder = msgspec.msgpack.Decoder(Transmission)
 _command_decoder = msgspec.msgpack.Decoder(Command)
@@ -268,7 +272,7 @@ def decode_transmission(frame: bytes) -> Transmission:
     """Check the envelope; raises WireError(CMD SYNTAX | LARGE_MSG) with the corr id if read."""
     try:
         transmission = _transmission_decoder.decode(frame)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except _DECODE_ERRORS as exc:
         raise WireError(ErrorCode.CMD_SYNTAX, _salvage_corr_id(frame), str(exc)) from None
     corr_id = transmission.corr_id
     if not 0 < len(corr_id) <= MAX_CORR_ID:
@@ -288,7 +292,7 @@ def decode_server_frame(frame: bytes) -> tuple[Transmission, Reply]:
     """A frame from the server: a reply (with the request's corr id) or a push (empty one)."""
     try:
         transmission = _transmission_decoder.decode(frame)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except _DECODE_ERRORS as exc:
         raise WireError(ErrorCode.CMD_SYNTAX, b"", f"bad frame from server: {exc}") from None
     return transmission, decode_reply(transmission.command)
 
@@ -298,7 +302,7 @@ def decode_command(transmission: Transmission) -> Command:
     corr_id = transmission.corr_id
     try:
         command = _command_decoder.decode(transmission.command)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except _DECODE_ERRORS as exc:
         code = (
             ErrorCode.CMD_SYNTAX if _has_known_tag(transmission.command) else ErrorCode.CMD_UNKNOWN
         )
@@ -328,7 +332,7 @@ def decode_command(transmission: Transmission) -> Command:
 def decode_reply(command: bytes) -> Reply:
     try:
         return _reply_decoder.decode(command)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except _DECODE_ERRORS as exc:
         raise WireError(ErrorCode.CMD_SYNTAX, b"", f"bad reply from server: {exc}") from None
 
 
@@ -339,21 +343,21 @@ def encode_content(content: MessageContent) -> bytes:
 def decode_content(data: bytes) -> MessageContent:
     try:
         return _content_decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except _DECODE_ERRORS as exc:
         raise WireError(ErrorCode.CMD_SYNTAX, b"", f"bad message content: {exc}") from None
 
 
 def decode_server_hello(frame: bytes) -> ServerHello:
     try:
         return _server_hello_decoder.decode(frame)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except _DECODE_ERRORS as exc:
         raise WireError(ErrorCode.CMD_SYNTAX, b"", f"bad server hello: {exc}") from None
 
 
 def decode_client_hello(frame: bytes) -> ClientHello:
     try:
         return _client_hello_decoder.decode(frame)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except _DECODE_ERRORS as exc:
         raise WireError(ErrorCode.CMD_SYNTAX, b"", f"bad client hello: {exc}") from None
 
 
@@ -361,7 +365,7 @@ def _salvage_corr_id(frame: bytes) -> bytes:
     """The corr id of a malformed transmission, when its envelope is readable that far."""
     try:
         loose = _loose_decoder.decode(frame)
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+    except _DECODE_ERRORS:
         return b""
     if isinstance(loose, list) and len(loose) > 2:
         corr_id = loose[2]
@@ -373,7 +377,7 @@ def _salvage_corr_id(frame: bytes) -> bytes:
 def _has_known_tag(command: bytes) -> bool:
     try:
         loose = _loose_decoder.decode(command)
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+    except _DECODE_ERRORS:
         return True  # not even MessagePack: a syntax error, not an unknown command
     if isinstance(loose, list) and loose and isinstance(loose[0], str):
         return loose[0] in _COMMAND_TAGS
