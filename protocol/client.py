@@ -252,13 +252,12 @@ class QueueClient:
                 try:
                     await self._serve_one_connection()
                     failures = 0
-                except QueueFault as exc:
-                    self._last_error = exc
+                except* QueueFault as group:
+                    self._connection_failed(group.exceptions[0])
                     failures += 1
-                    log.info(
-                        "queue server unreachable",
-                        extra={"server": str(self.address), "error": str(exc)},
-                    )
+                except* _CONNECTION_GONE as group:
+                    self._connection_failed(NetworkError(f"{self.address}: {group.exceptions[0]}"))
+                    failures += 1
                 finally:
                     self._finish_attempt()
                 if self._closed:
