@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio_websocket
 
 from protocol.address import ServerAddress
 from protocol.client import ClientConfig, QueueClient
@@ -151,3 +152,23 @@ async def test_errors_say_whether_a_retry_can_help(server: QueueServer, open_cli
     with pytest.raises(ServerError) as quota:
         await client.request(Send(0, b"x"), entity_id=owner.snd_id)
     assert quota.value.code == "QUOTA" and quota.value.temporary
+
+
+async def test_idle_sessions_are_closed_and_pings_keep_clients_alive(
+    start_server, nursery: trio.Nursery
+) -> None:
+    from protocol.server import ServerConfig
+    from tests.protocol.queues import RawSession
+
+    server = start_server(config=ServerConfig(idle_timeout=0.3))
+    silent = await RawSession.open(nursery, server.address)
+    pinging = QueueClient(
+        server.address, nursery, config=ClientConfig(ping_interval=0.05, backoff_initial=0.01)
+    )
+    owner = QueueOwner()
+    await owner.create(pinging)
+    await pinging.subscribe(owner.rcv_id, owner.auth)  # a subscriber keeps its connection
+    with trio.fail_after(5), pytest.raises(trio_websocket.ConnectionClosed):
+        await silent.ws.get_message()  # the server closed the silent session
+    assert pinging.connected and pinging.reconnects == 1  # pings kept this one open
+    await pinging.aclose()
