@@ -77,11 +77,21 @@ class IoBridge:
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    @property
+    def nursery(self) -> trio.Nursery:
+        """The loop's nursery, for long-lived tasks started from inside the loop (sessions)."""
+        if self._nursery is None:
+            raise ActorUnavailable("the I/O thread is not running")
+        return self._nursery
+
     # ------------------------------------------------------------------ submitting work
 
-    def submit(self, reply_to: str, coroutine_fn: CoroutineFn, *args: Any) -> int:
+    def submit(
+        self, reply_to: str, coroutine_fn: CoroutineFn, *args: Any, request_id: int | None = None
+    ) -> int:
         """Run `coroutine_fn(*args)` in the loop; tell `IoResult` to `reply_to` when done."""
-        request_id = next(self._request_ids)
+        if request_id is None:
+            request_id = next(self._request_ids)
         try:
             self._run_soon(self._spawn, reply_to, request_id, coroutine_fn, args)
         except ActorUnavailable as exc:

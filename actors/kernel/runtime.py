@@ -14,6 +14,7 @@ If the root supervisor itself gives up (its restart intensity escalated), the ru
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -73,9 +74,13 @@ class Runtime:
         self.scheduler = Scheduler(name=f"{name}-clock")
         self.failure: ChildExited | None = None
         self.failed = threading.Event()
+        self._request_ids = itertools.count(1)
         self._io: IoBridge | None = None
         self._io_lock = threading.Lock()
         self._root_spec: ChildSpec | None = None
+        # Singletons of the layers above the kernel (the agent's clients and event sink),
+        # set before the tree starts so that every activation finds them.
+        self.services: dict[str, Any] = {}
         self._stopped = False
 
     @classmethod
@@ -88,23 +93,39 @@ class Runtime:
         intensity: Intensity = Intensity(),
         config: RuntimeConfig | None = None,
         database: Database | None = None,
+        services: dict[str, Any] | None = None,
         ready_timeout: float = 10.0,
     ) -> Runtime:
         """Start a runtime whose root supervises `io` and then `children`, in that order.
 
         `database` is the store its actors load their state from and write it to; the
-        runtime does not close it (whoever opened it does, after `shutdown`).
+        runtime does not close it (whoever opened it does, after `shutdown`). `services`
+        are the layers' singletons (see `services`), in place before any actor starts.
         """
         runtime = cls(name, config, database)
-        spec = supervisor_spec(name, [ChildSpec("io", IoActor), *children], strategy, intensity)
-        runtime._root_spec = spec
-        runtime.directory.start(name, None, spec.factory)
-        try:
-            runtime.wait_until(runtime._tree_started, ready_timeout, "the supervision tree")
-        except BaseException:
-            runtime.shutdown()
-            raise
+        runtime.services.update(services or {})
+        runtime.boot(children, strategy=strategy, intensity=intensity, ready_timeout=ready_timeout)
         return runtime
+
+    def boot(
+        self,
+        children: Sequence[ChildSpec],
+        *,
+        strategy: Strategy = Strategy.ONE_FOR_ALL,
+        intensity: Intensity = Intensity(),
+        ready_timeout: float = 10.0,
+    ) -> None:
+        """Start the tree of a runtime built with the constructor; returns once it is up."""
+        spec = supervisor_spec(
+            self.name, [ChildSpec("io", IoActor), *children], strategy, intensity
+        )
+        self._root_spec = spec
+        self.directory.start(self.name, None, spec.factory)
+        try:
+            self.wait_until(self._tree_started, ready_timeout, "the supervision tree")
+        except BaseException:
+            self.shutdown()
+            raise
 
     # ------------------------------------------------------------------ messaging at the edge
 
@@ -126,12 +147,14 @@ class Runtime:
     def submit_io(
         self, reply_to: str, coroutine_fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any
     ) -> int:
+        request_id = next(self._request_ids)
         bridge = self._io
         if bridge is None:
             # The io actor is restarting: the requester sees a temporary failure and retries.
-            self.directory.tell(reply_to, IoResult(0, error=IoError("I/O thread restarting")))
-            return 0
-        return bridge.submit(reply_to, coroutine_fn, *args)
+            error = IoError("I/O thread restarting")
+            self.directory.tell(reply_to, IoResult(request_id, error=error))
+            return request_id
+        return bridge.submit(reply_to, coroutine_fn, *args, request_id=request_id)
 
     @property
     def database(self) -> Database:

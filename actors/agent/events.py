@@ -1,0 +1,100 @@
+"""What the agent tells the program above it (the chat, a bot, a test): typed events.
+
+Every event names its connection; the completion of an async command also carries the
+command's `corr_id`. Completions are msgspec Structs because they are stored with their
+command (durable until `ack_command_event`) and re-emitted after a restart byte for byte.
+
+    INV link        create finished: share this link
+    JOINED          join / accept finished: the confirmation (or invitation) was sent
+    OK              allow / ack / delete finished
+    ERR code        an async command ended with a permanent error (or its TTL passed)
+    CONF conf_id    the peer joined our invitation; `allow_connection` to continue
+    REQ inv_id      someone knocked on our contact address; `accept_contact` or reject
+    INFO info       the peer's info arrived (joiner side), CON follows
+    CON             the connection is ready both ways
+    MSG             a user message (ack it with `ack_message`)
+    SENT / MERR     a sent message was accepted by the server / failed for good
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+_EVENT = {"frozen": True, "tag_field": "event", "array_like": False}
+
+
+class Inv(msgspec.Struct, tag="INV", **_EVENT):
+    conn_id: str
+    link: str
+    corr_id: str | None = None
+
+
+class Joined(msgspec.Struct, tag="JOINED", **_EVENT):
+    conn_id: str
+    corr_id: str | None = None
+
+
+class Ok(msgspec.Struct, tag="OK", **_EVENT):
+    conn_id: str
+    corr_id: str | None = None
+
+
+class Err(msgspec.Struct, tag="ERR", **_EVENT):
+    conn_id: str
+    code: str
+    message: str = ""
+    corr_id: str | None = None
+
+
+class Conf(msgspec.Struct, tag="CONF", **_EVENT):
+    conn_id: str
+    conf_id: str
+    info: bytes
+
+
+class Req(msgspec.Struct, tag="REQ", **_EVENT):
+    conn_id: str
+    inv_id: str
+    info: bytes
+
+
+class Info(msgspec.Struct, tag="INFO", **_EVENT):
+    conn_id: str
+    info: bytes
+
+
+class Con(msgspec.Struct, tag="CON", **_EVENT):
+    conn_id: str
+
+
+class Msg(msgspec.Struct, tag="MSG", **_EVENT):
+    conn_id: str
+    msg_id: int
+    body: bytes
+    integrity: str = "ok"
+
+
+class Sent(msgspec.Struct, tag="SENT", **_EVENT):
+    conn_id: str
+    msg_id: int
+
+
+class MErr(msgspec.Struct, tag="MERR", **_EVENT):
+    conn_id: str
+    msg_id: int
+    code: str
+
+
+AgentEvent = Inv | Joined | Ok | Err | Conf | Req | Info | Con | Msg | Sent | MErr
+CommandEvent = Inv | Joined | Ok | Err
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(CommandEvent)
+
+
+def encode_event(event: CommandEvent) -> bytes:
+    return _encoder.encode(event)
+
+
+def decode_event(data: bytes) -> CommandEvent:
+    return _decoder.decode(data)

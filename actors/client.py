@@ -1,0 +1,193 @@
+"""`Client`: the embedded runtime's synchronous, thread-safe facade (the agent part).
+
+    client = Client.open("sqlite:///alice.db", servers=[server_address])
+    conn_id, link = client.create_connection()            # sync: waits, raises on error
+    conn_id = client.join_connection_async("cmd-7", link, b"my info")   # async: at once
+    event = client.agent_events.get(timeout=5)             # INV, JOINED, CONF, CON, MSG …
+    client.ack_command_event("cmd-7")                      # the event may now be forgotten
+    client.close()
+
+Every network-touching call has two forms. The async form persists the command and returns
+the connection id at once; its completion arrives as an event carrying the `corr_id`, is
+retried through temporary failures, survives crashes, and is re-emitted until
+`ack_command_event`. The sync form does the same work once and waits: it raises
+`AgentError` (or a `QueueFault`) so that a user can retry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import pykka
+
+from actors.agent import events as ev
+from actors.agent.agent import (
+    AcceptContact,
+    AckEvent,
+    AckMessage,
+    AgentActor,
+    AllowConnection,
+    CreateConnection,
+    DeleteConnection,
+    JoinConnection,
+    RejectContact,
+)
+from actors.agent.connection import SYNC_PREFIX, AgentError, GetStatus, SendMessage
+from actors.agent.services import AgentConfig, AgentServices, EventStream, QueueClients
+from actors.agent.sessions import connection_address
+from actors.kernel import ChildSpec, Runtime, RuntimeConfig, TreeNode
+from protocol.address import b64url
+from protocol.errors import AskTimeout
+from protocol.queue import QueueMode
+from storage.agent import AgentStore
+from storage.database import Database, open_database
+
+AGENT = "client/agent"
+
+
+class Client:
+    """A running agent on its own database; see the module docstring."""
+
+    def __init__(
+        self, runtime: Runtime, services: AgentServices, database: Database, owns_database: bool
+    ) -> None:
+        self.runtime = runtime
+        self.services = services
+        self.database = database
+        self._owns_database = owns_database
+        self.agent_events: EventStream = services.events
+
+    @classmethod
+    def open(
+        cls,
+        db: str | Database,
+        servers: Sequence[str],
+        *,
+        config: AgentConfig | None = None,
+        runtime_config: RuntimeConfig | None = None,
+    ) -> Client:
+        """Open (or create) a client database and resume everything it had in progress."""
+        database = open_database(db) if isinstance(db, str) else db
+        config = config or AgentConfig()
+        runtime = Runtime(config=runtime_config, database=database)
+        services = AgentServices(
+            store=AgentStore(database),
+            servers=tuple(str(s) for s in servers),
+            config=config,
+            events=EventStream(),
+            clients=QueueClients(runtime, config.client),
+        )
+        runtime.services["agent"] = services
+        try:
+            runtime.boot([ChildSpec("agent", AgentActor)])
+        except BaseException:
+            if isinstance(db, str):
+                database.close()
+            raise
+        return cls(runtime, services, database, owns_database=isinstance(db, str))
+
+    # ------------------------------------------------------------------ connections
+
+    def create_connection(self, mode: QueueMode = QueueMode.MESSAGING) -> tuple[str, str]:
+        """Create a connection and its link (an invitation, or a contact address)."""
+        event = self._sync(lambda corr: CreateConnection(corr, mode))
+        assert isinstance(event, ev.Inv)
+        return event.conn_id, event.link
+
+    def create_connection_async(self, corr_id: str, mode: QueueMode = QueueMode.MESSAGING) -> str:
+        return self._ask(CreateConnection(corr_id, mode))
+
+    def join_connection(self, link: str, info: bytes = b"") -> str:
+        return self._sync(lambda corr: JoinConnection(corr, link, info)).conn_id
+
+    def join_connection_async(self, corr_id: str, link: str, info: bytes = b"") -> str:
+        return self._ask(JoinConnection(corr_id, link, info))
+
+    def allow_connection(self, conn_id: str, conf_id: str, info: bytes = b"") -> None:
+        self._sync(lambda corr: AllowConnection(corr, conn_id, conf_id, info))
+
+    def allow_connection_async(
+        self, corr_id: str, conn_id: str, conf_id: str, info: bytes = b""
+    ) -> str:
+        return self._ask(AllowConnection(corr_id, conn_id, conf_id, info))
+
+    def accept_contact(self, inv_id: str, info: bytes = b"") -> str:
+        return self._sync(lambda corr: AcceptContact(corr, inv_id, info)).conn_id
+
+    def accept_contact_async(self, corr_id: str, inv_id: str, info: bytes = b"") -> str:
+        return self._ask(AcceptContact(corr_id, inv_id, info))
+
+    def reject_contact(self, inv_id: str) -> None:
+        self._ask(RejectContact(inv_id))
+
+    def delete_connection(self, conn_id: str) -> None:
+        self._sync(lambda corr: DeleteConnection(corr, conn_id))
+
+    def delete_connection_async(self, corr_id: str, conn_id: str) -> str:
+        return self._ask(DeleteConnection(corr_id, conn_id))
+
+    def connection_status(self, conn_id: str) -> dict[str, Any] | None:
+        return self.runtime.ask(connection_address(conn_id), GetStatus())
+
+    # ------------------------------------------------------------------ messages
+
+    def send_message(self, conn_id: str, body: bytes) -> int:
+        """Store `body` for delivery on the connection; returns its message id."""
+        return self.runtime.ask(connection_address(conn_id), SendMessage(body))
+
+    def ack_message(self, conn_id: str, msg_id: int) -> None:
+        self._sync(lambda corr: AckMessage(corr, conn_id, msg_id))
+
+    def ack_message_async(self, corr_id: str, conn_id: str, msg_id: int) -> str:
+        return self._ask(AckMessage(corr_id, conn_id, msg_id))
+
+    def ack_command_event(self, corr_id: str) -> None:
+        """The completion event of `corr_id` was processed: forget it."""
+        self._ask(AckEvent(corr_id))
+
+    # ------------------------------------------------------------------ runtime
+
+    def tree(self) -> TreeNode:
+        return self.runtime.tree()
+
+    def close(self) -> None:
+        bridge = self.runtime._io
+        if bridge is not None:
+            with contextlib.suppress(Exception):  # closing: nothing to tell the caller
+                bridge.run(self.services.clients.close_all, timeout=5)
+        self.runtime.shutdown()
+        if self._owns_database:
+            self.database.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ internals
+
+    def _ask(self, message: Any) -> Any:
+        return self.runtime.ask(AGENT, message)
+
+    def _sync(self, build: Any) -> Any:
+        corr_id = f"{SYNC_PREFIX}{b64url(os.urandom(12))}"
+        future: pykka.Future[Any] = pykka.ThreadingFuture()
+        with self.services.waiters_lock:
+            self.services.waiters[corr_id] = future
+        try:
+            self._ask(build(corr_id))
+            deadline = time.monotonic() + self.services.config.sync_timeout
+            try:
+                return future.get(timeout=max(0.0, deadline - time.monotonic()))
+            except pykka.Timeout as exc:
+                raise AskTimeout("the command did not finish in time") from exc
+        finally:
+            self.services.take_waiter(corr_id)
+
+
+__all__ = ["AgentError", "Client"]

@@ -1,0 +1,203 @@
+"""The agent's tables: connections, their queues, commands with durable events, messages.
+
+Owns the schema (migrations 100-199 of the shared database) and the few queries that span
+tables. Each `ConnectionActor` writes only its own connection's rows, in short transactions
+through `AgentStore.transaction()`; the `AgentActor` inserts new connections and commands.
+Nothing here imports actors/ or touches the network. Private keys are stored here and never
+leave the client's database.
+
+Rows and what they mean:
+
+* ``AgentConnection``  one duplex connection: status, hash-chain positions (`snd_seq`/
+  `snd_hash` of what we sent, `rcv_seq`/`rcv_hash` of what we received), last error.
+* ``AgentRcvQueue`` / ``AgentSndQueue``  the queues of a connection with every key, stored
+  *before* the network call that uses them, so a retry after a crash repeats the same request.
+* ``AgentCommand``  an API command in progress (or done with its `event` kept until the chat
+  acknowledges it): kind, payload, the lane (server) it runs on, attempts and next attempt.
+* ``AgentSndMessage``  an outgoing message, stored sealed (the exact SEND body) before it is
+  sent, deleted once the server said OK.
+* ``AgentRcvMessage``  a received user message waiting for the user's `ack_message`.
+* ``AgentContactRequest``  an invitation received on a contact address (`REQ`).
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+
+import peewee
+
+from storage.database import Database, Migration, bind_models, register_migrations
+
+
+class AgentConnection(peewee.Model):
+    conn_id = peewee.CharField(primary_key=True, max_length=64)
+    status = peewee.CharField(max_length=16)
+    mode = peewee.CharField(max_length=16)  # "invitation" | "contact"
+    error = peewee.TextField(null=True)
+    snd_seq = peewee.IntegerField(default=0)
+    snd_hash = peewee.BlobField(null=True)
+    rcv_seq = peewee.IntegerField(default=0)
+    rcv_hash = peewee.BlobField(null=True)
+    pending_conf = peewee.BlobField(null=True)  # the peer's Confirmation, until allowed
+    created_at = peewee.FloatField()
+
+    class Meta:
+        table_name = "agent_connection"
+
+
+class AgentRcvQueue(peewee.Model):
+    id = peewee.AutoField()
+    conn_id = peewee.CharField(max_length=64, index=True)
+    server = peewee.CharField(max_length=400, index=True)
+    mode = peewee.CharField(max_length=1)  # protocol.queue.QueueMode value
+    auth_private = peewee.BlobField()
+    dh_private = peewee.BlobField()
+    e2e_private = peewee.BlobField()
+    rcv_id = peewee.BlobField(null=True, unique=True)
+    snd_id = peewee.BlobField(null=True)
+    srv_dh_public = peewee.BlobField(null=True)
+    e2e_peer_public = peewee.BlobField(null=True)
+    status = peewee.CharField(max_length=16)  # "new" until NEW answered, then "active"
+
+    class Meta:
+        table_name = "agent_rcv_queue"
+
+
+class AgentSndQueue(peewee.Model):
+    id = peewee.AutoField()
+    conn_id = peewee.CharField(max_length=64, index=True)
+    server = peewee.CharField(max_length=400)
+    snd_id = peewee.BlobField()
+    mode = peewee.CharField(max_length=1)
+    auth_private = peewee.BlobField()
+    e2e_private = peewee.BlobField()
+    e2e_peer_public = peewee.BlobField()
+    status = peewee.CharField(max_length=16)  # "new" → "secured" (SKEY answered)
+    quota_blocked = peewee.BooleanField(default=False)
+
+    class Meta:
+        table_name = "agent_snd_queue"
+
+
+class AgentCommand(peewee.Model):
+    id = peewee.AutoField()
+    corr_id = peewee.CharField(max_length=200, null=True, unique=True)
+    conn_id = peewee.CharField(max_length=64, index=True)
+    kind = peewee.CharField(max_length=32)
+    payload = peewee.BlobField()
+    lane = peewee.CharField(max_length=400)
+    attempts = peewee.IntegerField(default=0)
+    next_attempt_at = peewee.FloatField(default=0.0)
+    deadline = peewee.FloatField()
+    event = peewee.BlobField(null=True)  # set, with the command's effects, when it completes
+    created_at = peewee.FloatField()
+
+    class Meta:
+        table_name = "agent_command"
+
+
+class AgentSndMessage(peewee.Model):
+    id = peewee.AutoField()
+    conn_id = peewee.CharField(max_length=64, index=True)
+    snd_queue_id = peewee.IntegerField(index=True)
+    seq = peewee.IntegerField()
+    kind = peewee.CharField(max_length=16)
+    body = peewee.BlobField()
+    attempts = peewee.IntegerField(default=0)
+    next_attempt_at = peewee.FloatField(default=0.0)
+    expires_at = peewee.FloatField()
+    created_at = peewee.FloatField()
+
+    class Meta:
+        table_name = "agent_snd_message"
+
+
+class AgentRcvMessage(peewee.Model):
+    id = peewee.AutoField()
+    conn_id = peewee.CharField(max_length=64, index=True)
+    rcv_queue_id = peewee.IntegerField()
+    seq = peewee.IntegerField()
+    broker_msg_id = peewee.BlobField()
+    body = peewee.BlobField()
+    integrity = peewee.CharField(max_length=32)
+
+    class Meta:
+        table_name = "agent_rcv_message"
+        indexes = ((("conn_id", "seq"), True),)
+
+
+class AgentContactRequest(peewee.Model):
+    inv_id = peewee.CharField(primary_key=True, max_length=64)
+    conn_id = peewee.CharField(max_length=64, index=True)
+    link = peewee.TextField()
+    info = peewee.BlobField()
+    created_at = peewee.FloatField()
+
+    class Meta:
+        table_name = "agent_contact_request"
+
+
+AGENT_MODELS = (
+    AgentConnection,
+    AgentRcvQueue,
+    AgentSndQueue,
+    AgentCommand,
+    AgentSndMessage,
+    AgentRcvMessage,
+    AgentContactRequest,
+)
+
+
+def _create_agent_tables(db: peewee.Database) -> None:
+    db.create_tables(list(bind_models(db, *AGENT_MODELS)))
+
+
+AGENT_MIGRATIONS = (Migration(100, "agent tables", _create_agent_tables),)
+register_migrations("agent", AGENT_MIGRATIONS)
+
+
+class AgentStore:
+    """The agent's bound models on one database, and the queries that span connections."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        models = db.bind(*AGENT_MODELS)
+        self.Connection = models.AgentConnection
+        self.RcvQueue = models.AgentRcvQueue
+        self.SndQueue = models.AgentSndQueue
+        self.Command = models.AgentCommand
+        self.SndMessage = models.AgentSndMessage
+        self.RcvMessage = models.AgentRcvMessage
+        self.ContactRequest = models.AgentContactRequest
+
+    def transaction(self) -> AbstractContextManager[peewee.Database]:
+        return self.db.transaction()
+
+    def connections_with_work(self) -> list[str]:
+        """Connections that must be activated at boot: pending commands, unacknowledged
+        events, or messages waiting to be sent."""
+        with self.transaction():
+            commands = {row.conn_id for row in self.Command.select(self.Command.conn_id)}
+            messages = {row.conn_id for row in self.SndMessage.select(self.SndMessage.conn_id)}
+        return sorted(commands | messages)
+
+    def subscriptions(self) -> dict[str, list[tuple[bytes, bytes, str]]]:
+        """Every active receive queue per server: (rcv_id, auth_private, conn_id)."""
+        by_server: dict[str, list[tuple[bytes, bytes, str]]] = {}
+        with self.transaction():
+            rows = self.RcvQueue.select().where(self.RcvQueue.status == "active")
+            for row in rows:
+                by_server.setdefault(row.server, []).append(
+                    (bytes(row.rcv_id), bytes(row.auth_private), row.conn_id)
+                )
+        return by_server
+
+    def conn_of_rcv_queue(self, rcv_id: bytes) -> str | None:
+        with self.transaction():
+            row = self.RcvQueue.get_or_none(self.RcvQueue.rcv_id == rcv_id)
+        return row.conn_id if row is not None else None
+
+    def conn_of_command(self, corr_id: str) -> str | None:
+        with self.transaction():
+            row = self.Command.get_or_none(self.Command.corr_id == corr_id)
+        return row.conn_id if row is not None else None
