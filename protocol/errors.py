@@ -14,6 +14,8 @@ Every error a caller can see derives from `DuplexError` and carries a machine-re
     │   ├── CommandTimeout           TIMEOUT       no reply within the command's timeout
     │   └── ServerIdentityError      IDENTITY      the certificate is not the pinned fingerprint
     ├── LinkError                    LINK          a link or link data that cannot be read or made
+    ├── EnvelopeError                ENVELOPE      a peer's envelope or agent message that cannot be
+    │                                              opened or read, or has an unexpected sender key
     └── RuntimeFault                 RUNTIME       the actor runtime cannot do what was asked
         ├── ActorUnavailable         UNAVAILABLE   no live actor at an address, runtime stopped
         └── AskTimeout               TIMEOUT       an `ask` got no answer within its timeout
@@ -101,6 +103,14 @@ class LinkError(DuplexError):
     not speak, too large, or does not open with the link's key (`protocol.links`)."""
 
     code = "LINK"
+
+
+class EnvelopeError(DuplexError):
+    """An agent-to-agent envelope or message (`protocol.envelope`) that is malformed, of a
+    version we do not speak, too large, does not open with the queue's key, or comes from a
+    sender key other than the one this connection already knows."""
+
+    code = "ENVELOPE"
 
 
 class RuntimeFault(DuplexError):
