@@ -121,7 +121,10 @@ class DhKey:
 
     def shared_secret(self, peer_public: bytes) -> bytes:
         peer = _load(X25519PublicKey.from_public_bytes, peer_public)
-        secret = X25519PrivateKey.from_private_bytes(self.private).exchange(peer)
+        try:
+            secret = X25519PrivateKey.from_private_bytes(self.private).exchange(peer)
+        except ValueError as exc:  # OpenSSL refuses some low-order points itself
+            raise CryptoError(f"unusable X25519 public key: {exc}") from exc
         if secret == bytes(KEY_SIZE):  # a low-order peer key: refuse, never use zeros
             raise CryptoError("degenerate X25519 public key")
         return secret
