@@ -41,6 +41,7 @@ from typing import Any
 import msgspec
 
 from actors.agent import events as ev
+from actors.agent import faults
 from actors.agent.services import AgentServices
 from actors.agent.sessions import (
     Forget,
@@ -349,6 +350,7 @@ class ConnectionActor(Actor):
         if handler is None:
             self._fail(command, "PROHIBITED", f"unknown command {command.kind!r}")
             return
+        faults.hit(faults.BEFORE_RUN, command.kind)
         try:
             handler(command, msgspec.msgpack.decode(bytes(command.payload)))
         except (EnvelopeError, DuplexError) as exc:
@@ -412,6 +414,7 @@ class ConnectionActor(Actor):
                 command.save(only=[type(command).event])
         if command in self.commands:
             self.commands.remove(command)
+        faults.hit(faults.AFTER_EFFECTS, command.kind)
         if sync:
             waiter = self.services.take_waiter(command.corr_id)
             if waiter is not None:
@@ -429,6 +432,7 @@ class ConnectionActor(Actor):
             self._emit(event)
         for extra in extra_events:
             self._emit(extra)
+        faults.hit(faults.AFTER_EMIT, command.kind)
 
     def _fail(self, command: Any, code: str, message: str) -> None:
         log.info(

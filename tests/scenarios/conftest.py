@@ -1,0 +1,49 @@
+"""Scenario fixtures: queue servers on loopback and agent clients on SQLite files."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from actors.agent import faults
+from actors.client import Client
+from protocol.server import QueueServer
+from tests.scenarios.agents import FAST, Events
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[..., QueueServer]]:
+    servers: list[QueueServer] = []
+
+    def start(name: str = "server", port: int = 0, **kwargs: object) -> QueueServer:
+        server = QueueServer.start(f"sqlite:///{tmp_path / name}.db", port=port, **kwargs)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def server(start_server: Callable[..., QueueServer]) -> QueueServer:
+    return start_server()
+
+
+@pytest.fixture
+def open_client(tmp_path: Path) -> Iterator[Callable[..., tuple[Client, Events]]]:
+    clients: list[Client] = []
+
+    def open_one(name: str, servers: list[QueueServer], config=FAST) -> tuple[Client, Events]:
+        client = Client.open(
+            f"sqlite:///{tmp_path / name}.db", [str(s.address) for s in servers], config=config
+        )
+        clients.append(client)
+        return client, Events(client)
+
+    yield open_one
+    faults.disarm_all()
+    for client in clients:
+        client.close()
