@@ -35,6 +35,7 @@ import itertools
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -65,15 +66,15 @@ class Sizes:
     tells: int  # messages per tell measurement
     asks: int  # round trips per ask measurement
     repeats: int  # repeats of each raw/kernel measurement
-    virtual: int  # fresh addresses in the activation benchmark
+    virtual: int  # fresh addresses per repeat of the activation benchmark
     virtual_cap: int  # its live cap (small, so nearly every activation also passivates)
     rows: int  # rows (and actors) in the big run
     rows_cap: int  # the big run's live cap (the design's default)
     insert_batch: int
 
 
-FULL = Sizes(200_000, 20_000, 5, 20_000, 64, 100_000, 512, 1_000)
-QUICK = Sizes(20_000, 2_000, 3, 2_000, 64, 10_000, 512, 1_000)
+FULL = Sizes(200_000, 20_000, 5, 5_000, 64, 100_000, 512, 1_000)
+QUICK = Sizes(20_000, 2_000, 2, 1_000, 64, 5_000, 512, 1_000)
 
 
 # ---------------------------------------------------------------------------- messages
@@ -185,12 +186,15 @@ class Sampler:
     A background thread, because the peaks happen while the main thread is busy sending.
     """
 
-    def __init__(self, live: Callable[[], int] = lambda: 0, interval: float = 0.02) -> None:
+    def __init__(
+        self, live: Callable[[], int], interval: float = 0.02, track_rss: bool = True
+    ) -> None:
         self._live = live
         self._interval = interval
+        self._track_rss = track_rss  # psutil costs GIL time: off where rates are compared
         self._stop = threading.Event()
         self.peak_threads = threading.active_count()
-        self.peak_rss_mb = rss_mb()
+        self.peak_rss_mb = rss_mb() if track_rss else 0.0
         self.peak_live = 0
         self._thread = threading.Thread(target=self._run, name="bench-sampler", daemon=True)
 
@@ -205,7 +209,8 @@ class Sampler:
 
     def sample(self) -> None:
         self.peak_threads = max(self.peak_threads, threading.active_count())
-        self.peak_rss_mb = max(self.peak_rss_mb, rss_mb())
+        if self._track_rss:
+            self.peak_rss_mb = max(self.peak_rss_mb, rss_mb())
         self.peak_live = max(self.peak_live, self._live())
 
     def _run(self) -> None:
@@ -290,55 +295,57 @@ def kernel_actor_to_actor(runtime: Runtime, n: int) -> float:
 
 def bench_messaging(report: Report, sizes: Sizes, bars: Progress) -> None:
     """Raw pykka vs kernel, interleaved repeats, best and median of each."""
-    pairs: list[tuple[str, str, Callable[[], float], Callable[[], float]]]
+    # The runtime first: it lowers the thread stack size for the whole process, so the raw
+    # actors get the same stacks as the kernel's. Both worlds stay alive during every
+    # measurement, so both see the same thread count (it slows every queue, runtime.md).
+    runtime = Runtime.start([ChildSpec("sink", KernelActor), ChildSpec("source", KernelActor)])
+    raw_refs: list[pykka.ActorRef[Any]] = []
     try:
         raw_sink = RawActor.start()
+        raw_refs.append(raw_sink)
         raw_source = RawActor.start()
-        runtime = Runtime.start([ChildSpec("sink", KernelActor), ChildSpec("source", KernelActor)])
-        try:
-            # Both worlds are alive during every measurement, so both see the same number of
-            # threads (thread count slows every queue down, runtime.md).
-            pairs = [
-                (
-                    "tell",
-                    "msg/s",
-                    lambda: raw_tell(raw_sink, sizes.tells),
-                    lambda: kernel_tell(runtime, sizes.tells),
-                ),
-                (
-                    "ask",
-                    "ask/s",
-                    lambda: raw_ask(raw_sink, sizes.asks),
-                    lambda: kernel_ask(runtime, sizes.asks),
-                ),
-                (
-                    "actor_to_actor_tell",
-                    "msg/s",
-                    lambda: raw_actor_to_actor(raw_source, raw_sink, sizes.tells),
-                    lambda: kernel_actor_to_actor(runtime, sizes.tells),
-                ),
-            ]
-            task = bars.add_task("raw pykka vs kernel", total=len(pairs) * sizes.repeats * 2)
-            for name, unit, raw, kernel in pairs:
-                raw(), kernel()  # warm-up: first-call costs (imports, caches) are not the path
-                raws: list[float] = []
-                kernels: list[float] = []
-                for _ in range(sizes.repeats):
-                    raws.append(raw())
-                    bars.advance(task)
-                    kernels.append(kernel())
-                    bars.advance(task)
-                report.add(f"raw_{name}_per_s", best(raws), unit)
-                report.add(f"kernel_{name}_per_s", best(kernels), unit)
-                report.add(f"ratio_{name}_to_raw", best(kernels) / best(raws))
-                report.add(f"raw_{name}_per_s_median", median(raws), unit)
-                report.add(f"kernel_{name}_per_s_median", median(kernels), unit)
-            bars.remove_task(task)
-        finally:
-            runtime.shutdown()
+        raw_refs.append(raw_source)
+        pairs: list[tuple[str, str, Callable[[], float], Callable[[], float]]] = [
+            (
+                "tell",
+                "msg/s",
+                lambda: raw_tell(raw_sink, sizes.tells),
+                lambda: kernel_tell(runtime, sizes.tells),
+            ),
+            (
+                "ask",
+                "ask/s",
+                lambda: raw_ask(raw_sink, sizes.asks),
+                lambda: kernel_ask(runtime, sizes.asks),
+            ),
+            (
+                "actor_to_actor_tell",
+                "msg/s",
+                lambda: raw_actor_to_actor(raw_source, raw_sink, sizes.tells),
+                lambda: kernel_actor_to_actor(runtime, sizes.tells),
+            ),
+        ]
+        task = bars.add_task("raw pykka vs kernel", total=len(pairs) * sizes.repeats * 2)
+        for name, unit, raw, kernel in pairs:
+            raw(), kernel()  # warm-up: first-call costs (imports, caches) are not the path
+            raws: list[float] = []
+            kernels: list[float] = []
+            for _ in range(sizes.repeats):
+                raws.append(raw())
+                bars.advance(task)
+                kernels.append(kernel())
+                bars.advance(task)
+            report.add(f"raw_{name}_per_s", best(raws), unit)
+            report.add(f"kernel_{name}_per_s", best(kernels), unit)
+            report.add(f"ratio_{name}_to_raw", best(kernels) / best(raws))
+            report.add(f"raw_{name}_per_s_median", median(raws), unit)
+            report.add(f"kernel_{name}_per_s_median", median(kernels), unit)
+        bars.remove_task(task)
     finally:
         # pykka threads are not daemons: a raw actor left running would keep the process up.
-        pykka.ActorRegistry.stop_all()
+        for ref in raw_refs:
+            ref.stop(block=False)
+        runtime.shutdown()
 
 
 # ---------------------------------------------------------------------------- 3: activations
@@ -359,6 +366,17 @@ class HandledCounter:
             self.done.set()
 
 
+class RawTouch(pykka.ThreadingActor):
+    """The raw baseline of an activation: a pykka actor that counts its one message."""
+
+    def __init__(self, counter: HandledCounter) -> None:
+        super().__init__()
+        self.counter = counter
+
+    def on_receive(self, message: Any) -> Any:
+        self.counter.hit()
+
+
 class Touch(Actor):
     """A virtual actor that does nothing but count its message: activation cost alone."""
 
@@ -372,37 +390,99 @@ class Touch(Actor):
         self.counter.hit()
 
 
-def bench_activations(report: Report, sizes: Sizes, bars: Progress) -> None:
-    n, cap = sizes.virtual, sizes.virtual_cap
+@dataclass(slots=True)
+class ChurnResult:
+    activations_per_s: float
+    passivations_per_s: float
+    peak_live: int = 0
+    peak_extra_threads: int = 0
+
+
+def raw_churn(n: int, cap: int) -> ChurnResult:
+    """What the directory does, by hand on raw pykka: start an actor per message, tell it the
+    message, and stop the least recently started one beyond the cap (without waiting)."""
+    counter = HandledCounter(n)
+    live: deque[pykka.ActorRef[Any]] = deque()
+    stopping: list[pykka.Future[Any]] = []
+    try:
+        elapsed = stopwatch()
+        for _ in range(n):
+            ref = RawTouch.start(counter)
+            ref.tell(PING)
+            live.append(ref)
+            if len(live) > cap:
+                stopping.append(live.popleft().stop(block=False))
+        wait_event(counter.done, "raw activations")
+        handled_s = elapsed()
+        for future in stopping:
+            future.get(timeout=WAIT_TIMEOUT)
+        stopped_s = elapsed()
+    finally:
+        for ref in live:
+            ref.stop(block=False)
+    return ChurnResult(rate(n, handled_s), rate(len(stopping), stopped_s))
+
+
+def kernel_churn(n: int, cap: int) -> ChurnResult:
+    """One message each to `n` fresh addresses of a virtual kind with live cap `cap`, sent as
+    fast as the directory takes them (no help from the sender: the cap alone bounds)."""
     counter = HandledCounter(n)
     spec = virtual_supervisor_spec("touch", lambda ctx: Touch(ctx, counter))
     runtime = Runtime.start([spec], config=RuntimeConfig(live_cap=cap))
     try:
         directory = runtime.directory
         base_threads = threading.active_count()
-        activations_before = directory.counters["activations"]  # the tree's own actors
-        task = bars.add_task(f"activate {n:,} virtual actors (cap {cap})", total=n)
-        with Sampler(directory.live_virtual) as sampler:
+        before = directory.counters["activations"]  # the tree's own actors
+        tell = runtime.tell
+        with Sampler(directory.live_virtual, track_rss=False) as sampler:
             elapsed = stopwatch()
             for i in range(n):
-                runtime.tell(f"client/touch/{i}", PING)
-                if i % 500 == 0:
-                    bars.update(task, completed=counter.handled)
-            wait_event(counter.done, "activations")
+                tell(f"client/touch/{i}", PING)
+            wait_event(counter.done, "kernel activations")
             handled_s = elapsed()
             wait_for(lambda: directory.counters["passivations"] >= n - cap, "passivations")
             passivated_s = elapsed()
-        bars.remove_task(task)
-        activations = directory.counters["activations"] - activations_before
-        report.add("activations_per_s", rate(activations, handled_s), "/s")
-        report.add(
-            "passivations_per_s", rate(directory.counters["passivations"], passivated_s), "/s"
+        return ChurnResult(
+            rate(directory.counters["activations"] - before, handled_s),
+            rate(directory.counters["passivations"], passivated_s),
+            sampler.peak_live,
+            sampler.peak_threads - base_threads,
         )
-        report.add("activation_live_cap", cap)
-        report.add("activation_peak_live", sampler.peak_live)
-        report.add("activation_peak_extra_threads", sampler.peak_threads - base_threads)
     finally:
         runtime.shutdown()
+
+
+def bench_activations(report: Report, sizes: Sizes, bars: Progress) -> None:
+    n, cap = sizes.virtual, sizes.virtual_cap
+    task = bars.add_task(f"activate {n:,} actors (cap {cap})", total=sizes.repeats * 2)
+    raws: list[ChurnResult] = []
+    kernels: list[ChurnResult] = []
+    try:
+        for _ in range(sizes.repeats):
+            raws.append(raw_churn(n, cap))
+            bars.advance(task)
+            kernels.append(kernel_churn(n, cap))
+            bars.advance(task)
+    finally:
+        pykka.ActorRegistry.stop_all()
+    bars.remove_task(task)
+    raw_act = best([r.activations_per_s for r in raws])
+    raw_pas = best([r.passivations_per_s for r in raws])
+    act = best([k.activations_per_s for k in kernels])
+    pas = best([k.passivations_per_s for k in kernels])
+    report.add("raw_activations_per_s", raw_act, "/s")
+    report.add("activations_per_s", act, "/s")
+    report.add("ratio_activations_to_raw", act / raw_act)
+    report.add("raw_passivations_per_s", raw_pas, "/s")
+    report.add("passivations_per_s", pas, "/s")
+    report.add("ratio_passivations_to_raw", pas / raw_pas)
+    report.add("activations_per_s_median", median([k.activations_per_s for k in kernels]), "/s")
+    report.add("activation_live_cap", cap, "actors")
+    # Sent unbounded, how far the live count and the thread count overshoot the cap.
+    report.add("activation_peak_live", max(k.peak_live for k in kernels), "actors")
+    report.add(
+        "activation_peak_extra_threads", max(k.peak_extra_threads for k in kernels), "threads"
+    )
 
 
 # ---------------------------------------------------------------------------- 4: 100k rows
@@ -514,10 +594,15 @@ def main(argv: list[str] | None = None) -> int:
     report = Report("actors")
     note(f"bench.actors on {machine()}", not args.json)
     total = stopwatch()
-    with progress(enabled=not args.json) as bars:
-        bench_messaging(report, sizes, bars)
-        bench_activations(report, sizes, bars)
-        bench_rows(report, sizes, bars)
+    try:
+        with progress(enabled=not args.json) as bars:
+            bench_messaging(report, sizes, bars)
+            bench_activations(report, sizes, bars)
+            bench_rows(report, sizes, bars)
+    finally:
+        # Last resort after an error (each phase cleans up after itself): any pykka actor
+        # still alive has a non-daemon thread that would keep the process from exiting.
+        pykka.ActorRegistry.stop_all()
     ratio = next(f.value for f in report.figures if f.name == "actors.ratio_tell_to_raw")
     report.add("target_kernel_tell_ge_half_raw", isinstance(ratio, float) and ratio >= 0.5)
     report.add("total_seconds", total(), "s")

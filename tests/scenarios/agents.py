@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import time
 from collections.abc import Callable
@@ -49,10 +50,8 @@ class Events:
             start = len(self.seen)
             if time.monotonic() > deadline:
                 raise AssertionError(f"{what} not seen within {timeout}s; saw {self.seen}")
-            try:
+            with contextlib.suppress(queue.Empty):
                 self.seen.append(self.client.agent_events.get(timeout=0.05))
-            except queue.Empty:
-                pass
 
     def of(self, kind: type, **fields: Any) -> list[Any]:
         self.drain()

@@ -62,7 +62,7 @@ def test_contact_address_handshake(server: QueueServer, open_client) -> None:
     assert a_events.wait_for(ev.Msg, conn_id=a_conn).body == b"hi alice"
 
     # the address stays usable for the next one
-    carol, c_events = open_client("carol", [server])
+    carol, _c_events = open_client("carol", [server])
     carol.join_connection_async("knock2", address, b"carol")
     assert a_events.wait_for(ev.Req, conn_id=address_conn, info=b"carol")
 
