@@ -1,0 +1,139 @@
+"""Async commands: completions with their corr ids, retries through outages, permanent
+errors, durable events, and independence of servers."""
+
+from __future__ import annotations
+
+import time
+
+from actors.agent import events as ev
+from protocol.queue import QueueMode
+from protocol.server import QueueServer
+from tests.helpers import eventually
+from tests.scenarios.agents import connect
+
+
+def test_every_async_command_completes_with_its_corr_id(server: QueueServer, open_client) -> None:
+    alice, a_events = open_client("alice", [server])
+    bob, b_events = open_client("bob", [server])
+    a_conn, b_conn = connect(alice, a_events, bob, b_events)
+    for corr_id, events in (("create", a_events), ("join", b_events), ("allow", a_events)):
+        [done] = [e for e in events.seen if getattr(e, "corr_id", None) == corr_id]
+        assert done.conn_id in (a_conn, b_conn)
+
+    msg_id = alice.send_message(a_conn, b"ack me")
+    message = b_events.wait_for(ev.Msg, conn_id=b_conn)
+    assert message.msg_id == msg_id
+    bob.ack_message_async("ack-1", b_conn, message.msg_id)
+    assert b_events.wait_for(ev.Ok, corr_id="ack-1").conn_id == b_conn
+
+    address_conn = alice.create_connection_async("addr", QueueMode.CONTACT)
+    address = a_events.wait_for(ev.Inv, corr_id="addr").link
+    bob.join_connection_async("knock", address, b"")
+    request = a_events.wait_for(ev.Req, conn_id=address_conn)
+    accepted = alice.accept_contact_async("accept-1", request.inv_id, b"")
+    assert a_events.wait_for(ev.Joined, corr_id="accept-1").conn_id == accepted
+
+    alice.delete_connection_async("delete-1", a_conn)
+    assert a_events.wait_for(ev.Ok, corr_id="delete-1").conn_id == a_conn
+    assert alice.connection_status(a_conn) is None
+    # repeating a call with the same corr id does not do the work twice
+    assert alice.create_connection_async("addr", QueueMode.CONTACT) == address_conn
+
+
+def test_a_join_while_the_server_is_down_completes_when_it_returns(
+    start_server, open_client
+) -> None:
+    server = start_server()
+    alice, a_events = open_client("alice", [server])
+    bob, b_events = open_client("bob", [server])
+    a_conn = alice.create_connection_async("create")
+    link = a_events.wait_for(ev.Inv, corr_id="create").link
+    port = server.address.port
+    server.stop()
+
+    b_conn = bob.join_connection_async("join", link, b"bob")
+    store = bob.services.store
+
+    def attempts() -> int:
+        with store.transaction():
+            row = store.Command.get_or_none(store.Command.corr_id == "join")
+        return row.attempts if row is not None else 0
+
+    eventually(lambda: attempts() >= 3, timeout=10, what="join retried")
+    assert not b_events.of(ev.Err) and not b_events.of(ev.Joined)
+    assert bob.connection_status(b_conn)["status"] == "new"
+
+    start_server(port=port)  # the same server comes back (same store, same address)
+    b_events.wait_for(ev.Joined, corr_id="join", timeout=15)
+    conf = a_events.wait_for(ev.Conf, conn_id=a_conn, timeout=15)
+    alice.allow_connection_async("allow", a_conn, conf.conf_id, b"alice")
+    b_events.wait_for(ev.Con, conn_id=b_conn, timeout=15)
+    assert not b_events.of(ev.Err)
+
+
+def test_a_permanent_error_ends_the_command_with_err(server: QueueServer, open_client) -> None:
+    alice, a_events = open_client("alice", [server])
+    bob, b_events = open_client("bob", [server])
+    a_conn = alice.create_connection_async("create")
+    link = a_events.wait_for(ev.Inv, corr_id="create").link
+    alice.delete_connection(a_conn)  # the invitation's queue is gone from the server
+
+    b_conn = bob.join_connection_async("join", link, b"bob")
+    error = b_events.wait_for(ev.Err, corr_id="join")
+    assert error.conn_id == b_conn and error.code == "AUTH"
+    status = bob.connection_status(b_conn)
+    assert status["status"] == "failed" and "AUTH" in status["error"]
+    assert not b_events.of(ev.Joined)
+
+
+def test_an_unacked_event_is_emitted_again_until_acknowledged(
+    server: QueueServer, open_client
+) -> None:
+    alice, a_events = open_client("alice", [server])
+    alice.create_connection_async("create")
+    first = a_events.wait_for(ev.Inv, corr_id="create")
+    alice.close()
+
+    again, again_events = open_client("alice", [server])
+    replayed = again_events.wait_for(ev.Inv, corr_id="create")
+    assert replayed == first  # same corr id, same payload
+    again.ack_command_event("create")
+    store = again.services.store
+
+    def kept() -> int:
+        with store.transaction():
+            return store.Command.select().where(store.Command.corr_id == "create").count()
+
+    eventually(lambda: kept() == 0, what="event forgotten")
+    again.close()
+    third, third_events = open_client("alice", [server])
+    third.create_connection_async("other")
+    third_events.wait_for(ev.Inv, corr_id="other")
+    assert not third_events.of(ev.Inv, corr_id="create")
+
+
+def test_a_dead_server_delays_neither_other_connections_nor_other_servers(
+    start_server, open_client
+) -> None:
+    first, second = start_server("first"), start_server("second")
+    alice, a_events = open_client("alice", [first])
+    bob, b_events = open_client("bob", [second])
+    # alice receives on `first`, bob receives on `second`
+    a_conn, b_conn = connect(alice, a_events, bob, b_events)
+    carol, c_events = open_client("carol", [second])
+    dave, d_events = open_client("dave", [second])
+    c_conn, d_conn = connect(carol, c_events, dave, d_events, tag="-cd")
+
+    alice.send_message(a_conn, b"to bob before")
+    pending = b_events.wait_for(ev.Msg, conn_id=b_conn)
+    first.stop()
+
+    bob.send_message(b_conn, b"to alice while first is down")  # retried in its lane
+    started = time.monotonic()
+    bob.ack_message_async("ack-on-second", b_conn, pending.msg_id)  # same conn, other server
+    b_events.wait_for(ev.Ok, corr_id="ack-on-second", timeout=5)
+    carol.send_message(c_conn, b"unrelated")  # another connection
+    d_events.wait_for(ev.Msg, conn_id=d_conn, body=b"unrelated", timeout=5)
+    assert time.monotonic() - started < 3.0
+    assert bob.connection_status(b_conn)["pending_messages"] == 1
+    assert not b_events.of(ev.Sent, conn_id=b_conn)
