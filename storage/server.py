@@ -1,0 +1,513 @@
+"""The queue server's persistent store: queues, their messages, and the server's own identity.
+
+Owns: the `server_queue`, `server_message` and `server_identity` tables (migrations 300-399,
+registered at import), and every read and write the queue server makes on them, each one
+short transaction that is safe to call from many threads at once (trio worker threads).
+Messages keep insertion order through an autoincrement `seq` column, never through their
+timestamps, so a clock that steps back cannot reorder a queue.
+
+Must not: import anything from `actors/`, decide who may do what (signatures, modes and
+statuses are checked by the server before it calls here), or see plaintext: message bodies
+arrive already encrypted by the server for the recipient, link data arrives encrypted by the
+client, and both are stored as opaque bytes.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import peewee
+
+from protocol.errors import StorageError
+from protocol.queue import QueueMode
+from storage.database import Database, Migration, register_migrations
+
+__all__ = [
+    "SERVER_MIGRATIONS",
+    "AppendOutcome",
+    "DuplicateLinkId",
+    "QueueRecord",
+    "QueueStatus",
+    "ServerStore",
+    "StoredMessage",
+]
+
+logger = logging.getLogger(__name__)
+
+# Rows deleted per transaction by `expire_messages`: a backlog of expired messages is removed
+# in many short transactions so that SENDs and ACKs are never queued behind one long delete.
+EXPIRE_BATCH: Final = 1000
+
+
+class QueueStatus(enum.Enum):
+    ACTIVE = "active"
+    OFF = "off"  # suspended by its recipient: no more SENDs, messages still readable
+
+
+class AppendOutcome(enum.Enum):
+    STORED = "stored"
+    QUOTA_MARKER = "quota_marker"  # the queue was full: the marker was stored instead
+    QUOTA = "quota"  # a marker already waits in the queue: nothing was stored
+
+
+class DuplicateLinkId(StorageError):
+    """Another queue already holds this link id; nothing was changed."""
+
+    code = "DUPLICATE_LINK"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueRecord:
+    rcv_id: bytes
+    snd_id: bytes
+    rcv_auth_key: bytes
+    rcv_dh_key: bytes
+    srv_dh_private: bytes
+    srv_dh_public: bytes
+    mode: QueueMode
+    snd_auth_key: bytes | None = None
+    status: QueueStatus = QueueStatus.ACTIVE
+    link_id: bytes | None = None
+    link_data: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    msg_id: bytes
+    ts: int  # server time, ms
+    enc_body: bytes
+    quota_marker: bool = False
+
+
+# --------------------------------------------------------------------------- models
+
+
+class ServerQueue(peewee.Model):
+    rcv_id = peewee.BlobField(primary_key=True)
+    snd_id = peewee.BlobField(unique=True)
+    rcv_auth_key = peewee.BlobField(unique=True)
+    rcv_dh_key = peewee.BlobField()
+    srv_dh_private = peewee.BlobField()
+    srv_dh_public = peewee.BlobField()
+    mode = peewee.TextField()
+    snd_auth_key = peewee.BlobField(null=True)
+    status = peewee.TextField()
+    link_id = peewee.BlobField(null=True, unique=True)
+    link_data = peewee.BlobField(null=True)
+
+    class Meta:
+        table_name = "server_queue"
+
+
+class ServerMessage(peewee.Model):
+    # No foreign key to the queue: `delete_queue` removes the messages itself, and
+    # `append_message` checks (and on PostgreSQL locks) the queue row in its transaction.
+    seq = peewee.BigAutoField()
+    rcv_id = peewee.BlobField()
+    msg_id = peewee.BlobField()
+    ts = peewee.BigIntegerField()
+    enc_body = peewee.BlobField()
+    quota_marker = peewee.BooleanField(default=False)
+
+    class Meta:
+        table_name = "server_message"
+
+
+class ServerIdentity(peewee.Model):
+    id = peewee.IntegerField(primary_key=True)  # always 1: one identity per store
+    certificate_pem = peewee.BlobField()
+    key_pem = peewee.BlobField()
+    created_at_ms = peewee.BigIntegerField()
+
+    class Meta:
+        table_name = "server_identity"
+
+
+_IDENTITY_ROW: Final = 1
+
+
+# --------------------------------------------------------------------------- migrations
+
+
+def _ddl(db: peewee.Database) -> dict[str, str]:
+    """Column types per database kind; the DDL is written out so that later edits of the
+    models cannot change what an old migration creates."""
+    if isinstance(db, peewee.PostgresqlDatabase):
+        return {"blob": "BYTEA", "seq": "BIGSERIAL PRIMARY KEY", "bool": "BOOLEAN", "rowid": ""}
+    return {
+        "blob": "BLOB",
+        "seq": "INTEGER PRIMARY KEY",  # the rowid: new rows always above every live row
+        "bool": "INTEGER",
+        "rowid": " WITHOUT ROWID",  # lookups by rcv_id go straight to the row
+    }
+
+
+def _create_server_tables(db: peewee.Database) -> None:
+    t = _ddl(db)
+    blob = t["blob"]
+    statements = [
+        f"""CREATE TABLE server_queue (
+            rcv_id {blob} NOT NULL PRIMARY KEY,
+            snd_id {blob} NOT NULL UNIQUE,
+            rcv_auth_key {blob} NOT NULL UNIQUE,
+            rcv_dh_key {blob} NOT NULL,
+            srv_dh_private {blob} NOT NULL,
+            srv_dh_public {blob} NOT NULL,
+            mode TEXT NOT NULL,
+            snd_auth_key {blob},
+            status TEXT NOT NULL,
+            link_id {blob} UNIQUE,
+            link_data {blob}
+        ){t["rowid"]}""",
+        f"""CREATE TABLE server_message (
+            seq {t["seq"]},
+            rcv_id {blob} NOT NULL,
+            msg_id {blob} NOT NULL,
+            ts BIGINT NOT NULL,
+            enc_body {blob} NOT NULL,
+            quota_marker {t["bool"]} NOT NULL DEFAULT FALSE
+        )""",
+        "CREATE INDEX server_message_rcv_id_seq ON server_message (rcv_id, seq)",
+        "CREATE INDEX server_message_ts ON server_message (ts)",
+        f"""CREATE TABLE server_identity (
+            id INTEGER NOT NULL PRIMARY KEY,
+            certificate_pem {blob} NOT NULL,
+            key_pem {blob} NOT NULL,
+            created_at_ms BIGINT NOT NULL
+        )""",
+    ]
+    for statement in statements:
+        db.execute_sql(statement)
+
+
+SERVER_MIGRATIONS: Final = (
+    Migration(300, "server queues, messages and identity", _create_server_tables),
+)
+
+register_migrations("server", SERVER_MIGRATIONS)
+
+
+# --------------------------------------------------------------------------- the store
+
+
+def _bytes(value: Any) -> bytes:
+    # psycopg may hand bytea back as memoryview; SQLite gives bytes.
+    return value if type(value) is bytes else bytes(value)
+
+
+def _opt_bytes(value: Any) -> bytes | None:
+    return None if value is None else _bytes(value)
+
+
+_QUEUE_COLUMNS: Final = (
+    "rcv_id, snd_id, rcv_auth_key, rcv_dh_key, srv_dh_private, srv_dh_public, mode, "
+    "snd_auth_key, status, link_id, link_data"
+)
+
+
+def _queue_record(row: Sequence[Any]) -> QueueRecord:
+    """A record from a row of _QUEUE_COLUMNS."""
+    rcv_id, snd_id, rcv_auth, rcv_dh, srv_private, srv_public, mode, snd_auth, status = row[:9]
+    return QueueRecord(
+        rcv_id=_bytes(rcv_id),
+        snd_id=_bytes(snd_id),
+        rcv_auth_key=_bytes(rcv_auth),
+        rcv_dh_key=_bytes(rcv_dh),
+        srv_dh_private=_bytes(srv_private),
+        srv_dh_public=_bytes(srv_public),
+        mode=QueueMode(mode),
+        snd_auth_key=_opt_bytes(snd_auth),
+        status=QueueStatus(status),
+        link_id=_opt_bytes(row[9]),
+        link_data=_opt_bytes(row[10]),
+    )
+
+
+class _HotSql:
+    """The SQL of the SEND→MSG→ACK path, written once per database kind.
+
+    peewee's query builder costs far more than SQLite spends running these statements
+    (measured on one thread: about 900 append+ack pairs/s through the builder, 5500 as
+    text), so the lookups, appends and acks of every SEND and ACK run as prepared text. The
+    rarer writes keep the bound models.
+    """
+
+    def __init__(self, kind: str) -> None:
+        p = "?" if kind == "sqlite" else "%s"
+        lock = " FOR UPDATE" if kind == "postgresql" else ""
+        cols = "msg_id, ts, enc_body, quota_marker"
+        queue = f"SELECT {_QUEUE_COLUMNS} FROM server_queue WHERE"
+        self.queue_by_rcv_id = f"{queue} rcv_id = {p}"
+        self.queue_by_snd_id = f"{queue} snd_id = {p}"
+        self.queue_by_link_id = f"{queue} link_id = {p}"
+        self.queue_by_rcv_auth_key = f"{queue} rcv_auth_key = {p}"
+        # FOR UPDATE serialises appends to one queue on PostgreSQL (READ COMMITTED would let two
+        # of them count the same messages and both store past the quota) and orders them with
+        # delete_queue; on SQLite, BEGIN IMMEDIATE already serialises every writer.
+        self.queue_exists = f"SELECT 1 FROM server_queue WHERE rcv_id = {p}{lock}"
+        self.delete_expired = f"DELETE FROM server_message WHERE rcv_id = {p} AND ts < {p}"
+        self.count_and_marker = (
+            "SELECT COUNT(*), MAX(CASE WHEN quota_marker THEN 1 ELSE 0 END) "
+            f"FROM server_message WHERE rcv_id = {p}"
+        )
+        self.insert = (
+            f"INSERT INTO server_message (rcv_id, {cols}) VALUES ({p}, {p}, {p}, {p}, {p})"
+        )
+        self.oldest = f"SELECT {cols} FROM server_message WHERE rcv_id = {p} ORDER BY seq LIMIT 1"
+        self.oldest_two = (
+            f"SELECT seq, {cols} FROM server_message WHERE rcv_id = {p} ORDER BY seq LIMIT 2"
+        )
+        self.delete_seq = f"DELETE FROM server_message WHERE seq = {p}"
+
+
+def _message(row: Sequence[Any]) -> StoredMessage:
+    msg_id, ts, enc_body, marker = row
+    return StoredMessage(_bytes(msg_id), int(ts), _bytes(enc_body), bool(marker))
+
+
+class ServerStore:
+    """The queue server's store on one open `Database`; every method is one short transaction
+    (`expire_messages` a few) and may be called from any thread."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        models = db.bind(ServerQueue, ServerMessage, ServerIdentity)
+        self._queue: type[ServerQueue] = models[ServerQueue]  # type: ignore[assignment]
+        self._message: type[ServerMessage] = models[ServerMessage]  # type: ignore[assignment]
+        self._identity: type[ServerIdentity] = models[ServerIdentity]  # type: ignore[assignment]
+        self._sql = _HotSql(db.kind)
+
+    @property
+    def database(self) -> Database:
+        return self._db
+
+    # ----------------------------------------------------------------------- queues
+
+    def _queue_where(self, sql: str, value: bytes) -> QueueRecord | None:
+        with self._db.transaction() as db:
+            row = db.execute_sql(sql, (value,)).fetchone()
+        return None if row is None else _queue_record(row)
+
+    def create_queue(self, record: QueueRecord) -> QueueRecord:
+        """Insert `record`, or return the queue that already has its `rcv_auth_key` unchanged.
+
+        So a NEW retried after a crash finds the queue its first attempt made. Race-safe: the
+        insert does nothing on a conflicting key (it waits for a concurrent inserter on
+        PostgreSQL), and the winner's row is read back.
+        """
+        q = self._queue
+        by_key = self._sql.queue_by_rcv_auth_key
+        try:
+            with self._db.transaction() as db:
+                existing = db.execute_sql(by_key, (record.rcv_auth_key,)).fetchone()
+                if existing is not None:
+                    return _queue_record(existing)
+                if record.link_id is not None and q.get_or_none(q.link_id == record.link_id):
+                    raise DuplicateLinkId("another queue holds this link id")
+                inserted = (
+                    q.insert(
+                        rcv_id=record.rcv_id,
+                        snd_id=record.snd_id,
+                        rcv_auth_key=record.rcv_auth_key,
+                        rcv_dh_key=record.rcv_dh_key,
+                        srv_dh_private=record.srv_dh_private,
+                        srv_dh_public=record.srv_dh_public,
+                        mode=record.mode.value,
+                        snd_auth_key=record.snd_auth_key,
+                        status=record.status.value,
+                        link_id=record.link_id,
+                        link_data=record.link_data,
+                    )
+                    .on_conflict(action="NOTHING", conflict_target=[q.rcv_auth_key])
+                    .as_rowcount()
+                    .execute()
+                )
+                if inserted:
+                    return record
+                winner = db.execute_sql(by_key, (record.rcv_auth_key,)).fetchone()
+        except peewee.IntegrityError as exc:
+            # Random 24-byte ids do not collide in practice; a concurrent LSET of the same
+            # link id can.
+            raise StorageError(f"queue ids or link id already in use: {exc}") from exc
+        if winner is None:  # the row we conflicted with was deleted meanwhile
+            raise StorageError("queue with this recipient key vanished while being created")
+        return _queue_record(winner)
+
+    def queue_by_rcv_id(self, rcv_id: bytes) -> QueueRecord | None:
+        return self._queue_where(self._sql.queue_by_rcv_id, rcv_id)
+
+    def queue_by_snd_id(self, snd_id: bytes) -> QueueRecord | None:
+        return self._queue_where(self._sql.queue_by_snd_id, snd_id)
+
+    def queue_by_link_id(self, link_id: bytes) -> QueueRecord | None:
+        return self._queue_where(self._sql.queue_by_link_id, link_id)
+
+    def set_sender_key(self, rcv_id: bytes, snd_auth_key: bytes) -> QueueRecord | None:
+        """Set the sender key if none is set yet; the record after the call (None: no queue).
+
+        The caller compares the returned key with the one it asked for (KEY/SKEY are
+        idempotent with the same key and AUTH with another)."""
+        q = self._queue
+        with self._db.transaction() as db:
+            q.update(snd_auth_key=snd_auth_key).where(
+                (q.rcv_id == rcv_id) & q.snd_auth_key.is_null()
+            ).execute()
+            row = db.execute_sql(self._sql.queue_by_rcv_id, (rcv_id,)).fetchone()
+        return None if row is None else _queue_record(row)
+
+    def suspend(self, rcv_id: bytes) -> bool:
+        """Turn the queue OFF; False if there is no such queue."""
+        q = self._queue
+        with self._db.transaction():
+            changed = q.update(status=QueueStatus.OFF.value).where(q.rcv_id == rcv_id).execute()
+        return changed > 0
+
+    def delete_queue(self, rcv_id: bytes) -> bool:
+        """Delete the queue and all its messages; False if there is no such queue."""
+        q, m = self._queue, self._message
+        with self._db.transaction():
+            # The queue row first: on PostgreSQL this waits for an append holding its lock,
+            # and an append that comes later finds no queue, so no message is left behind.
+            deleted = q.delete().where(q.rcv_id == rcv_id).execute()
+            m.delete().where(m.rcv_id == rcv_id).execute()
+        return deleted > 0
+
+    def set_link(self, rcv_id: bytes, link_id: bytes, data: bytes) -> None:
+        """Set the queue's short-link id and data (replacing its own earlier ones).
+
+        DuplicateLinkId, with nothing changed, if another queue holds `link_id`."""
+        q = self._queue
+        try:
+            with self._db.transaction():
+                q.update(link_id=link_id, link_data=data).where(q.rcv_id == rcv_id).execute()
+        except peewee.IntegrityError as exc:
+            # The unique index decides, also between two queues setting it at once; the
+            # failed update is rolled back with its transaction.
+            raise DuplicateLinkId("another queue holds this link id") from exc
+
+    def delete_link(self, rcv_id: bytes) -> None:
+        q = self._queue
+        with self._db.transaction():
+            q.update(link_id=None, link_data=None).where(q.rcv_id == rcv_id).execute()
+
+    # ----------------------------------------------------------------------- messages
+
+    def append_message(
+        self,
+        rcv_id: bytes,
+        message: StoredMessage,
+        marker: StoredMessage,
+        quota: int,
+        expire_before_ts: int,
+    ) -> AppendOutcome:
+        """Expire the queue's old messages, then store `message`, or `marker` if the queue is
+        full, or nothing if a marker already waits; one transaction, committed on return.
+
+        A queue deleted since the caller looked it up gets nothing stored and STORED back:
+        the SEND is then ordered before the DEL, which would have deleted the message anyway.
+        """
+        sql = self._sql
+        with self._db.transaction() as db:
+            if db.execute_sql(sql.queue_exists, (rcv_id,)).fetchone() is None:
+                logger.debug("append to a deleted queue dropped", extra={"rcv_id": rcv_id.hex()})
+                return AppendOutcome.STORED
+            db.execute_sql(sql.delete_expired, (rcv_id, expire_before_ts))
+            count, has_marker = db.execute_sql(sql.count_and_marker, (rcv_id,)).fetchone()
+            if has_marker:
+                return AppendOutcome.QUOTA
+            if count >= quota:
+                stored, outcome = marker, AppendOutcome.QUOTA_MARKER
+            else:
+                stored, outcome = message, AppendOutcome.STORED
+            full = outcome is AppendOutcome.QUOTA_MARKER  # the flag follows the outcome
+            db.execute_sql(sql.insert, (rcv_id, stored.msg_id, stored.ts, stored.enc_body, full))
+        return outcome
+
+    def first_message(self, rcv_id: bytes) -> StoredMessage | None:
+        """The oldest message of the queue, if any."""
+        with self._db.transaction() as db:
+            row = db.execute_sql(self._sql.oldest, (rcv_id,)).fetchone()
+        return None if row is None else _message(row)
+
+    def ack_message(self, rcv_id: bytes, msg_id: bytes) -> tuple[bool, StoredMessage | None]:
+        """Delete `msg_id` if it is the queue's oldest message: (True, the next one or None).
+
+        (False, None), with nothing deleted, when it is not the oldest (or not there)."""
+        sql = self._sql
+        with self._db.transaction() as db:
+            rows = db.execute_sql(sql.oldest_two, (rcv_id,)).fetchall()
+            if not rows or _bytes(rows[0][1]) != msg_id:
+                return False, None
+            deleted = db.execute_sql(sql.delete_seq, (rows[0][0],)).rowcount
+        if deleted != 1:  # a concurrent ACK of the same message won (PostgreSQL)
+            return False, None
+        return True, _message(rows[1][1:]) if len(rows) > 1 else None
+
+    def expire_messages(self, expire_before_ts: int) -> int:
+        """Delete every message (quota markers included) older than `expire_before_ts`, in
+        batches of EXPIRE_BATCH per transaction; returns how many were deleted."""
+        m = self._message
+        total = 0
+        while True:
+            with self._db.transaction():
+                batch = m.select(m.seq).where(m.ts < expire_before_ts).limit(EXPIRE_BATCH)
+                deleted = m.delete().where(m.seq.in_(batch)).execute()
+            total += deleted
+            if deleted < EXPIRE_BATCH:
+                break
+        if total:
+            logger.info("messages expired", extra={"count": total})
+        return total
+
+    def message_count(self, rcv_id: bytes) -> int:
+        m = self._message
+        with self._db.transaction():
+            return m.select().where(m.rcv_id == rcv_id).count()
+
+    # ----------------------------------------------------------------------- identity, stats
+
+    def load_identity(self) -> tuple[bytes, bytes] | None:
+        """The server's (certificate PEM, private key PEM), or None before the first save."""
+        ident = self._identity
+        with self._db.transaction():
+            row = ident.get_or_none(ident.id == _IDENTITY_ROW)
+        return None if row is None else (_bytes(row.certificate_pem), _bytes(row.key_pem))
+
+    def save_identity(self, certificate_pem: bytes, key_pem: bytes) -> None:
+        """Keep the server's identity; the first one saved stays.
+
+        A later save with other values changes nothing and logs a warning: replacing the
+        certificate would change the server's address under every client that pinned it."""
+        ident = self._identity
+        with self._db.transaction():
+            inserted = (
+                ident.insert(
+                    id=_IDENTITY_ROW,
+                    certificate_pem=certificate_pem,
+                    key_pem=key_pem,
+                    created_at_ms=int(time.time() * 1000),
+                )
+                .on_conflict(action="NOTHING", conflict_target=[ident.id])
+                .as_rowcount()
+                .execute()
+            )
+            if inserted:
+                return
+            row = ident.get(ident.id == _IDENTITY_ROW)
+        if (_bytes(row.certificate_pem), _bytes(row.key_pem)) != (certificate_pem, key_pem):
+            logger.warning(
+                "server identity already saved; the new one is ignored",
+                extra={"db": repr(self._db)},
+            )
+
+    def stats(self) -> dict[str, int]:
+        """Counts for monitoring: `queues`, `messages` (full counts, not for the hot path)."""
+        with self._db.transaction():
+            queues = self._queue.select().count()
+            messages = self._message.select().count()
+        return {"queues": queues, "messages": messages}
