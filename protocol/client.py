@@ -118,6 +118,7 @@ class QueueClient:
         self._corr_ids = itertools.count(1)
         self._waiting: dict[bytes, trio.MemorySendChannel[Reply | QueueFault]] = {}
         self._subscriptions: dict[bytes, crypto.SigningKey] = {}
+        self._subscribing: set[bytes] = set()
         self._connection: _Connection | None = None
         self._connection_scope: trio.CancelScope | None = None
         self._running = False
@@ -160,13 +161,20 @@ class QueueClient:
         return reply
 
     async def subscribe(self, rcv_id: bytes, key: crypto.SigningKey) -> None:
-        """SUB a queue and keep it subscribed across reconnects; its MSGs go to `on_push`."""
+        """SUB a queue and keep it subscribed across reconnects; its MSGs go to `on_push`.
+
+        A network failure leaves the queue wanted: the next connection subscribes it. A
+        server's refusal (AUTH: the queue is gone) forgets it.
+        """
         self._subscriptions[rcv_id] = key
+        self._subscribing.add(rcv_id)
         try:
             await self.request(Sub(), entity_id=rcv_id, key=key)
         except ServerError:
             self._subscriptions.pop(rcv_id, None)
             raise
+        finally:
+            self._subscribing.discard(rcv_id)
 
     async def subscribe_many(
         self, queues: Iterable[tuple[bytes, crypto.SigningKey]]
@@ -370,7 +378,9 @@ class QueueClient:
             log.exception("push handler failed", extra={"server": str(self.address)})
 
     async def _resubscribe(self) -> None:
-        queues = list(self._subscriptions.items())
+        # A queue whose SUB is on its way already must not be subscribed twice: each SUB
+        # makes the server deliver the waiting message again.
+        queues = [(r, k) for r, k in self._subscriptions.items() if r not in self._subscribing]
         if queues:
             failures = await self.subscribe_many(queues)
             lost = [rcv_id for rcv_id, error in failures.items() if isinstance(error, ServerError)]

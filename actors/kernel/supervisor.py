@@ -291,9 +291,9 @@ class VirtualSupervisor(Actor):
         self.passivate_after = passivate_after if passivate_after is not None else default
         self._restarts = _RestartTracker(intensity)
         self._recent: dict[str, _RestartTracker] = {}
-
-    def started(self) -> None:
-        self.runtime.directory.register_kind(
+        # Registered here, in the parent's thread, not in started(): the parent may tell
+        # its virtual children right after starting this supervisor, before its thread runs.
+        ctx.runtime.directory.register_kind(
             VirtualKind(self.address, self.child_factory, self.passivate_after)
         )
 
