@@ -73,7 +73,7 @@ def test_join_killed(point: str, tmp_path: Path, server: QueueServer, open_clien
     a_conn = alice.create_connection_async("create")
     link = a_events.wait_for(ev.Inv, corr_id="create").link
     run_killed(db_url(tmp_path, "bob"), server, "join", "join", point, link=link)
-    bob, b_events = open_client("bob", [server])
+    _bob, b_events = open_client("bob", [server])
     joined = b_events.wait_for(ev.Joined, corr_id="cmd")
     conf = a_events.wait_for(ev.Conf, conn_id=a_conn)
     alice.allow_connection_async("allow", a_conn, conf.conf_id, b"")
