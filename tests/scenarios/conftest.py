@@ -38,7 +38,9 @@ def open_client(tmp_path: Path) -> Iterator[Callable[..., tuple[Client, Events]]
 
     def open_one(name: str, servers: list[QueueServer], config=FAST) -> tuple[Client, Events]:
         client = Client.open(
-            f"sqlite:///{tmp_path / name}.db", [str(s.address) for s in servers], config=config
+            f"sqlite:///{tmp_path / name}.db",
+            [str(s.address) if isinstance(s, QueueServer) else s for s in servers],
+            config=config,
         )
         clients.append(client)
         return client, Events(client)
