@@ -33,8 +33,10 @@ from actors.agent.agent import (
     AllowConnection,
     CreateConnection,
     DeleteConnection,
+    GetLinkData,
     JoinConnection,
     RejectContact,
+    SetLinkData,
 )
 from actors.agent.connection import SYNC_PREFIX, AgentError, GetStatus, SendMessage
 from actors.agent.services import AgentConfig, AgentServices, EventStream, QueueClients
@@ -129,6 +131,21 @@ class Client:
 
     def delete_connection_async(self, corr_id: str, conn_id: str) -> str:
         return self._ask(DeleteConnection(corr_id, conn_id))
+
+    def set_link_data(self, conn_id: str, user_data: bytes = b"") -> str:
+        """Publish `user_data` behind a short link to a contact address; returns the link."""
+        return self._sync(lambda corr: SetLinkData(corr, conn_id, user_data)).short_link
+
+    def set_link_data_async(self, corr_id: str, conn_id: str, user_data: bytes = b"") -> str:
+        return self._ask(SetLinkData(corr_id, conn_id, user_data))
+
+    def get_link_data(self, short_link: str) -> tuple[str, bytes]:
+        """Resolve a short link: (the connection link, the user data behind it)."""
+        event = self._sync(lambda corr: GetLinkData(corr, short_link))
+        return event.link, event.user_data
+
+    def get_link_data_async(self, corr_id: str, short_link: str) -> str:
+        return self._ask(GetLinkData(corr_id, short_link))
 
     def connection_status(self, conn_id: str) -> dict[str, Any] | None:
         return self.runtime.ask(connection_address(conn_id), GetStatus())

@@ -39,6 +39,7 @@ class AgentConnection(peewee.Model):
     rcv_seq = peewee.IntegerField(default=0)
     rcv_hash = peewee.BlobField(null=True)
     pending_conf = peewee.BlobField(null=True)  # the peer's Confirmation, until allowed
+    link_key = peewee.BlobField(null=True)  # the short link's key (contact addresses)
     created_at = peewee.FloatField()
 
     class Meta:

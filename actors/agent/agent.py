@@ -22,6 +22,7 @@ from typing import Any
 import msgspec
 
 from actors.agent.connection import (
+    LINKS_CONN_ID,
     AckCommandEvent,
     AgentError,
     CommandKind,
@@ -45,7 +46,7 @@ from actors.kernel import (
     VirtualSupervisor,
 )
 from protocol.address import b64url
-from protocol.links import parse_link
+from protocol.links import parse_link, parse_short_link
 from protocol.queue import QueueMode
 
 # ---------------------------------------------------------------------- API messages (asks)
@@ -95,6 +96,19 @@ class AckMessage:
 class DeleteConnection:
     corr_id: str
     conn_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SetLinkData:
+    corr_id: str
+    conn_id: str
+    user_data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class GetLinkData:
+    corr_id: str
+    link: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +219,22 @@ class AgentActor(Supervisor):
             case DeleteConnection(corr_id=corr_id, conn_id=conn_id):
                 self._connection(conn_id)
                 return self._new_command(corr_id, conn_id, CommandKind.DELETE, "delete", payload={})
+            case SetLinkData(corr_id=corr_id, conn_id=conn_id, user_data=user_data):
+                conn = self._connection(conn_id)
+                if conn.mode != "contact":
+                    raise AgentError("link data belongs to contact addresses", code="PROHIBITED")
+                return self._new_command(
+                    corr_id,
+                    conn_id,
+                    CommandKind.SET_LINK,
+                    "links",
+                    payload={"user_data": user_data},
+                )
+            case GetLinkData(corr_id=corr_id, link=link):
+                server = str(parse_short_link(link).server)  # LinkError to the caller
+                return self._new_command(
+                    corr_id, LINKS_CONN_ID, CommandKind.GET_LINK, server, payload={"link": link}
+                )
             case AckEvent(corr_id=corr_id):
                 conn_id = self.store.conn_of_command(corr_id)
                 if conn_id is not None:

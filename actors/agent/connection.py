@@ -53,7 +53,7 @@ from actors.agent.sessions import (
 )
 from actors.kernel import Actor, ActorContext, IoError, IoResult
 from protocol import crypto
-from protocol.address import b64url
+from protocol.address import ServerAddress, b64url
 from protocol.broker import server_recipient_key
 from protocol.envelope import (
     GENESIS_HASH,
@@ -70,13 +70,25 @@ from protocol.envelope import (
     open_agent_message,
     seal_envelope,
 )
-from protocol.errors import DuplexError, EnvelopeError, QueueFault, ServerError
-from protocol.links import ConnectionLink, QueueAddress, parse_link
+from protocol.errors import DuplexError, EnvelopeError, LinkError, QueueFault, ServerError
+from protocol.links import (
+    ConnectionLink,
+    LinkData,
+    QueueAddress,
+    ShortLink,
+    decrypt_link_data,
+    encrypt_link_data,
+    parse_link,
+    parse_short_link,
+)
 from protocol.queue import (
     Ack,
     Del,
     End,
     Ids,
+    LGet,
+    Lnk,
+    LSet,
     Msg,
     MsgFlag,
     New,
@@ -103,6 +115,12 @@ class CommandKind:
     ALLOW = "allow"
     ACK = "ack"
     DELETE = "delete"
+    SET_LINK = "set_link"
+    GET_LINK = "get_link"
+
+
+# Link lookups belong to no connection: they run on this pseudo-connection's actor.
+LINKS_CONN_ID = "links"
 
 
 SYNC_PREFIX = "sync:"
@@ -337,7 +355,7 @@ class ConnectionActor(Actor):
         self.commands.sort(key=lambda c: c.id)
 
     def _run_command(self, command: Any) -> None:
-        if self.conn is None and command.kind != CommandKind.DELETE:
+        if self.conn is None and command.kind not in (CommandKind.DELETE, CommandKind.GET_LINK):
             self._fail(command, "NO_CONNECTION", "the connection does not exist")
             return
         handler = {
@@ -346,6 +364,8 @@ class ConnectionActor(Actor):
             CommandKind.ALLOW: self._step_allow,
             CommandKind.ACK: self._step_ack,
             CommandKind.DELETE: self._step_delete,
+            CommandKind.SET_LINK: self._step_set_link,
+            CommandKind.GET_LINK: self._step_get_link,
         }.get(command.kind)
         if handler is None:
             self._fail(command, "PROHIBITED", f"unknown command {command.kind!r}")
@@ -479,14 +499,18 @@ class ConnectionActor(Actor):
         self._finish_create(command, queue)
 
     def _finish_create(self, command: Any, queue: Any) -> None:
+        link = self._queue_link(queue).to_uri()
+        self._complete(
+            command, ev.Inv(self.conn_id, link, self._public_corr_id(command)), queue.save
+        )
+
+    @staticmethod
+    def _queue_link(queue: Any) -> ConnectionLink:
         e2e = crypto.DhKey.from_private(bytes(queue.e2e_private))
         address = QueueAddress.create(
             queue.server, bytes(queue.snd_id), e2e.public, QueueMode(queue.mode)
         )
-        link = ConnectionLink.create(address).to_uri()
-        self._complete(
-            command, ev.Inv(self.conn_id, link, self._public_corr_id(command)), queue.save
-        )
+        return ConnectionLink.create(address)
 
     def _own_rcv_queue(self, server: str, mode: str) -> Any:
         """This connection's receive queue on `server`, created (keys only) if missing."""
@@ -768,6 +792,65 @@ class ConnectionActor(Actor):
         self.outbox.clear()
         self._complete(command, ev.Ok(self.conn_id, self._public_corr_id(command)), effects)
         self.conn = None
+
+    # ------------------------------------------------------------------ link data
+
+    def _step_set_link(self, command: Any, payload: dict[str, Any]) -> None:
+        queue = next(
+            (
+                q
+                for q in self.rcv_queues.values()
+                if q.mode == QueueMode.CONTACT.value and q.status == "active"
+            ),
+            None,
+        )
+        if queue is None:
+            self._fail(command, "PROHIBITED", "link data needs a contact address connection")
+            return
+        if self.conn.link_key is None:
+            self.conn.link_key = os.urandom(32)
+            with self.store.transaction():
+                self.conn.save(only=[type(self.conn).link_key])
+        short = ShortLink.from_key(ServerAddress.parse(queue.server), bytes(self.conn.link_key))
+        blob = encrypt_link_data(short, LinkData(self._queue_link(queue), payload["user_data"]))
+        event = ev.Link(self.conn_id, short.to_uri(), self._public_corr_id(command))
+        self._submit(
+            command.lane,
+            queue.server,
+            lambda _: self._complete(command, event),
+            self._step_failed(command, queue.server),
+            self._request(
+                queue.server,
+                LSet(short.link_id, blob),
+                bytes(queue.rcv_id),
+                bytes(queue.auth_private),
+            ),
+        )
+
+    def _step_get_link(self, command: Any, payload: dict[str, Any]) -> None:
+        short = parse_short_link(payload["link"])
+        server = str(short.server)
+
+        def fetched(reply: Lnk) -> None:
+            try:
+                data = decrypt_link_data(short, reply.data)
+            except LinkError as exc:
+                self._fail(command, exc.code, str(exc))
+                return
+            self._complete(
+                command,
+                ev.LData(
+                    self.conn_id, data.link.to_uri(), data.user_data, self._public_corr_id(command)
+                ),
+            )
+
+        self._submit(
+            command.lane,
+            server,
+            fetched,
+            self._step_failed(command, server),
+            self._request(server, LGet(short.link_id)),
+        )
 
     # ------------------------------------------------------------------ sending user messages
 

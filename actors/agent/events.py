@@ -14,6 +14,8 @@ command (durable until `ack_command_event`) and re-emitted after a restart byte 
     CON             the connection is ready both ways
     MSG             a user message (ack it with `ack_message`)
     SENT / MERR     a sent message was accepted by the server / failed for good
+    LINK            set_link_data finished: the short link that resolves to the address
+    LDATA           get_link_data finished: the connection link and user data behind it
 """
 
 from __future__ import annotations
@@ -85,8 +87,21 @@ class MErr(msgspec.Struct, tag="MERR", **_EVENT):
     code: str
 
 
-AgentEvent = Inv | Joined | Ok | Err | Conf | Req | Info | Con | Msg | Sent | MErr
-CommandEvent = Inv | Joined | Ok | Err
+class Link(msgspec.Struct, tag="LINK", **_EVENT):
+    conn_id: str
+    short_link: str
+    corr_id: str | None = None
+
+
+class LData(msgspec.Struct, tag="LDATA", **_EVENT):
+    conn_id: str
+    link: str
+    user_data: bytes
+    corr_id: str | None = None
+
+
+AgentEvent = Inv | Joined | Ok | Err | Conf | Req | Info | Con | Msg | Sent | MErr | Link | LData
+CommandEvent = Inv | Joined | Ok | Err | Link | LData
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(CommandEvent)
