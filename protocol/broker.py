@@ -215,7 +215,9 @@ class QueueBroker:
 
     def _new(self, session: Session, t: Transmission, command: New) -> list[Outgoing]:
         payload = signed_payload(session.session_id, t.corr_id, t.entity_id, t.command)
-        if not crypto.is_valid_signature(command.rcv_auth_key, t.signature, payload):
+        if crypto.is_weak_signing_key(command.rcv_auth_key) or not crypto.is_valid_signature(
+            command.rcv_auth_key, t.signature, payload
+        ):
             return [self._error(session, t, ErrorCode.AUTH)]
         server_dh = crypto.DhKey.generate()
         try:
@@ -299,6 +301,8 @@ class QueueBroker:
         return out
 
     def _secure(self, session: Session, t: Transmission, record: QueueRecord, key: bytes):
+        if crypto.is_weak_signing_key(key):  # anyone could "sign" as this key
+            return self._error(session, t, ErrorCode.AUTH)
         current = record.snd_auth_key
         if current is None:
             updated = self.store.set_sender_key(record.rcv_id, key)

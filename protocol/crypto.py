@@ -11,6 +11,7 @@ error that fits (`AUTH` on the server, a typed error in the agent), never a cras
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections.abc import Callable
@@ -73,7 +74,7 @@ class SigningKey:
         return cls(private, key.public_key().public_bytes(_RAW, _RAW_PUBLIC))
 
     def sign(self, data: bytes) -> bytes:
-        return Ed25519PrivateKey.from_private_bytes(self.private).sign(data)
+        return _signing_key(self.private).sign(data)
 
     def __repr__(self) -> str:  # never print private key material
         return f"SigningKey(public={self.public.hex()[:16]}…)"
@@ -81,11 +82,53 @@ class SigningKey:
 
 def verify(public: bytes, signature: bytes, data: bytes) -> None:
     """Raise CryptoError unless `signature` is `public`'s signature of `data`."""
-    key = _load(Ed25519PublicKey.from_public_bytes, public)
+    key = _verifying_key(bytes(public)) if len(public) == KEY_SIZE else None
+    if key is None:
+        raise CryptoError(f"a key is {KEY_SIZE} raw bytes")
     try:
         key.verify(signature, data)
     except InvalidSignature as exc:
         raise CryptoError("bad signature") from exc
+
+
+# Ed25519 on the twisted Edwards curve -x² + y² = 1 + d·x²·y² over GF(p) (RFC 8032).
+_P = 2**255 - 19
+_D = -121665 * pow(121666, _P - 2, _P) % _P
+_SQRT_M1 = pow(2, (_P - 1) // 4, _P)
+
+
+def is_weak_signing_key(public: bytes) -> bool:
+    """Whether an Ed25519 public key must never be accepted as someone's key.
+
+    A point of small order (or a non-canonical or invalid encoding) lets signatures be
+    forged without any private key — some verify every message — so a server must refuse
+    such a key when it is registered (NEW, KEY, SKEY). Checked once per key, in Python:
+    decode the point and test whether eight times it is the identity (about 0.15 ms).
+    """
+    if len(public) != KEY_SIZE:
+        return True
+    encoded = int.from_bytes(public, "little")
+    y, sign = encoded & ((1 << 255) - 1), encoded >> 255
+    if y >= _P:
+        return True
+    u, v = (y * y - 1) % _P, (_D * y * y + 1) % _P
+    x = u * pow(v, 3, _P) * pow(u * pow(v, 7, _P), (_P - 5) // 8, _P) % _P  # sqrt(u / v)
+    if (v * x * x - u) % _P:
+        x = x * _SQRT_M1 % _P
+    if (v * x * x - u) % _P or (x == 0 and sign):
+        return True
+    if x & 1 != sign:
+        x = _P - x
+    # Three doublings in projective coordinates (no inversions); identity is (0 : Z : Z).
+    big_x, big_y, big_z = x, y, 1
+    for _ in range(3):
+        b = (big_x + big_y) ** 2
+        c, d, h = big_x * big_x, big_y * big_y, big_z * big_z
+        e = -c
+        f = e + d
+        j = f - 2 * h
+        big_x, big_y, big_z = (b - c - d) * j % _P, f * (e - d) % _P, f * j % _P
+    return big_x == 0 and (big_y - big_z) % _P == 0
 
 
 def is_valid_signature(public: bytes, signature: bytes, data: bytes) -> bool:
@@ -176,6 +219,21 @@ def open_with_id(key: bytes, message_id: bytes, sealed: bytes) -> bytes:
 def fingerprint(der_certificate: bytes) -> bytes:
     """The SHA-256 of a DER certificate: what clients pin."""
     return hashlib.sha256(der_certificate).digest()
+
+
+# Loading a raw key costs as much as a signature (about 80 µs): queue servers verify with the
+# same few keys again and again, and clients sign with theirs, so loaded keys are kept.
+@functools.lru_cache(maxsize=16384)
+def _verifying_key(public: bytes) -> Ed25519PublicKey | None:
+    try:
+        return Ed25519PublicKey.from_public_bytes(public)
+    except ValueError:
+        return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _signing_key(private: bytes) -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.from_private_bytes(private)
 
 
 def _load(loader: Callable[[bytes], T], raw: bytes) -> T:
