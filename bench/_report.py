@@ -9,6 +9,7 @@ describes the host, because on shared machines a figure without its machine mean
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -17,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -93,11 +95,6 @@ def progress(enabled: bool = True) -> Progress:
     )
 
 
-def repeat(times: int, measure: Callable[[], float]) -> list[float]:
-    """Run `measure` (which returns a rate) `times` times and return every result."""
-    return [measure() for _ in range(times)]
-
-
 def best(rates: Sequence[float]) -> float:
     """The best of repeated rates: noise from other tenants only ever slows a run down."""
     return max(rates)
@@ -111,11 +108,16 @@ def rate(count: int, seconds: float) -> float:
     return count / seconds if seconds > 0 else float("inf")
 
 
-def rss_mb() -> float:
-    """This process's resident set size in MiB (psutil, installed with the test extra)."""
-    import psutil
+@functools.cache
+def _process() -> Any:
+    import psutil  # the test extra (make bench installs it); only RSS needs it
 
-    return psutil.Process().memory_info().rss / 2**20
+    return psutil.Process()
+
+
+def rss_mb() -> float:
+    """This process's resident set size in MiB."""
+    return float(_process().memory_info().rss) / 2**20
 
 
 def machine() -> str:

@@ -9,28 +9,38 @@ What it measures (quality.md, the `bench/actors.py` row):
    `Runtime.ask(address, msg)`, and `Actor.tell(address, msg)` between two kernel actors; each
    printed with its ratio to the raw figure (target: kernel tell >= 0.5 x raw).
 3. **Virtual actors**: activations/s and passivations/s of a `VirtualSupervisor` kind with a
-   small live cap, one message each to many fresh addresses.
-4. **100,000 rows**: 100,000 `demo_tally` rows inserted in batches (rows/s), then a runtime
-   with `live_cap=512` activates every one of those `TallyActor`s with one `Add(1)`; peak and
-   final RSS, peak and final thread count, live virtual actors, time and activations/s, the
-   targets (RSS <= 300 MB, threads <= cap + 20), and the table's sum checked against what
-   was sent.
+   small live cap (64), one message each to thousands of fresh addresses sent as fast as the
+   directory takes them; baseline: the same churn by hand on raw pykka (start an actor, tell
+   it the message, stop the oldest one beyond the cap). Also how far live actors and threads
+   overshoot the cap when nothing slows the sender.
+4. **100,000 rows**: 100,000 `demo_tally` rows inserted in batches of 1,000 (rows/s), then a
+   runtime with `live_cap=512` activates every one of those `TallyActor`s with one `Add(1)`
+   (the sender pauses while more than cap + 8 are live, see `send_bounded`); peak and final
+   RSS, peak and final thread count, live virtual actors, crashes, time and activations/s,
+   the targets (RSS <= 300 MB, threads <= cap + 20), and the table checked against what was
+   sent (sum = 100,000, every row exactly 1).
 
 Why the baseline: the machines are shared and noisy, so an absolute rate means little; the
 kernel's cost is its ratio to the pykka it is built on, measured in the same process and
 minute. Raw and kernel measurements are *interleaved* (raw, kernel, raw, kernel, ...) so a
-burst of load from another tenant hits both, each is repeated `repeats` times, and the
-**best** repeat is reported (noise only ever slows a run down, so the best is the closest to
-what the code can do); the median is printed next to it as `*_median`.
+burst of load from another tenant hits both; tell/ask are repeated 5 times (N = 200,000
+tells, 20,000 asks), activations 3 times (5,000 addresses), and the **best** repeat is
+reported (noise only ever slows a run down, so the best is the closest to what the code can
+do; the ratios are best / best). The median is printed next to it as `*_median`: on this
+kind of machine single repeats vary by 2x, so a median ratio can fall well below the best.
 
-Run: ``python -m bench.actors [--quick] [--json]`` (``make bench``). ``--quick`` shrinks
-every N so the whole script takes a few seconds (tests call it); ``--json`` prints one JSON
-object instead of ``name value unit`` lines. Progress bars go to stderr.
+Run: ``python -m bench.actors [--quick] [--json]`` (``make bench``); about 4 minutes on a
+2-core machine, most of it the 100,000 activations. ``--quick`` shrinks every N (2,000 rows,
+cap 128) so the whole script takes a few seconds (tests call it); ``--json`` prints one JSON
+object instead of ``name value unit`` lines. Progress bars go to stderr. The exit status is 1
+only if the table does not hold what was sent; missed performance targets are reported as
+``no``, not as a failure (a noisy machine must not fail a test).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import tempfile
 import threading
@@ -67,14 +77,16 @@ class Sizes:
     asks: int  # round trips per ask measurement
     repeats: int  # repeats of each raw/kernel measurement
     virtual: int  # fresh addresses per repeat of the activation benchmark
+    virtual_repeats: int  # fewer than `repeats`: each one starts thousands of threads
     virtual_cap: int  # its live cap (small, so nearly every activation also passivates)
     rows: int  # rows (and actors) in the big run
     rows_cap: int  # the big run's live cap (the design's default)
     insert_batch: int
 
 
-FULL = Sizes(200_000, 20_000, 5, 5_000, 64, 100_000, 512, 1_000)
-QUICK = Sizes(20_000, 2_000, 2, 1_000, 64, 5_000, 512, 1_000)
+FULL = Sizes(200_000, 20_000, 5, 5_000, 3, 64, 100_000, 512, 1_000)
+# A smaller cap too, so that the quick rows run still passivates most of its actors.
+QUICK = Sizes(20_000, 2_000, 2, 500, 2, 64, 2_000, 128, 1_000)
 
 
 # ---------------------------------------------------------------------------- messages
@@ -327,7 +339,9 @@ def bench_messaging(report: Report, sizes: Sizes, bars: Progress) -> None:
         ]
         task = bars.add_task("raw pykka vs kernel", total=len(pairs) * sizes.repeats * 2)
         for name, unit, raw, kernel in pairs:
-            raw(), kernel()  # warm-up: first-call costs (imports, caches) are not the path
+            # Warm-up: first-call costs (imports, caches) are not the delivery path.
+            raw()
+            kernel()
             raws: list[float] = []
             kernels: list[float] = []
             for _ in range(sizes.repeats):
@@ -344,7 +358,8 @@ def bench_messaging(report: Report, sizes: Sizes, bars: Progress) -> None:
     finally:
         # pykka threads are not daemons: a raw actor left running would keep the process up.
         for ref in raw_refs:
-            ref.stop(block=False)
+            with contextlib.suppress(pykka.Timeout):
+                ref.stop(block=True, timeout=10)
         runtime.shutdown()
 
 
@@ -352,7 +367,11 @@ def bench_messaging(report: Report, sizes: Sizes, bars: Progress) -> None:
 
 
 class HandledCounter:
-    """Counts handled messages across activations; `next()` on itertools.count is atomic."""
+    """Counts handled messages across activations, from many actor threads at once.
+
+    `next()` on an itertools.count is atomic under the GIL, so exactly one thread sees the
+    target and sets `done`; `handled` may briefly lag (it only feeds the progress bar).
+    """
 
     def __init__(self, target: int) -> None:
         self._seq = itertools.count(1)
@@ -418,8 +437,10 @@ def raw_churn(n: int, cap: int) -> ChurnResult:
             future.get(timeout=WAIT_TIMEOUT)
         stopped_s = elapsed()
     finally:
+        # Waited for, so the kernel's repeat that follows starts with no raw threads left.
         for ref in live:
-            ref.stop(block=False)
+            with contextlib.suppress(pykka.Timeout):
+                ref.stop(block=True, timeout=10)
     return ChurnResult(rate(n, handled_s), rate(len(stopping), stopped_s))
 
 
@@ -454,11 +475,12 @@ def kernel_churn(n: int, cap: int) -> ChurnResult:
 
 def bench_activations(report: Report, sizes: Sizes, bars: Progress) -> None:
     n, cap = sizes.virtual, sizes.virtual_cap
-    task = bars.add_task(f"activate {n:,} actors (cap {cap})", total=sizes.repeats * 2)
+    repeats = sizes.virtual_repeats
+    task = bars.add_task(f"activate {n:,} actors (cap {cap})", total=repeats * 2)
     raws: list[ChurnResult] = []
     kernels: list[ChurnResult] = []
     try:
-        for _ in range(sizes.repeats):
+        for _ in range(repeats):
             raws.append(raw_churn(n, cap))
             bars.advance(task)
             kernels.append(kernel_churn(n, cap))
@@ -534,13 +556,11 @@ def temp_database() -> Iterator[Database]:
 
 def bench_rows(report: Report, sizes: Sizes, bars: Progress) -> None:
     n, cap = sizes.rows, sizes.rows_cap
-    # Bounded in flight: the sender waits while more than cap + slack actors are live, so
-    # the cap's passivations keep up with the activations instead of threads piling up.
-    slack = 8
     with temp_database() as db:
         report.add("rows_insert_per_s", insert_rows(db, n, sizes.insert_batch), "rows/s")
         counter = HandledCounter(n)
         spec = virtual_supervisor_spec("tallies", lambda ctx: CountedTally(ctx, counter))
+        threads_base = threading.active_count()  # the bench's own: main, progress bar
         runtime = Runtime.start([spec], config=RuntimeConfig(live_cap=cap), database=db)
         try:
             directory = runtime.directory
@@ -548,38 +568,62 @@ def bench_rows(report: Report, sizes: Sizes, bars: Progress) -> None:
             task = bars.add_task(f"activate {n:,} tally actors (cap {cap})", total=n)
             with Sampler(directory.live_virtual) as sampler:
                 elapsed = stopwatch()
-                for i in range(n):
-                    if directory.live_virtual() > cap + slack:
-                        wait_for(lambda: directory.live_virtual() <= cap, "passivation")
-                    runtime.tell(f"client/tallies/{i}", Add(1))
-                    if i % 1000 == 0:
-                        bars.update(task, completed=counter.handled)
-                wait_event(counter.done, "every tally actor")
+                send_bounded(runtime, n, cap, lambda: bars.update(task, completed=counter.handled))
+                while not counter.done.wait(0.1):
+                    bars.update(task, completed=counter.handled)
+                    if runtime.failed.is_set():
+                        raise RuntimeError(f"the runtime failed: {runtime.failure}")
+                    if elapsed() > WAIT_TIMEOUT:
+                        raise TimeoutError(f"{counter.handled} of {n} handled in {WAIT_TIMEOUT}s")
                 seconds = elapsed()
             bars.remove_task(task)
             threads_end = threading.active_count()
             live_end = directory.live_virtual()
             rss_end = rss_mb()
+            counters = dict(directory.counters)
         finally:
             runtime.shutdown()
         total, rows, wrong = table_totals(db)
 
     report.add("rows", n, "rows")
-    report.add("rows_live_cap", cap)
+    report.add("rows_live_cap", cap, "actors")
     report.add("rows_seconds", seconds, "s")
     report.add("rows_activations_per_s", rate(n, seconds), "/s")
     report.add("rows_rss_start_mb", rss_start, "MiB")
     report.add("rows_rss_peak_mb", sampler.peak_rss_mb, "MiB")
     report.add("rows_rss_end_mb", rss_end, "MiB")
+    report.add("rows_threads_base", threads_base, "threads")
     report.add("rows_threads_peak", sampler.peak_threads, "threads")
     report.add("rows_threads_end", threads_end, "threads")
+    report.add("rows_threads_after_shutdown", threading.active_count(), "threads")
     report.add("rows_live_virtual_peak", sampler.peak_live, "actors")
     report.add("rows_live_virtual_end", live_end, "actors")
-    report.add("rows_threads_after_shutdown", threading.active_count(), "threads")
+    report.add("rows_passivations", counters.get("passivations", 0))
+    # A crash here is a restart (the message waits and is applied): not wrong, but telling.
+    report.add("rows_crashes", counters.get("crashes", 0))
+    report.add("rows_dead_letters", counters.get("dead_letters", 0))
     report.add("rows_table_sum", total)
     report.add("target_rows_rss_le_300mb", sampler.peak_rss_mb <= 300)
     report.add("target_rows_threads_le_cap_plus_20", sampler.peak_threads <= cap + 20)
     report.add("check_rows_sum_equals_sent", total == n and rows == n and wrong == 0)
+
+
+def send_bounded(runtime: Runtime, n: int, cap: int, tick: Callable[[], object]) -> None:
+    """`Add(1)` to each of `n` addresses, pausing while more than `cap + slack` are live.
+
+    Why bounded: the directory asks the least recently used actor to passivate when an
+    activation goes over the cap, but nothing slows the sender; a sender faster than the
+    passivations would grow live actors (and threads) past the cap, and it also piles
+    activations onto the database pool (see RESULTS.md). A real client activates connections
+    as messages arrive, far below this rate; the pause stands in for that.
+    """
+    directory, tell, slack = runtime.directory, runtime.tell, 8
+    for i in range(n):
+        if directory.live_virtual() > cap + slack:
+            wait_for(lambda: directory.live_virtual() <= cap, "passivations to catch up")
+        tell(f"client/tallies/{i}", Add(1))
+        if i % 1000 == 0:
+            tick()
 
 
 # ---------------------------------------------------------------------------- main
@@ -607,7 +651,8 @@ def main(argv: list[str] | None = None) -> int:
     report.add("target_kernel_tell_ge_half_raw", isinstance(ratio, float) and ratio >= 0.5)
     report.add("total_seconds", total(), "s")
     report.emit(args.json)
-    return 0
+    correct = next(f.value for f in report.figures if f.name == "actors.check_rows_sum_equals_sent")
+    return 0 if correct is True else 1
 
 
 if __name__ == "__main__":

@@ -404,8 +404,9 @@ class QueueBroker:
             out = [self._reply(session, t, reply)]
             state = self._queue_state(record.rcv_id)
             if state is not None and state.subscriber is not None and state.delivered is None:
-                first = self.store.first_message(record.rcv_id) or stored
-                out.append(self._deliver(state.subscriber, record.rcv_id, first, b""))
+                # Subscribed with nothing delivered means the queue was empty (every SUB and
+                # ACK hands over the oldest message): the one just stored is the oldest.
+                out.append(self._deliver(state.subscriber, record.rcv_id, stored, b""))
             return out
 
     # ------------------------------------------------------------------ helpers
