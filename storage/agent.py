@@ -193,6 +193,25 @@ class AgentStore:
                 )
         return by_server
 
+    def waiting_by_server(self) -> dict[str, set[str]]:
+        """The connections with commands or messages due on each server (for the boot:
+        they retry at once when that server answers, not at their stored retry time)."""
+        waiting: dict[str, set[str]] = {}
+        with self.transaction():
+            pending = self.Command.select(self.Command.conn_id, self.Command.lane).where(
+                self.Command.event.is_null() & self.Command.lane.startswith("duplex://")
+            )
+            for row in pending:
+                waiting.setdefault(row.lane, set()).add(row.conn_id)
+            queues = (
+                self.SndQueue.select(self.SndQueue.conn_id, self.SndQueue.server)
+                .join(self.SndMessage, on=(self.SndMessage.snd_queue_id == self.SndQueue.id))
+                .distinct()
+            )
+            for row in queues:
+                waiting.setdefault(row.server, set()).add(row.conn_id)
+        return waiting
+
     def conn_of_rcv_queue(self, rcv_id: bytes) -> str | None:
         with self.transaction():
             row = self.RcvQueue.get_or_none(self.RcvQueue.rcv_id == rcv_id)

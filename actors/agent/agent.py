@@ -34,6 +34,7 @@ from actors.agent.services import AgentServices
 from actors.agent.sessions import (
     ServerSessionActor,
     SubscribeAll,
+    WaitingForServer,
     connection_address,
     session_address,
 )
@@ -144,6 +145,9 @@ class AgentActor(Supervisor):
         super().started()
         for conn_id in self.store.connections_with_work():
             self.tell(connection_address(conn_id), Wake())
+        for server, conn_ids in self.store.waiting_by_server().items():
+            for conn_id in sorted(conn_ids):
+                self.tell(session_address(server), WaitingForServer(conn_id))
         for server, queues in self.store.subscriptions().items():
             self.tell(session_address(server), SubscribeAll(tuple(queues)))
 

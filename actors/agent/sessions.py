@@ -3,8 +3,10 @@
 It receives the client's pushes (`MSG`, `END`) and connection state changes as messages
 (told from the trio thread), routes each push to the `ConnectionActor` that owns the queue,
 and, when the server comes back, tells every connection that was waiting on it to retry at
-once instead of at its next timer. At boot it subscribes every receive queue of its server
-in one pipelined batch.
+once instead of at its next timer. While connections wait and the server is down it probes
+the server with PING on a backoff, so a recovery is noticed even with nothing subscribed
+(and after a restart, when the waiting connections' stored retry times may be far ahead).
+At boot it subscribes every receive queue of its server in one pipelined batch.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 from actors.kernel import Actor, ActorContext, IoResult
 from protocol import crypto
-from protocol.queue import Reply
+from protocol.queue import Ping, Reply
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,11 @@ class WaitingForServer:
 
 
 @dataclass(frozen=True, slots=True)
+class _Probe:
+    """The session's own timer: PING the server to learn whether it is back."""
+
+
+@dataclass(frozen=True, slots=True)
 class ServerUp:
     server: str
 
@@ -86,6 +93,8 @@ class ServerSessionActor(Actor):
         self.waiting: set[str] = set()
         self.connected = False
         self.pushes = 0
+        self.probes = 0
+        self.probing = False
 
     def may_passivate(self) -> bool:
         return not self.waiting and not self.routes
@@ -104,9 +113,7 @@ class ServerSessionActor(Actor):
             case ServerState(connected=connected):
                 self.connected = connected
                 if connected:
-                    for conn_id in sorted(self.waiting):
-                        self.tell(connection_address(conn_id), ServerUp(self.server))
-                    self.waiting.clear()
+                    self._server_is_up()
             case Track(rcv_id=rcv_id, conn_id=conn_id):
                 self.routes[rcv_id] = conn_id
             case Forget(rcv_id=rcv_id):
@@ -114,11 +121,23 @@ class ServerSessionActor(Actor):
                 self.submit_io(self._forget, rcv_id)
             case WaitingForServer(conn_id=conn_id):
                 self.waiting.add(conn_id)
+                if not self.probing:
+                    self.probing = True
+                    self.probes = 0
+                    self.tell_self(_Probe())
+            case _Probe():
+                self.submit_io(self._ping)
             case SubscribeAll(queues=queues):
                 for rcv_id, _, conn_id in queues:
                     self.routes[rcv_id] = conn_id
                 keys = [(rcv_id, crypto.SigningKey.from_private(k)) for rcv_id, k, _ in queues]
                 self.submit_io(self._subscribe_all, keys)
+            case IoResult(value="pong"):
+                self._server_is_up()
+            case IoResult(value=None, error=error) if error is not None and self.probing:
+                self.probes += 1
+                retry = self.services.config.retry
+                self.send_after(retry.delay(self.probes, self.probes * retry.initial), _Probe())
             case IoResult(error=error) if error is not None:
                 log.info(
                     "subscription batch failed", extra={"server": self.server, "error": repr(error)}
@@ -144,6 +163,16 @@ class ServerSessionActor(Actor):
         client = self.services.clients.get(self.server)
         failures = await client.subscribe_many(keys)
         return sum(1 for error in failures.values() if error is not None)
+
+    def _server_is_up(self) -> None:
+        self.probing = False
+        for conn_id in sorted(self.waiting):
+            self.tell(connection_address(conn_id), ServerUp(self.server))
+        self.waiting.clear()
+
+    async def _ping(self) -> str:
+        await self.services.clients.get(self.server).request(Ping())
+        return "pong"
 
     async def _forget(self, rcv_id: bytes) -> None:
         self.services.clients.get(self.server).forget_subscription(rcv_id)

@@ -30,7 +30,14 @@ class TimerHandle:
         self.cancelled = False
 
     def cancel(self) -> None:
+        # Drop the callback now: it holds the message, and a cancelled handle may wait in
+        # the heap until its deadline (an idle timer: a minute) before it is popped.
         self.cancelled = True
+        self.callback = _nothing
+
+
+def _nothing() -> None:
+    pass
 
 
 class Scheduler:
@@ -41,6 +48,7 @@ class Scheduler:
         self._sequence = itertools.count()
         self._wakeup = threading.Condition()
         self._stopping = False
+        self._pushes = 0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -51,6 +59,11 @@ class Scheduler:
                 handle.cancelled = True
                 return handle
             heapq.heappush(self._heap, (handle.deadline, next(self._sequence), handle))
+            self._pushes += 1
+            if self._pushes % 4096 == 0 and len(self._heap) > 4096:
+                # Passivated actors leave their cancelled idle timers behind: compact.
+                self._heap = [item for item in self._heap if not item[2].cancelled]
+                heapq.heapify(self._heap)
             if self._heap[0][2] is handle:
                 self._wakeup.notify()
         return handle

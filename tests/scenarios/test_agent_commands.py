@@ -137,3 +137,38 @@ def test_a_dead_server_delays_neither_other_connections_nor_other_servers(
     assert time.monotonic() - started < 3.0
     assert bob.connection_status(b_conn)["pending_messages"] == 1
     assert not b_events.of(ev.Sent, conn_id=b_conn)
+
+
+def test_after_a_restart_pending_work_resumes_when_the_server_answers(
+    start_server, open_client
+) -> None:
+    """The stored retry time of a command may lie far ahead; a recovered server must not
+    wait for it: the server's session probes it and wakes the waiting connection."""
+    import dataclasses
+
+    from actors.agent.services import RetryPolicy
+    from tests.scenarios.agents import FAST
+
+    server = start_server()
+    alice, a_events = open_client("alice", [server])
+    a_conn = alice.create_connection_async("create")
+    link = a_events.wait_for(ev.Inv, corr_id="create").link
+    port = server.address.port
+    address = str(server.address)
+    server.stop()
+    patient = dataclasses.replace(FAST, retry=RetryPolicy(initial=60.0, slow_after=600.0))
+    bob, b_events = open_client("bob", [address], config=patient)
+    bob.join_connection_async("join", link, b"")
+    store = bob.services.store
+
+    def next_attempt() -> float:
+        with store.transaction():
+            row = store.Command.get_or_none(store.Command.corr_id == "join")
+        return row.next_attempt_at if row is not None and row.attempts else 0.0
+
+    eventually(lambda: next_attempt() > time.time() + 30, what="a retry a minute ahead")
+    bob.close()
+    start_server(port=port)
+    bob, b_events = open_client("bob", [address], config=patient)
+    b_events.wait_for(ev.Joined, corr_id="join", timeout=10)  # long before the minute
+    assert a_events.wait_for(ev.Conf, conn_id=a_conn, timeout=10)
