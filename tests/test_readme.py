@@ -10,10 +10,15 @@ from pathlib import Path
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-def test_the_readme_example_runs() -> None:
-    [example] = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
-    done = subprocess.run(
-        [sys.executable, "-c", example], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    assert "hello bob from en (#2)" in done.stdout
+def test_the_readme_examples_run() -> None:
+    kernel, agents = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    for example, expected in ((kernel, "hello bob from en (#2)"), (agents, "b'hello bob'")):
+        done = subprocess.run(
+            [sys.executable, "-c", example],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert expected in done.stdout
