@@ -479,24 +479,31 @@ class ConnectionActor(Actor):
     def _step_create(self, command: Any, payload: dict[str, Any]) -> None:
         queue = self._own_rcv_queue(command.lane, payload.get("mode", QueueMode.MESSAGING.value))
         if queue.status == "new":
-            auth = crypto.SigningKey.from_private(bytes(queue.auth_private))
-            dh = crypto.DhKey.from_private(bytes(queue.dh_private))
-            new = New(auth.public, dh.public, QueueMode(queue.mode), subscribe=True)
-            self._submit(
-                command.lane,
-                queue.server,
-                lambda ids: self._created(command, queue, ids),
-                self._step_failed(command, queue.server),
-                self._request(queue.server, new, b"", bytes(queue.auth_private)),
-            )
+            # the queue row is saved with the command's event, in one transaction
+            self._new_queue(command, queue, lambda: self._finish_create(command, queue))
             return
         self._finish_create(command, queue)
 
-    def _created(self, command: Any, queue: Any, ids: Ids) -> None:
-        queue.rcv_id, queue.snd_id, queue.srv_dh_public = ids.rcv_id, ids.snd_id, ids.srv_dh_key
-        queue.status = "active"
-        self.tell(session_address(queue.server), Track(ids.rcv_id, self.conn_id))
-        self._finish_create(command, queue)
+    def _new_queue(self, command: Any, queue: Any, then: Callable[[], None]) -> None:
+        """NEW one of our receive queues with its stored keys, subscribed at once; a NEW
+        repeated after a crash finds the same queue (the server is idempotent by key)."""
+        auth = crypto.SigningKey.from_private(bytes(queue.auth_private))
+        dh = crypto.DhKey.from_private(bytes(queue.dh_private))
+
+        def created(ids: Ids) -> None:
+            queue.rcv_id, queue.snd_id = ids.rcv_id, ids.snd_id
+            queue.srv_dh_public, queue.status = ids.srv_dh_key, "active"
+            self.tell(session_address(queue.server), Track(ids.rcv_id, self.conn_id))
+            then()
+
+        new = New(auth.public, dh.public, QueueMode(queue.mode), subscribe=True)
+        self._submit(
+            command.lane,
+            queue.server,
+            created,
+            self._step_failed(command, queue.server),
+            self._request(queue.server, new, b"", bytes(queue.auth_private)),
+        )
 
     def _finish_create(self, command: Any, queue: Any) -> None:
         link = self._queue_link(queue).to_uri()
@@ -540,35 +547,10 @@ class ConnectionActor(Actor):
         send_queue = self._snd_queue_to(target)
         reply_queue = self._own_rcv_queue(payload["reply_server"], QueueMode.MESSAGING.value)
         if not contact and send_queue.status == "new":
-            key = crypto.SigningKey.from_private(bytes(send_queue.auth_private))
-            self._submit(
-                command.lane,
-                send_queue.server,
-                lambda _: self._secured(send_queue),
-                self._step_failed(command, send_queue.server),
-                self._request(
-                    send_queue.server,
-                    SKey(key.public),
-                    bytes(send_queue.snd_id),
-                    bytes(send_queue.auth_private),
-                ),
-            )
+            self._skey(command, send_queue)
             return
         if reply_queue.status == "new":
-            auth = crypto.SigningKey.from_private(bytes(reply_queue.auth_private))
-            dh = crypto.DhKey.from_private(bytes(reply_queue.dh_private))
-            self._submit(
-                command.lane,
-                reply_queue.server,
-                lambda ids: self._reply_queue_created(reply_queue, ids),
-                self._step_failed(command, reply_queue.server),
-                self._request(
-                    reply_queue.server,
-                    New(auth.public, dh.public, QueueMode.MESSAGING, subscribe=True),
-                    b"",
-                    bytes(reply_queue.auth_private),
-                ),
-            )
+            self._new_queue(command, reply_queue, lambda: self._save(reply_queue))
             return
         body = payload.get("body")
         if body is None:
@@ -621,17 +603,30 @@ class ConnectionActor(Actor):
         self.snd_queues[queue.id] = queue
         return queue
 
+    def _skey(self, command: Any, send_queue: Any) -> None:
+        """Secure the peer's queue with our sender key (idempotent on the server)."""
+        key = crypto.SigningKey.from_private(bytes(send_queue.auth_private))
+        self._submit(
+            command.lane,
+            send_queue.server,
+            lambda _: self._secured(send_queue),
+            self._step_failed(command, send_queue.server),
+            self._request(
+                send_queue.server,
+                SKey(key.public),
+                bytes(send_queue.snd_id),
+                bytes(send_queue.auth_private),
+            ),
+        )
+
     def _secured(self, queue: Any) -> None:
         queue.status = "secured"
         with self.store.transaction():
             queue.save(only=[type(queue).status])
 
-    def _reply_queue_created(self, queue: Any, ids: Ids) -> None:
-        queue.rcv_id, queue.snd_id, queue.srv_dh_public = ids.rcv_id, ids.snd_id, ids.srv_dh_key
-        queue.status = "active"
+    def _save(self, row: Any) -> None:
         with self.store.transaction():
-            queue.save()
-        self.tell(session_address(queue.server), Track(ids.rcv_id, self.conn_id))
+            row.save()
 
     def _joined(self, command: Any, send_queue: Any, contact: bool) -> None:
         def effects() -> None:
@@ -657,19 +652,7 @@ class ConnectionActor(Actor):
             return
         send_queue = self._snd_queue_to(reply)
         if send_queue.status == "new":
-            key = crypto.SigningKey.from_private(bytes(send_queue.auth_private))
-            self._submit(
-                command.lane,
-                send_queue.server,
-                lambda _: self._secured(send_queue),
-                self._step_failed(command, send_queue.server),
-                self._request(
-                    send_queue.server,
-                    SKey(key.public),
-                    bytes(send_queue.snd_id),
-                    bytes(send_queue.auth_private),
-                ),
-            )
+            self._skey(command, send_queue)
             return
         body = payload.get("body")
         if body is None:
