@@ -845,21 +845,7 @@ class ConnectionActor(Actor):
             raise AgentError(
                 f"connection is {self.conn.status}: it cannot send yet", code="PROHIBITED"
             )
-        sealed = self._seal_chain_message(queue, UserMessage(body))
-        now = time.time()
-        s = self.store
-        with s.transaction():
-            self.conn.save(only=[type(self.conn).snd_seq, type(self.conn).snd_hash])
-            row = s.SndMessage.create(
-                conn_id=self.conn_id,
-                snd_queue_id=queue.id,
-                seq=self.conn.snd_seq,
-                kind="user",
-                body=sealed,
-                expires_at=now + self.services.config.message_ttl,
-                created_at=now,
-            )
-        self.outbox.setdefault(queue.id, deque()).append(row)
+        row = self._enqueue(queue, UserMessage(body), "user")
         self._pump()
         return row.seq
 
@@ -871,8 +857,12 @@ class ConnectionActor(Actor):
 
     def _queue_internal(self, payload: Any) -> None:
         queue = self._active_snd_queue()
-        if queue is None:
-            return
+        if queue is not None:
+            self._enqueue(queue, payload, "internal")
+
+    def _enqueue(self, queue: Any, payload: Any, kind: str) -> Any:
+        """Seal the next chain message and store it for delivery, with the chain position,
+        in one transaction: a resend after a crash sends these very bytes."""
         sealed = self._seal_chain_message(queue, payload)
         now = time.time()
         s = self.store
@@ -882,12 +872,13 @@ class ConnectionActor(Actor):
                 conn_id=self.conn_id,
                 snd_queue_id=queue.id,
                 seq=self.conn.snd_seq,
-                kind="internal",
+                kind=kind,
                 body=sealed,
                 expires_at=now + self.services.config.message_ttl,
                 created_at=now,
             )
         self.outbox.setdefault(queue.id, deque()).append(row)
+        return row
 
     def _deliver(self, queue_id: int, message: Any) -> None:
         queue = self.snd_queues.get(queue_id)
