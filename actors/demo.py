@@ -1,13 +1,17 @@
 """`duplex demo`: run a small runtime on the embedded SQLite default and check what it shows.
 
-At this stage of the project the demo exercises the kernel: persisted virtual actors on a
-SQLite file in a temporary directory, a crash on purpose and its restart from stored state,
-passivation and reactivation, the supervision tree, and a clean shutdown with no thread left.
-Every claim it prints is checked; the exit status is 0 only if every check held.
+Part one exercises the kernel: persisted virtual actors on a SQLite file in a temporary
+directory, a crash on purpose and its restart from stored state, passivation and
+reactivation, the supervision tree. Part two runs a queue server on loopback and two agents
+(alice and bob, each on its own SQLite file): the async handshake, messages both ways, a
+connection actor crashed in the middle of a command, and the queue server stopped and
+started again while a message is on its way. Every claim it prints is checked; the exit
+status is 0 only if every check held and no thread was left running.
 """
 
 from __future__ import annotations
 
+import queue
 import tempfile
 import threading
 import time
@@ -42,6 +46,84 @@ def _wait_for(condition: Callable[[], bool], timeout: float) -> bool:
             return False
         time.sleep(0.01)
     return True
+
+
+def _agents(workdir: Path, console: Console, checks: Checks) -> None:
+    from actors.agent import events as ev
+    from actors.agent import faults
+    from actors.agent.services import AgentConfig, RetryPolicy
+    from actors.client import Client
+    from protocol.client import ClientConfig
+    from protocol.server import QueueServer
+
+    config = AgentConfig(
+        retry=RetryPolicy(initial=0.1, slow_after=1.0, maximum=1.0),
+        client=ClientConfig(command_timeout=3.0, backoff_initial=0.05, backoff_max=0.5),
+    )
+
+    def wait(client: Client, kind: type, **fields: object) -> object | None:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                event = client.agent_events.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if isinstance(event, kind) and all(getattr(event, k) == v for k, v in fields.items()):
+                return event
+        return None
+
+    console.rule("[bold]duplex demo: two agents over a queue server")
+    server_url = f"sqlite:///{workdir / 'server.db'}"
+    server = QueueServer.start(server_url)
+    address, port = str(server.address), server.address.port
+    console.print(f"queue server: {address}")
+    alice = Client.open(f"sqlite:///{workdir / 'alice.db'}", [address], config=config)
+    bob = Client.open(f"sqlite:///{workdir / 'bob.db'}", [address], config=config)
+    try:
+        console.print("\n[bold]4. An async handshake: create, join, allow")
+        a_conn = alice.create_connection_async("create-1")
+        inv = wait(alice, ev.Inv, corr_id="create-1")
+        b_conn = bob.join_connection_async("join-1", inv.link, b"bob") if inv else ""
+        conf = wait(alice, ev.Conf, conn_id=a_conn)
+        if conf is not None:
+            alice.allow_connection_async("allow-1", a_conn, conf.conf_id, b"alice")
+        connected = wait(alice, ev.Con, conn_id=a_conn) and wait(bob, ev.Con, conn_id=b_conn)
+        checks.check("both sides reached CON", bool(connected))
+        alice.send_message(a_conn, b"hello bob")
+        message = wait(bob, ev.Msg, conn_id=b_conn)
+        checks.check(
+            "bob received alice's message, chain intact",
+            message is not None and message.body == b"hello bob" and message.integrity == "ok",
+        )
+
+        console.print("\n[bold]5. Bob's connection actor crashes in the middle of an ack")
+        faults.arm(faults.BEFORE_RUN, "ack")
+        if message is not None:
+            bob.ack_message_async("ack-1", b_conn, message.msg_id)
+        acked = wait(bob, ev.Ok, corr_id="ack-1")
+        view = bob.runtime.directory.view(f"client/agent/conns/{b_conn}")
+        checks.check(
+            f"restarted by its supervisor (restarts={view.restarts if view else 0}) "
+            "and the ack completed once",
+            acked is not None and bool(view) and view.restarts == 1,
+        )
+        console.print(bob.tree().render())
+
+        console.print("\n[bold]6. The queue server stops; a message waits; it comes back")
+        server.stop()
+        bob.send_message(b_conn, b"while the server was down")
+        server = QueueServer.start(server_url, port=port)
+        checks.check("same address after the restart", str(server.address) == address)
+        late = wait(alice, ev.Msg, conn_id=a_conn)
+        checks.check(
+            "alice got the message sent during the outage",
+            late is not None and late.body == b"while the server was down",
+        )
+    finally:
+        faults.disarm_all()
+        alice.close()
+        bob.close()
+        server.stop()
 
 
 def run_demo(workdir: Path | None = None, console: Console | None = None) -> int:
@@ -85,7 +167,8 @@ def run_demo(workdir: Path | None = None, console: Console | None = None) -> int
                 bob = runtime.ask("client/tallies/bob", Add(1))
                 checks.check(f"bob reactivated with his count: {bob}", bob == 6)
                 console.print(runtime.tree().render())
-            console.print("\n[bold]4. Shutdown")
+            _agents(Path(workdir or tmp), console, checks)
+            console.print("\n[bold]7. Shutdown")
             gone = _wait_for(lambda: set(threading.enumerate()) <= threads_before, timeout=5.0)
             checks.check("no runtime thread is left running", gone)
         finally:
