@@ -171,13 +171,13 @@ class AgentStore:
         self.RcvMessage = models.AgentRcvMessage
         self.ContactRequest = models.AgentContactRequest
 
-    def transaction(self) -> AbstractContextManager[peewee.Database]:
-        return self.db.transaction()
+    def transaction(self, *, read_only: bool = False) -> AbstractContextManager[peewee.Database]:
+        return self.db.transaction(read_only=read_only)
 
     def connections_with_work(self) -> list[str]:
         """Connections that must be activated at boot: pending commands, unacknowledged
         events, or messages waiting to be sent."""
-        with self.transaction():
+        with self.transaction(read_only=True):
             commands = {row.conn_id for row in self.Command.select(self.Command.conn_id)}
             messages = {row.conn_id for row in self.SndMessage.select(self.SndMessage.conn_id)}
         return sorted(commands | messages)
@@ -185,7 +185,7 @@ class AgentStore:
     def subscriptions(self) -> dict[str, list[tuple[bytes, bytes, str]]]:
         """Every active receive queue per server: (rcv_id, auth_private, conn_id)."""
         by_server: dict[str, list[tuple[bytes, bytes, str]]] = {}
-        with self.transaction():
+        with self.transaction(read_only=True):
             rows = self.RcvQueue.select().where(self.RcvQueue.status == "active")
             for row in rows:
                 by_server.setdefault(row.server, []).append(
@@ -197,7 +197,7 @@ class AgentStore:
         """The connections with commands or messages due on each server (for the boot:
         they retry at once when that server answers, not at their stored retry time)."""
         waiting: dict[str, set[str]] = {}
-        with self.transaction():
+        with self.transaction(read_only=True):
             pending = self.Command.select(self.Command.conn_id, self.Command.lane).where(
                 self.Command.event.is_null() & self.Command.lane.startswith("duplex://")
             )
@@ -213,11 +213,11 @@ class AgentStore:
         return waiting
 
     def conn_of_rcv_queue(self, rcv_id: bytes) -> str | None:
-        with self.transaction():
+        with self.transaction(read_only=True):
             row = self.RcvQueue.get_or_none(self.RcvQueue.rcv_id == rcv_id)
         return row.conn_id if row is not None else None
 
     def conn_of_command(self, corr_id: str) -> str | None:
-        with self.transaction():
+        with self.transaction(read_only=True):
             row = self.Command.get_or_none(self.Command.corr_id == corr_id)
         return row.conn_id if row is not None else None

@@ -416,11 +416,13 @@ class Database:
         return f"<Database {_redact(self._url)}>"
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[peewee.Database]:
+    def transaction(self, *, read_only: bool = False) -> Iterator[peewee.Database]:
         """A short transaction on a pooled connection, from any thread.
 
         SQLite begins with BEGIN IMMEDIATE, so concurrent writers queue on the busy timeout
         instead of failing with "database is locked" when a read lock would be upgraded.
+        `read_only=True` promises the body only reads: SQLite then begins DEFERRED, so
+        readers do not queue behind writers (WAL lets them read alongside).
         Nested use in the same thread becomes a savepoint. The body's own exceptions roll
         back and propagate unchanged; failing to get a connection, begin or commit raises
         StorageError.
@@ -431,7 +433,8 @@ class Database:
             self._check_out()
         body_error: BaseException | None = None
         try:
-            with pool.atomic():
+            deferred = read_only and self._kind == "sqlite"
+            with pool.atomic(lock_type="DEFERRED") if deferred else pool.atomic():
                 try:
                     yield pool
                 except BaseException as exc:

@@ -289,7 +289,7 @@ class ServerStore:
     # ----------------------------------------------------------------------- queues
 
     def _queue_where(self, sql: str, value: bytes) -> QueueRecord | None:
-        with self._db.transaction() as db:
+        with self._db.transaction(read_only=True) as db:
             row = db.execute_sql(sql, (value,)).fetchone()
         return None if row is None else _queue_record(row)
 
@@ -430,7 +430,7 @@ class ServerStore:
 
     def first_message(self, rcv_id: bytes) -> StoredMessage | None:
         """The oldest message of the queue, if any."""
-        with self._db.transaction() as db:
+        with self._db.transaction(read_only=True) as db:
             row = db.execute_sql(self._sql.oldest, (rcv_id,)).fetchone()
         return None if row is None else _message(row)
 
@@ -466,7 +466,7 @@ class ServerStore:
 
     def message_count(self, rcv_id: bytes) -> int:
         m = self._message
-        with self._db.transaction():
+        with self._db.transaction(read_only=True):
             return m.select().where(m.rcv_id == rcv_id).count()
 
     # ----------------------------------------------------------------------- identity, stats
@@ -474,7 +474,7 @@ class ServerStore:
     def load_identity(self) -> tuple[bytes, bytes] | None:
         """The server's (certificate PEM, private key PEM), or None before the first save."""
         ident = self._identity
-        with self._db.transaction():
+        with self._db.transaction(read_only=True):
             row = ident.get_or_none(ident.id == _IDENTITY_ROW)
         return None if row is None else (_bytes(row.certificate_pem), _bytes(row.key_pem))
 
@@ -507,7 +507,7 @@ class ServerStore:
 
     def stats(self) -> dict[str, int]:
         """Counts for monitoring: `queues`, `messages` (full counts, not for the hot path)."""
-        with self._db.transaction():
+        with self._db.transaction(read_only=True):
             queues = self._queue.select().count()
             messages = self._message.select().count()
         return {"queues": queues, "messages": messages}

@@ -251,7 +251,7 @@ class AgentActor(Supervisor):
 
     def _connection(self, conn_id: str) -> Any:
         s = self.store
-        with s.transaction():
+        with s.transaction(read_only=True):
             conn = s.Connection.get_or_none(s.Connection.conn_id == conn_id)
         if conn is None:
             raise AgentError(f"no connection {conn_id!r}", code="NO_CONNECTION")

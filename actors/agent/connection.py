@@ -195,7 +195,7 @@ class ConnectionActor(Actor):
 
     def started(self) -> None:
         s = self.store
-        with s.transaction():
+        with s.transaction(read_only=True):
             self.conn = s.Connection.get_or_none(s.Connection.conn_id == self.conn_id)
             self.rcv_queues = {
                 q.id: q for q in s.RcvQueue.select().where(s.RcvQueue.conn_id == self.conn_id)
@@ -343,7 +343,7 @@ class ConnectionActor(Actor):
     def _reload_commands(self) -> None:
         s = self.store
         known = {c.id for c in self.commands}
-        with s.transaction():
+        with s.transaction(read_only=True):
             rows = list(
                 s.Command.select()
                 .where((s.Command.conn_id == self.conn_id) & s.Command.event.is_null())
@@ -703,7 +703,7 @@ class ConnectionActor(Actor):
 
     def _step_ack(self, command: Any, payload: dict[str, Any]) -> None:
         s = self.store
-        with s.transaction():
+        with s.transaction(read_only=True):
             row = s.RcvMessage.get_or_none(
                 (s.RcvMessage.conn_id == self.conn_id) & (s.RcvMessage.seq == payload["msg_id"])
             )
@@ -973,7 +973,7 @@ class ConnectionActor(Actor):
             self._queue_internal(QCont())  # drained up to the marker: the peer may go on
             return
         s = self.store
-        with s.transaction():
+        with s.transaction(read_only=True):
             known = s.RcvMessage.get_or_none(s.RcvMessage.broker_msg_id == reply.msg_id)
         if known is not None:  # delivered again before the user acked: same event again
             self._emit(ev.Msg(self.conn_id, known.seq, bytes(known.body), known.integrity))
