@@ -17,6 +17,7 @@ chat 200-299, server 300-399. A new layer gets a new block here.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime
 import itertools
@@ -380,6 +381,38 @@ def bind_models(database: peewee.Database, *models: type[peewee.Model]) -> Bound
 # --------------------------------------------------------------------------- database
 
 
+class _FairGate:
+    """A counting semaphore that hands a released slot to the longest waiter (first come,
+    first served): no newcomer can barge in, so no waiter starves in a burst."""
+
+    def __init__(self, slots: int) -> None:
+        self._lock = threading.Lock()
+        self._free = slots
+        self._waiters: collections.deque[threading.Event] = collections.deque()
+
+    def acquire(self, timeout: float) -> bool:
+        with self._lock:
+            if self._free and not self._waiters:
+                self._free -= 1
+                return True
+            granted = threading.Event()
+            self._waiters.append(granted)
+        if granted.wait(timeout):
+            return True
+        with self._lock:
+            if granted.is_set():  # granted just as the wait ended: keep it
+                return True
+            self._waiters.remove(granted)
+            return False
+
+    def release(self) -> None:
+        with self._lock:
+            if self._waiters:
+                self._waiters.popleft().set()  # the slot passes straight to that waiter
+            else:
+                self._free += 1
+
+
 class Database:
     """An open duplex database: a pool of connections plus the models bound to it.
 
@@ -387,8 +420,22 @@ class Database:
     queries outside one (autoconnect is off) so that no thread keeps a pooled connection.
     """
 
-    def __init__(self, pool: peewee.Database, *, url: str, kind: DatabaseKind) -> None:
+    def __init__(
+        self,
+        pool: peewee.Database,
+        *,
+        url: str,
+        kind: DatabaseKind,
+        pool_size: int = 16,
+        pool_timeout: float = 10.0,
+    ) -> None:
         self._pool = pool
+        # peewee's pool makes a waiting thread poll for a free connection once a second, so
+        # in a burst (hundreds of actors starting) some wait whole seconds and time out while
+        # transactions take a fraction of a millisecond. A semaphore in front wakes a waiter
+        # as soon as a connection is handed back; the pool then always has one free.
+        self._gate = _FairGate(pool_size)
+        self._pool_timeout = pool_timeout
         self._url = url
         self._kind: DatabaseKind = kind
         self._closed = False
@@ -451,13 +498,19 @@ class Database:
     def _check_out(self) -> None:
         if self._closed:
             raise StorageError(f"{self!r} is closed")
+        if not self._gate.acquire(timeout=self._pool_timeout):
+            raise StorageError(
+                f"no free connection in the pool of {self!r} within the pool timeout"
+            )
         try:
             self._pool.connect()
         except MaxConnectionsExceeded as exc:
+            self._gate.release()
             raise StorageError(
                 f"no free connection in the pool of {self!r} within the pool timeout"
             ) from exc
         except peewee.PeeweeException as exc:
+            self._gate.release()
             raise StorageError(f"cannot connect to {self!r}: {exc}") from exc
         if self._closed:
             # close() ran while we connected; hand the connection straight back.
@@ -470,6 +523,8 @@ class Database:
         except peewee.PeeweeException:
             # Raising here would hide the body's own error; the pool drops a broken connection.
             logger.warning("returning a connection failed", extra={"db": repr(self)}, exc_info=True)
+        finally:
+            self._gate.release()
 
     def bind(self, *models: type[peewee.Model]) -> BoundModels:
         """Subclasses of `models` that run on this database, cached per database.
@@ -650,7 +705,9 @@ def open_database(
             f"unsupported database URL {_redact(url)!r}: use sqlite:/// or postgresql://"
         )
 
-    database = Database(pool, url=url, kind=kind)
+    database = Database(
+        pool, url=url, kind=kind, pool_size=pool_size, pool_timeout=float(pool_timeout)
+    )
     try:
         _migrate(database, steps)
     except BaseException:

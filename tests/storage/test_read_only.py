@@ -38,3 +38,26 @@ def test_a_reader_is_not_blocked_by_an_open_write_transaction(tmp_path: Path) ->
             assert conn.execute_sql("SELECT count(*) FROM t").fetchone()[0] == 2
     finally:
         db.close()
+
+
+def test_the_pool_gate_serves_waiters_first_come_first_served() -> None:
+    from storage.database import _FairGate
+
+    gate = _FairGate(1)
+    assert gate.acquire(timeout=1)
+    order: list[int] = []
+    threads = []
+    for i in range(5):
+        thread = threading.Thread(
+            target=lambda i=i: gate.acquire(10) and (order.append(i), gate.release())
+        )
+        thread.start()
+        threads.append(thread)
+        deadline = time.monotonic() + 5  # let each one queue before the next arrives
+        while len(gate._waiters) < i + 1 and time.monotonic() < deadline:
+            time.sleep(0.001)
+    assert not gate.acquire(timeout=0.01)  # full, and a newcomer does not barge in
+    gate.release()
+    for thread in threads:
+        thread.join(5)
+    assert order == [0, 1, 2, 3, 4]
