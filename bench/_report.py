@@ -9,6 +9,7 @@ describes the host, because on shared machines a figure without its machine mean
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import os
@@ -140,6 +141,18 @@ def machine() -> str:
     python = f"{platform.python_implementation()} {platform.python_version()}"
     system = f"{platform.system()} {platform.release()}"
     return f"{cpu}, {cores} cores, {ram_text}, {python}, {system}"
+
+
+def bench_parser(name: str, doc: str | None) -> argparse.ArgumentParser:
+    """A parser with the options every bench takes: `--quick` (a few seconds) and `--json`."""
+    parser = argparse.ArgumentParser(prog=f"python -m bench.{name}", description=doc)
+    parser.add_argument("--quick", action="store_true", help="small N: a few seconds in all")
+    parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    return parser
+
+
+def parse_args(name: str, doc: str | None, argv: Sequence[str] | None) -> argparse.Namespace:
+    return bench_parser(name, doc).parse_args(argv)
 
 
 def stopwatch() -> Callable[[], float]:

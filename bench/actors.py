@@ -39,7 +39,6 @@ only if the table does not hold what was sent; missed performance targets are re
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import itertools
 import tempfile
@@ -65,7 +64,18 @@ from actors.kernel import (
     RuntimeConfig,
     virtual_supervisor_spec,
 )
-from bench._report import Report, best, machine, median, note, progress, rate, rss_mb, stopwatch
+from bench._report import (
+    Report,
+    best,
+    machine,
+    median,
+    note,
+    parse_args,
+    progress,
+    rate,
+    rss_mb,
+    stopwatch,
+)
 from storage.database import Database, open_database
 
 WAIT_TIMEOUT = 300.0  # a measurement that takes this long is broken, not slow
@@ -630,10 +640,7 @@ def send_bounded(runtime: Runtime, n: int, cap: int, tick: Callable[[], object])
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.actors", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small N: a few seconds in all")
-    parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    args = parser.parse_args(argv)
+    args = parse_args("actors", __doc__, argv)
     sizes = QUICK if args.quick else FULL
     report = Report("actors")
     note(f"bench.actors on {machine()}", not args.json)

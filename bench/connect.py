@@ -36,7 +36,6 @@ unit`` lines. Progress bars go to stderr.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import tempfile
@@ -51,7 +50,7 @@ from rich.progress import Progress
 
 from actors.client import Client
 from bench._agents import ServerProcess, connect_all, open_client
-from bench._report import Report, best, machine, median, note, progress, rate, stopwatch
+from bench._report import Report, best, machine, median, note, parse_args, progress, rate, stopwatch
 from bench.limits import MESSAGE_BYTES
 from protocol import crypto
 from protocol.address import ServerAddress
@@ -233,10 +232,7 @@ def measure(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.connect", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small N: a few seconds in all")
-    parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    args = parser.parse_args(argv)
+    args = parse_args("connect", __doc__, argv)
     sizes = QUICK if args.quick else FULL
     report = Report("connect")
     note(f"bench.connect on {machine()}", not args.json)

@@ -42,7 +42,6 @@ lines. Progress bars go to stderr.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import os
 import select
@@ -66,7 +65,7 @@ from rich.progress import Progress
 from trio_websocket import WebSocketConnection, open_websocket_url
 
 from bench._echo import HOST, MAX_MESSAGE_SIZE
-from bench._report import Report, best, machine, median, note, progress, rate, stopwatch
+from bench._report import Report, best, machine, median, note, parse_args, progress, rate, stopwatch
 from storage.database import Database, Migration, bind_models, open_database
 
 WAIT_TIMEOUT = 120.0  # a measurement that takes this long is broken, not slow
@@ -415,10 +414,7 @@ def bench_bridge(report: Report, sizes: Sizes, bars: Progress) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.limits", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small N: a few seconds in all")
-    parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    args = parser.parse_args(argv)
+    args = parse_args("limits", __doc__, argv)
     sizes = QUICK if args.quick else FULL
     report = Report("limits")
     note(f"bench.limits on {machine()}", not args.json)

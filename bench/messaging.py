@@ -47,7 +47,6 @@ value unit`` lines. Progress bars go to stderr.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import struct
 import tempfile
@@ -70,7 +69,7 @@ from bench._agents import (
     open_client,
     wait_until,
 )
-from bench._report import Report, best, machine, median, note, progress, rate, stopwatch
+from bench._report import Report, best, machine, median, note, parse_args, progress, rate, stopwatch
 from bench.limits import MESSAGE_BYTES
 from bench.server import Bench, CpuMeter, Layout, peer
 
@@ -368,10 +367,7 @@ def measure(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.messaging", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small N: a few seconds in all")
-    parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    args = parser.parse_args(argv)
+    args = parse_args("messaging", __doc__, argv)
     sizes = QUICK if args.quick else FULL
     report = Report("messaging")
     note(f"bench.messaging on {machine()}", not args.json)

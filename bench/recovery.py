@@ -80,7 +80,7 @@ from bench._agents import (
     parent_pid,
     server_queue_count,
 )
-from bench._report import Report, machine, median, note, progress, stopwatch
+from bench._report import Report, bench_parser, machine, median, note, progress, stopwatch
 
 WAIT_TIMEOUT = 180.0  # a step that takes this long is broken, not slow
 ATTEMPT_GRACE = 20.0  # how long the child waits for every pending command to fail once
@@ -357,9 +357,7 @@ def measure(report: Report, sizes: Sizes, bars: Progress, *, wait_for_retries: b
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.recovery", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small N: a few seconds in all")
-    parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    parser = bench_parser("recovery", __doc__)
     parser.add_argument(
         "--restart-at-once",
         action="store_true",

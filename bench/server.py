@@ -55,7 +55,6 @@ lines. Progress bars go to stderr.
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import functools
 import itertools
@@ -77,7 +76,7 @@ from typing import Any
 import trio
 from rich.progress import Progress
 
-from bench._report import Report, best, machine, median, note, progress, rate, stopwatch
+from bench._report import Report, best, machine, median, note, parse_args, progress, rate, stopwatch
 from bench.limits import (
     HOST,
     MESSAGE_BYTES,
@@ -383,10 +382,7 @@ def measure(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.server", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small N: a few seconds in all")
-    parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    args = parser.parse_args(argv)
+    args = parse_args("server", __doc__, argv)
     sizes = QUICK if args.quick else FULL
     report = Report("server")
     note(f"bench.server on {machine()}", not args.json)
