@@ -19,8 +19,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
+BENCHES := limits actors server messaging connect recovery
+
 bench: $(STAMP)
-	$(PY) -m bench.actors
+	for name in $(BENCHES); do $(PY) -m bench.$$name || exit 1; done
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
