@@ -15,7 +15,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-BENCHMARKS = ("actors",)
+BENCHMARKS = ("limits", "actors", "server", "messaging", "connect", "recovery")
 
 
 def _parser() -> argparse.ArgumentParser:
