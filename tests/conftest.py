@@ -1,4 +1,5 @@
-"""Shared storage fixtures: a fresh database URL per test, SQLite always, PostgreSQL on request.
+"""Shared fixtures: a fresh database URL per test (SQLite always, PostgreSQL on request) and
+queue servers on loopback with SQLite files (`start_server`).
 
 Set DUPLEX_TEST_POSTGRES_URL (e.g. postgresql://postgres@127.0.0.1:5432/test) to run the
 PostgreSQL cases; each test then gets its own database, created here and dropped afterwards.
@@ -8,11 +9,13 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+
+from protocol.server import QueueServer
 
 POSTGRES_ENV = "DUPLEX_TEST_POSTGRES_URL"
 
@@ -52,3 +55,18 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'duplex.db'}"
     return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[..., QueueServer]]:
+    """Start queue servers on SQLite files in tmp_path; all are stopped after the test."""
+    servers: list[QueueServer] = []
+
+    def start(name: str = "server", port: int = 0, **kwargs: object) -> QueueServer:
+        server = QueueServer.start(f"sqlite:///{tmp_path / name}.db", port=port, **kwargs)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 import trio
@@ -13,21 +12,6 @@ from protocol.server import QueueServer, ServerConfig
 from tests.protocol.queues import Inbox
 
 FAST_CLIENT = ClientConfig(command_timeout=5.0, backoff_initial=0.01, backoff_max=0.2)
-
-
-@pytest.fixture
-def start_server(tmp_path: Path) -> Iterator[Callable[..., QueueServer]]:
-    """Start queue servers on SQLite files in tmp_path; all are stopped after the test."""
-    servers: list[QueueServer] = []
-
-    def start(name: str = "server", port: int = 0, **kwargs: object) -> QueueServer:
-        server = QueueServer.start(f"sqlite:///{tmp_path / name}.db", port=port, **kwargs)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
 
 
 @pytest.fixture

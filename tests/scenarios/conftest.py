@@ -14,20 +14,6 @@ from tests.scenarios.agents import FAST, Events
 
 
 @pytest.fixture
-def start_server(tmp_path: Path) -> Iterator[Callable[..., QueueServer]]:
-    servers: list[QueueServer] = []
-
-    def start(name: str = "server", port: int = 0, **kwargs: object) -> QueueServer:
-        server = QueueServer.start(f"sqlite:///{tmp_path / name}.db", port=port, **kwargs)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
-
-
-@pytest.fixture
 def server(start_server: Callable[..., QueueServer]) -> QueueServer:
     return start_server()
 
