@@ -38,7 +38,15 @@ from actors.agent.agent import (
     RejectContact,
     SetLinkData,
 )
-from actors.agent.connection import SYNC_PREFIX, AgentError, GetStatus, SendMessage
+from actors.agent.connection import (
+    SYNC_PREFIX,
+    AbortSwitch,
+    AgentError,
+    GetInfo,
+    GetStatus,
+    SendMessage,
+    StartSwitch,
+)
 from actors.agent.services import AgentConfig, AgentServices, EventStream, QueueClients
 from actors.agent.sessions import connection_address
 from actors.kernel import ChildSpec, Runtime, RuntimeConfig, TreeNode
@@ -150,6 +158,26 @@ class Client:
     def connection_status(self, conn_id: str) -> dict[str, Any] | None:
         return self.runtime.ask(connection_address(conn_id), GetStatus())
 
+    def connection_info(self, conn_id: str) -> ev.ConnectionInfo:
+        """The connection's queues and where a queue rotation stands (AgentError if none)."""
+        return self.runtime.ask(connection_address(conn_id), GetInfo())
+
+    # ------------------------------------------------------------------ queue rotation
+
+    def switch_connection(self, conn_id: str, server: str | None = None) -> ev.ConnectionInfo:
+        """Rotate the connection's receive queue to `server` (by default another of this
+        client's servers, when it has one); returns once the switch has started, with the
+        connection's info. The rest runs in the background and is told as SWITCH events."""
+        address = connection_address(conn_id)
+        return self._sync(lambda corr: StartSwitch(corr, server), address).info
+
+    def switch_connection_async(self, corr_id: str, conn_id: str, server: str | None = None) -> str:
+        return self.runtime.ask(connection_address(conn_id), StartSwitch(corr_id, server))
+
+    def abort_switch(self, conn_id: str) -> ev.ConnectionInfo:
+        """Undo a switch the peer does not know of yet (`can_abort_switch`); PROHIBITED after."""
+        return self.runtime.ask(connection_address(conn_id), AbortSwitch())
+
     # ------------------------------------------------------------------ messages
 
     def send_message(self, conn_id: str, body: bytes) -> int:
@@ -191,13 +219,13 @@ class Client:
     def _ask(self, message: Any) -> Any:
         return self.runtime.ask(AGENT, message)
 
-    def _sync(self, build: Any) -> Any:
+    def _sync(self, build: Any, address: str = AGENT) -> Any:
         corr_id = f"{SYNC_PREFIX}{b64url(os.urandom(12))}"
         future: pykka.Future[Any] = pykka.ThreadingFuture()
         with self.services.waiters_lock:
             self.services.waiters[corr_id] = future
         try:
-            self._ask(build(corr_id))
+            self.runtime.ask(address, build(corr_id))
             deadline = time.monotonic() + self.services.config.sync_timeout
             try:
                 return future.get(timeout=max(0.0, deadline - time.monotonic()))

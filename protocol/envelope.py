@@ -38,7 +38,8 @@ once every layer above is around it.
 **Messages and the chain.** `Confirmation` (joiner → inviter's queue) and `Invitation`
 (anyone → a contact address) are sent before the peer is known and stand alone. Every message
 an agent sends on a connection's send queue after that is an `AgentMessage` in the connection's
-chain, whatever its payload (`ConnInfo`, `UserMessage`, `QCont`): it carries `seq`, this
+chain, whatever its payload (`ConnInfo`, `UserMessage`, `QCont`, the queue rotation messages
+`QAdd`/`QKey`/`QUse`/`QTest`/`QErr`): it carries `seq`, this
 direction's sequential id (1, 2, 3 …), and `prev_hash`, the `message_hash` of the previous
 message of the chain (`GENESIS_HASH` for seq 1). Each direction of a connection has its own
 chain; it belongs to the connection, not to a queue, so it continues across a queue switch.
@@ -67,7 +68,7 @@ import msgspec
 from protocol.crypto import NONCE_SIZE, TAG_SIZE, CryptoError, DhKey, hkdf, open_sealed, seal
 from protocol.errors import EnvelopeError, LinkError
 from protocol.links import ConnectionLink, QueueAddress
-from protocol.queue import KEY_SIZE, MAX_BODY, PublicKey, QueueMode
+from protocol.queue import KEY_SIZE, MAX_BODY, Id, PublicKey, QueueMode
 
 __all__ = [
     "AGENT_VERSION",
@@ -89,7 +90,12 @@ __all__ = [
     "IntegrityCheck",
     "Invitation",
     "OpenedMessage",
+    "QAdd",
     "QCont",
+    "QErr",
+    "QKey",
+    "QTest",
+    "QUse",
     "UserMessage",
     "check_integrity",
     "decode_agent_message",
@@ -98,6 +104,7 @@ __all__ = [
     "message_hash",
     "open_agent_message",
     "open_envelope",
+    "open_own_envelope",
     "seal_agent_message",
     "seal_envelope",
 ]
@@ -182,7 +189,50 @@ class QCont(msgspec.Struct, tag="QCONT", **_STRUCT):
     """The recipient drained its queue past a quota marker: the sender may continue."""
 
 
-ChainPayload = ConnInfo | UserMessage | QCont
+# Queue rotation ("switch"). The recipient of a queue replaces it with a new one; the five
+# messages below travel in the connection's chain like any other. `replaces` and `snd_id`
+# name queues by their sender id, which both ends know.
+
+
+class QAdd(msgspec.Struct, tag="QADD", **_STRUCT):
+    """Recipient → sender: "send to `new_queue` instead of the queue `replaces`"."""
+
+    new_queue: QueueAddress
+    replaces: Id
+
+    def __post_init__(self) -> None:
+        if isinstance(self.new_queue, QueueAddress) and (
+            self.new_queue.mode is not QueueMode.MESSAGING
+        ):
+            raise EnvelopeError("a switch moves to a messaging queue")
+
+
+class QKey(msgspec.Struct, tag="QKEY", **_STRUCT):
+    """Sender → recipient, on the old queue: the sender's auth key for the new queue."""
+
+    snd_id: Id
+    sender_auth_public: PublicKey
+
+
+class QUse(msgspec.Struct, tag="QUSE", **_STRUCT):
+    """Recipient → sender: the new queue is secured with that key; use it from now on."""
+
+    snd_id: Id
+
+
+class QTest(msgspec.Struct, tag="QTEST", **_STRUCT):
+    """Sender → recipient, the first message on the new queue: the old one gets no more."""
+
+    snd_id: Id
+
+
+class QErr(msgspec.Struct, tag="QERR", **_STRUCT):
+    """Sender → recipient, on the old queue: the new queue failed; the switch is off."""
+
+    snd_id: Id
+
+
+ChainPayload = ConnInfo | UserMessage | QCont | QAdd | QKey | QUse | QTest | QErr
 
 
 class AgentMessage(msgspec.Struct, tag="AMSG", **_STRUCT):
@@ -306,6 +356,26 @@ def open_envelope(
     except CryptoError:
         raise EnvelopeError("the envelope does not open with this queue's key") from None
     return sender_public, _unpad(padded)
+
+
+def open_own_envelope(sender: DhKey, recipient_public: bytes, data: bytes) -> bytes:
+    """The plaintext of a body this side sealed with `seal_envelope(sender, recipient_public,
+    …)`: both ends derive the same key, so a sender can take back what it sealed (to seal it
+    again for another queue). `EnvelopeError` as `open_envelope`."""
+    if not isinstance(sender, DhKey):
+        raise EnvelopeError("open_own_envelope takes a DhKey")
+    try:
+        envelope = _envelope_decoder.decode(data)
+    except _DECODE_ERRORS as exc:
+        raise EnvelopeError(f"malformed envelope: {exc}") from None
+    if envelope.version != E2E_VERSION or envelope.sender_public != sender.public:
+        raise EnvelopeError("not an envelope this key sealed")
+    key = e2e_key(sender, recipient_public)
+    try:
+        padded = open_sealed(key, envelope.sealed, sender.public + recipient_public)
+    except CryptoError:
+        raise EnvelopeError("the envelope does not open with this queue's key") from None
+    return _unpad(padded)
 
 
 def _padded_size(length: int) -> int:

@@ -9,7 +9,8 @@ leave the client's database.
 Rows and what they mean:
 
 * ``AgentConnection``  one duplex connection: status, hash-chain positions (`snd_seq`/
-  `snd_hash` of what we sent, `rcv_seq`/`rcv_hash` of what we received), last error.
+  `snd_hash` of what we sent, `rcv_seq`/`rcv_hash` of what we received), last error, and
+  where a queue rotation stands on either side (`rcv_switch_status`, `snd_switch_status`).
 * ``AgentRcvQueue`` / ``AgentSndQueue``  the queues of a connection with every key, stored
   *before* the network call that uses them, so a retry after a crash repeats the same request.
 * ``AgentCommand``  an API command in progress (or done with its `event` kept until the chat
@@ -25,6 +26,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 
 import peewee
+from playhouse.migrate import SchemaMigrator, migrate
 
 from storage.database import Database, Migration, bind_models, register_migrations
 
@@ -40,6 +42,8 @@ class AgentConnection(peewee.Model):
     rcv_hash = peewee.BlobField(null=True)
     pending_conf = peewee.BlobField(null=True)  # the peer's Confirmation, until allowed
     link_key = peewee.BlobField(null=True)  # the short link's key (contact addresses)
+    rcv_switch_status = peewee.CharField(max_length=24, null=True)  # RcvSwitchStatus value
+    snd_switch_status = peewee.CharField(max_length=24, null=True)  # SndSwitchStatus value
     created_at = peewee.FloatField()
 
     class Meta:
@@ -58,7 +62,10 @@ class AgentRcvQueue(peewee.Model):
     snd_id = peewee.BlobField(null=True)
     srv_dh_public = peewee.BlobField(null=True)
     e2e_peer_public = peewee.BlobField(null=True)
-    status = peewee.CharField(max_length=16)  # "new" until NEW answered, then "active"
+    # "new" until NEW answered, then "active"; "deleting" once a switch has drained it
+    status = peewee.CharField(max_length=16)
+    replaces = peewee.IntegerField(null=True)  # a switch's new queue: the queue it replaces
+    sender_auth_public = peewee.BlobField(null=True)  # from QKEY, for the switch's KEY
 
     class Meta:
         table_name = "agent_rcv_queue"
@@ -73,8 +80,11 @@ class AgentSndQueue(peewee.Model):
     auth_private = peewee.BlobField()
     e2e_private = peewee.BlobField()
     e2e_peer_public = peewee.BlobField()
-    status = peewee.CharField(max_length=16)  # "new" → "secured" (SKEY answered)
+    # "new" → "secured" (SKEY answered, or QUSE said the recipient KEYed it); "retiring"
+    # once a switch replaced it: it only drains what was queued on it before
+    status = peewee.CharField(max_length=16)
     quota_blocked = peewee.BooleanField(default=False)
+    replaces = peewee.IntegerField(null=True)  # a switch's new queue: the queue it replaces
 
     class Meta:
         table_name = "agent_snd_queue"
@@ -153,7 +163,36 @@ def _create_agent_tables(db: peewee.Database) -> None:
     db.create_tables(list(bind_models(db, *AGENT_MODELS)))
 
 
-AGENT_MIGRATIONS = (Migration(100, "agent tables", _create_agent_tables),)
+def _add_switch_columns(db: peewee.Database) -> None:
+    # Databases created at version 100 lack these; ones created since have them already
+    # (migration 100 creates the tables from the current models).
+    wanted = {
+        "agent_connection": {
+            "rcv_switch_status": peewee.CharField(max_length=24, null=True),
+            "snd_switch_status": peewee.CharField(max_length=24, null=True),
+        },
+        "agent_rcv_queue": {
+            "replaces": peewee.IntegerField(null=True),
+            "sender_auth_public": peewee.BlobField(null=True),
+        },
+        "agent_snd_queue": {"replaces": peewee.IntegerField(null=True)},
+    }
+    migrator = SchemaMigrator.from_database(db)
+    operations = []
+    for table, fields in wanted.items():
+        present = {column.name for column in db.get_columns(table)}
+        operations += [
+            migrator.add_column(table, name, field)
+            for name, field in fields.items()
+            if name not in present
+        ]
+    migrate(*operations)
+
+
+AGENT_MIGRATIONS = (
+    Migration(100, "agent tables", _create_agent_tables),
+    Migration(101, "queue rotation", _add_switch_columns),
+)
 register_migrations("agent", AGENT_MIGRATIONS)
 
 

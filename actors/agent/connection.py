@@ -42,6 +42,7 @@ import msgspec
 
 from actors.agent import events as ev
 from actors.agent import faults
+from actors.agent.rotation import QueueRotation, RcvSwitchStatus, SwitchKind
 from actors.agent.services import AgentServices
 from actors.agent.sessions import (
     Forget,
@@ -117,6 +118,9 @@ class CommandKind:
     DELETE = "delete"
     SET_LINK = "set_link"
     GET_LINK = "get_link"
+    SWITCH = SwitchKind.SWITCH
+    SWITCH_SECURE = SwitchKind.SECURE
+    SWITCH_DELETE = SwitchKind.DELETE
 
 
 # Link lookups belong to no connection: they run on this pseudo-connection's actor.
@@ -152,6 +156,25 @@ class GetStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class GetInfo:
+    """Ask: the connection's `ConnectionInfo` (its queues and any switch in progress)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StartSwitch:
+    """Ask: rotate the receive queue (to `server`, or another configured one); answers the
+    conn id at once. The command is stored, idempotent by `corr_id`."""
+
+    corr_id: str
+    server: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AbortSwitch:
+    """Ask: undo a switch that the peer does not know of yet; answers `ConnectionInfo`."""
+
+
+@dataclass(frozen=True, slots=True)
 class _Due:
     """The actor's own timer: something is due (a retry)."""
 
@@ -170,9 +193,10 @@ class _Step:
     server: str
     on_done: Callable[[Any], None]
     on_fail: Callable[[BaseException], None]
+    command: Any = None  # the command it belongs to; its outcome is dropped if that ended
 
 
-class ConnectionActor(Actor):
+class ConnectionActor(QueueRotation, Actor):
     kind = "connection"
 
     def __init__(self, ctx: ActorContext) -> None:
@@ -190,6 +214,8 @@ class ConnectionActor(Actor):
         self._timer: Any = None
         self._timer_at = 0.0
         self._box_keys: dict[int, bytes] = {}
+        self._emitted_msgs: set[int] = set()  # MSG seqs emitted by this activation
+        self._init_rotation()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -252,9 +278,20 @@ class ConnectionActor(Actor):
                 return None
             case GetStatus():
                 return self._status()
+            case GetInfo():
+                return self._connection_info()
+            case StartSwitch(corr_id=corr_id, server=server):
+                answer = self._start_switch(corr_id, server)
+                self._pump()
+                return answer
+            case AbortSwitch():
+                answer = self._abort_switch()
+                self._pump()
+                return answer
             case _:
                 return super().receive(message)
         self._pump()
+        self._check_drained()
         return None
 
     # ------------------------------------------------------------------ the pump
@@ -281,7 +318,8 @@ class ConnectionActor(Actor):
             if message.next_attempt_at > now:
                 earliest = min(earliest, message.next_attempt_at)
                 continue
-            self._deliver(queue_id, message)
+            if self._may_deliver(self.snd_queues[queue_id]):
+                self._deliver(queue_id, message)
         if earliest < float("inf"):
             self._wake_at(earliest)
 
@@ -313,9 +351,10 @@ class ConnectionActor(Actor):
         on_fail: Callable[[BaseException], None],
         coroutine_fn: Callable[..., Any],
         *args: Any,
+        command: Any = None,
     ) -> None:
         request_id = self.submit_io(coroutine_fn, *args)
-        self._steps[request_id] = _Step(lane, server, on_done, on_fail)
+        self._steps[request_id] = _Step(lane, server, on_done, on_fail, command)
         self._busy_lanes.add(lane)
 
     def _io_result(self, result: IoResult) -> None:
@@ -323,6 +362,8 @@ class ConnectionActor(Actor):
         if step is None:
             return
         self._busy_lanes.discard(step.lane)
+        if step.command is not None and step.command not in self.commands:
+            return  # the command ended meanwhile (an abort): its step no longer matters
         if result.ok:
             step.on_done(result.value)
         else:
@@ -366,6 +407,9 @@ class ConnectionActor(Actor):
             CommandKind.DELETE: self._step_delete,
             CommandKind.SET_LINK: self._step_set_link,
             CommandKind.GET_LINK: self._step_get_link,
+            CommandKind.SWITCH: self._step_switch,
+            CommandKind.SWITCH_SECURE: self._step_switch_secure,
+            CommandKind.SWITCH_DELETE: self._step_switch_delete,
         }.get(command.kind)
         if handler is None:
             self._fail(command, "PROHIBITED", f"unknown command {command.kind!r}")
@@ -422,12 +466,19 @@ class ConnectionActor(Actor):
         effects: Callable[[], None] | None = None,
         extra_events: tuple[Any, ...] = (),
     ) -> None:
-        """Store the command's effects and its event in one transaction, then emit."""
+        """Store the command's effects and its event in one transaction, then emit.
+
+        `event` may be a function, called after the effects (so it can describe them).
+        Internal commands (no corr id) have no event: their row goes with the effects.
+        """
         sync = self._is_sync(command)
+        internal = command.corr_id is None
         with self.store.transaction():
             if effects is not None:
                 effects()
-            if sync:
+            if callable(event):
+                event = event()
+            if sync or internal:
                 command.delete_instance()
             else:
                 command.event = ev.encode_event(event)
@@ -448,7 +499,7 @@ class ConnectionActor(Actor):
                     )
                 else:
                     waiter.set(event)
-        else:
+        elif not internal:
             self._emit(event)
         for extra in extra_events:
             self._emit(extra)
@@ -459,6 +510,8 @@ class ConnectionActor(Actor):
             "command failed",
             extra={"conn_id": self.conn_id, "kind": command.kind, "code": code, "error": message},
         )
+        if self._fail_switch_command(command, code, message):
+            return
 
         def effects() -> None:
             if self.conn is not None and command.kind in (CommandKind.CREATE, CommandKind.JOIN):
@@ -524,17 +577,21 @@ class ConnectionActor(Actor):
         for queue in self.rcv_queues.values():
             if queue.server == server and queue.mode == mode:
                 return queue
-        s = self.store
-        with s.transaction():
-            queue = s.RcvQueue.create(
-                conn_id=self.conn_id,
-                server=server,
-                mode=mode,
-                auth_private=crypto.SigningKey.generate().private,
-                dh_private=crypto.DhKey.generate().private,
-                e2e_private=crypto.DhKey.generate().private,
-                status="new",
-            )
+        with self.store.transaction():
+            return self._create_rcv_queue(server, QueueMode(mode))
+
+    def _create_rcv_queue(self, server: str, mode: QueueMode, replaces: int | None = None) -> Any:
+        """A new receive queue's row with fresh keys, before its NEW."""
+        queue = self.store.RcvQueue.create(
+            conn_id=self.conn_id,
+            server=server,
+            mode=mode.value,
+            auth_private=crypto.SigningKey.generate().private,
+            dh_private=crypto.DhKey.generate().private,
+            e2e_private=crypto.DhKey.generate().private,
+            status="new",
+            replaces=replaces,
+        )
         self.rcv_queues[queue.id] = queue
         return queue
 
@@ -710,7 +767,12 @@ class ConnectionActor(Actor):
         if row is None:
             self._complete(command, ev.Ok(self.conn_id, self._public_corr_id(command)))
             return
-        queue = self.rcv_queues[row.rcv_queue_id]
+        queue = self.rcv_queues.get(row.rcv_queue_id)
+        if queue is None or queue.rcv_id is None:  # its queue is gone: nothing to ACK there
+            self._complete(
+                command, ev.Ok(self.conn_id, self._public_corr_id(command)), row.delete_instance
+            )
+            return
 
         def on_fail(error: BaseException) -> None:
             if isinstance(error, ServerError) and error.code == "NO_MSG":
@@ -855,10 +917,10 @@ class ConnectionActor(Actor):
                 return queue
         return None
 
-    def _queue_internal(self, payload: Any) -> None:
+    def _queue_internal(self, payload: Any, kind: str = "internal") -> None:
         queue = self._active_snd_queue()
         if queue is not None:
-            self._enqueue(queue, payload, "internal")
+            self._enqueue(queue, payload, kind)
 
     def _enqueue(self, queue: Any, payload: Any, kind: str) -> Any:
         """Seal the next chain message and store it for delivery, with the chain position,
@@ -896,9 +958,18 @@ class ConnectionActor(Actor):
                 if queue.quota_blocked:
                     queue.quota_blocked = False
                     queue.save(only=[type(queue).quota_blocked])
+                if (
+                    message.kind == "qadd"
+                    and self.conn.rcv_switch_status == RcvSwitchStatus.QUEUING_QADD
+                ):
+                    self._set_rcv_switch(RcvSwitchStatus.SENT_QADD)
+                elif message.kind == "qtest":
+                    self._qtest_sent(queue)
             self.outbox[queue_id].popleft()
             if message.kind == "user":
                 self._emit(ev.Sent(self.conn_id, message.seq))
+            elif message.kind == "qtest":
+                self._emit(self._switch_event("snd", "completed"))
 
         def failed(error: BaseException) -> None:
             now = time.time()
@@ -933,11 +1004,18 @@ class ConnectionActor(Actor):
         )
 
     def _drop_message(self, queue_id: int, message: Any, code: str) -> None:
+        queue = self.snd_queues[queue_id]
         with self.store.transaction():
             message.delete_instance()
-        self.outbox[queue_id].popleft()
+            self.outbox[queue_id].popleft()
+            if message.kind == "qkey":
+                self._qkey_failed(queue)
+            elif message.kind == "qtest":
+                self._qtest_failed(queue)
         if message.kind == "user":
             self._emit(ev.MErr(self.conn_id, message.seq, code))
+        elif message.kind in ("qkey", "qtest"):
+            self._emit(self._switch_event("snd", "failed"))
 
     # ------------------------------------------------------------------ receiving
 
@@ -957,6 +1035,8 @@ class ConnectionActor(Actor):
             return
         if not isinstance(reply, Msg):
             return
+        if self._hold_if_switching(queue, rcv_id, reply):
+            return
         try:
             content = decode_content(
                 crypto.open_with_id(self._box_key(queue), reply.msg_id, reply.enc_body)
@@ -975,8 +1055,9 @@ class ConnectionActor(Actor):
         s = self.store
         with s.transaction(read_only=True):
             known = s.RcvMessage.get_or_none(s.RcvMessage.broker_msg_id == reply.msg_id)
-        if known is not None:  # delivered again before the user acked: same event again
-            self._emit(ev.Msg(self.conn_id, known.seq, bytes(known.body), known.integrity))
+        if known is not None:  # delivered again before the user acked
+            if known.seq not in self._emitted_msgs:  # not yet told since this activation
+                self._emit_msg(ev.Msg(self.conn_id, known.seq, bytes(known.body), known.integrity))
             return
         expected = bytes(queue.e2e_peer_public) if queue.e2e_peer_public is not None else None
         try:
@@ -1083,9 +1164,15 @@ class ConnectionActor(Actor):
                     integrity=check.integrity.value,
                 )
                 extra = [ev.Msg(self.conn_id, message.seq, payload.body, check.integrity.value)]
+            else:
+                extra = self._switch_message(payload)
             self.conn.save()
-        for event in extra:
-            self._emit(event)
+        for pending in extra:
+            event = pending() if callable(pending) else pending
+            if isinstance(event, ev.Msg):
+                self._emit_msg(event)
+            else:
+                self._emit(event)
         if not isinstance(payload, UserMessage):
             self._ack_internal(queue, msg_id)
 
@@ -1100,7 +1187,7 @@ class ConnectionActor(Actor):
         request_id = self.submit_io(
             self._request(queue.server, Ack(msg_id), bytes(queue.rcv_id), bytes(queue.auth_private))
         )
-        self._steps[request_id] = _Step(f"ack:{request_id}", queue.server, done, failed)
+        self._steps[request_id] = _Step(f"ack:{queue.id}:{request_id}", queue.server, done, failed)
 
     def _box_key(self, queue: Any) -> bytes:
         key = self._box_keys.get(queue.id)
@@ -1115,6 +1202,18 @@ class ConnectionActor(Actor):
 
     def _emit(self, event: Any) -> None:
         self.services.events.put(event)
+
+    def _emit_msg(self, event: ev.Msg) -> None:
+        self._emitted_msgs.add(event.msg_id)
+        self._emit(event)
+
+    def _require_connection(self) -> None:
+        if self.conn is None:
+            raise AgentError(f"no connection {self.conn_id!r}", code="NO_CONNECTION")
+
+    @staticmethod
+    def _error(message: str, code: str) -> AgentError:
+        return AgentError(message, code=code)
 
     def _ack_command_event(self, corr_id: str) -> None:
         s = self.store
@@ -1132,6 +1231,8 @@ class ConnectionActor(Actor):
             "error": self.conn.error,
             "rcv_servers": sorted({q.server for q in self.rcv_queues.values()}),
             "snd_servers": sorted({q.server for q in self.snd_queues.values()}),
+            "rcv_switch_status": self.conn.rcv_switch_status,
+            "snd_switch_status": self.conn.snd_switch_status,
             "pending_commands": len(self.commands),
             "pending_messages": sum(len(q) for q in self.outbox.values()),
         }

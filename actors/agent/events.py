@@ -16,6 +16,9 @@ command (durable until `ack_command_event`) and re-emitted after a restart byte 
     SENT / MERR     a sent message was accepted by the server / failed for good
     LINK            set_link_data finished: the short link that resolves to the address
     LDATA           get_link_data finished: the connection link and user data behind it
+    SWITCH          a queue rotation moved on: direction rcv|snd, phase started|confirmed|
+                    secured|completed|failed, with the connection's info after the step
+                    (switch_connection completes with `SWITCH rcv started`)
 """
 
 from __future__ import annotations
@@ -100,8 +103,39 @@ class LData(msgspec.Struct, tag="LDATA", **_EVENT):
     corr_id: str | None = None
 
 
-AgentEvent = Inv | Joined | Ok | Err | Conf | Req | Info | Con | Msg | Sent | MErr | Link | LData
-CommandEvent = Inv | Joined | Ok | Err | Link | LData
+class QueueInfo(msgspec.Struct, frozen=True):
+    """One queue of a connection: `direction` rcv|snd, its server, its status."""
+
+    direction: str
+    server: str
+    status: str
+
+
+class ConnectionInfo(msgspec.Struct, frozen=True):
+    """Where a connection stands (`connection_info`): its queues and any queue rotation."""
+
+    conn_id: str
+    status: str
+    rcv_servers: list[str]
+    snd_servers: list[str]
+    rcv_switch_status: str | None
+    snd_switch_status: str | None
+    can_abort_switch: bool
+    queues: list[QueueInfo]
+
+
+class Switch(msgspec.Struct, tag="SWITCH", **_EVENT):
+    conn_id: str
+    direction: str  # "rcv": we rotate our receive queue; "snd": the peer rotates it
+    phase: str  # started | confirmed | secured | completed | failed
+    info: ConnectionInfo
+    corr_id: str | None = None
+
+
+AgentEvent = (
+    Inv | Joined | Ok | Err | Conf | Req | Info | Con | Msg | Sent | MErr | Link | LData | Switch
+)
+CommandEvent = Inv | Joined | Ok | Err | Link | LData | Switch
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(CommandEvent)
