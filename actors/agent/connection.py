@@ -282,11 +282,11 @@ class ConnectionActor(QueueRotation, Actor):
                 return self._connection_info()
             case StartSwitch(corr_id=corr_id, server=server):
                 answer = self._start_switch(corr_id, server)
-                self._pump()
+                self.tell_self(Wake())  # run it in its own turn, not in the caller's ask
                 return answer
             case AbortSwitch():
                 answer = self._abort_switch()
-                self._pump()
+                self.tell_self(Wake())
                 return answer
             case _:
                 return super().receive(message)
@@ -468,7 +468,8 @@ class ConnectionActor(QueueRotation, Actor):
     ) -> None:
         """Store the command's effects and its event in one transaction, then emit.
 
-        `event` may be a function, called after the effects (so it can describe them).
+        `event` may be a function, called after the effects (so it can describe them), and
+        so may `extra_events` (called after the commit).
         Internal commands (no corr id) have no event: their row goes with the effects.
         """
         sync = self._is_sync(command)
@@ -502,7 +503,7 @@ class ConnectionActor(QueueRotation, Actor):
         elif not internal:
             self._emit(event)
         for extra in extra_events:
-            self._emit(extra)
+            self._emit(extra() if callable(extra) else extra)
         faults.hit(faults.AFTER_EMIT, command.kind)
 
     def _fail(self, command: Any, code: str, message: str) -> None:
@@ -1011,7 +1012,7 @@ class ConnectionActor(QueueRotation, Actor):
             if message.kind == "qkey":
                 self._qkey_failed(queue)
             elif message.kind == "qtest":
-                self._qtest_failed(queue)
+                self._qtest_failed(queue, message)
         if message.kind == "user":
             self._emit(ev.MErr(self.conn_id, message.seq, code))
         elif message.kind in ("qkey", "qtest"):

@@ -264,8 +264,9 @@ class QueueRotation:
                 self._queue_internal(QUse(bytes(new.snd_id)), "quse")
                 self._set_rcv_switch(RcvSwitchStatus.QUEUING_QUSE)
 
-            self._complete(command, None, effects)
-            self._emit(self._switch_event("rcv", "secured"))
+            self._complete(
+                command, None, effects, (lambda: self._switch_event("rcv", "secured"),)
+            )
 
         self._submit(
             command.lane,
@@ -343,9 +344,8 @@ class QueueRotation:
             self._box_keys.pop(queue.id, None)
             if queue.rcv_id is not None:
                 self.tell(session_address(queue.server), Forget(bytes(queue.rcv_id)))
-        self._complete(command, None, effects)
-        if outcome != "aborted":
-            self._emit(self._switch_event("rcv", outcome))
+        told = () if outcome == "aborted" else (lambda: self._switch_event("rcv", outcome),)
+        self._complete(command, None, effects, told)
 
     def _fail_switch_command(self, command: Any, code: str, message: str) -> bool:
         """A permanent error of a switch command; True if it was handled here."""
@@ -594,11 +594,12 @@ class QueueRotation:
             self.snd_queues.pop(new.id, None)
         self._set_snd_switch(None)
 
-    def _qtest_failed(self, new: Any) -> None:
-        """QTEST was refused for good (inside the caller's transaction): go back to the old
-        send queue with whatever was queued on the new one, resealed, and tell Alice."""
+    def _qtest_failed(self, new: Any, qtest: Any) -> None:
+        """QTEST was refused for good (inside the caller's transaction, which deleted it):
+        go back to the old send queue with QTEST and whatever followed it on the new one,
+        resealed (so the chain has no gap), and tell Alice with QERR."""
         old = self.snd_queues.get(new.replaces) if new.replaces is not None else None
-        moved = list(self.outbox.pop(new.id, deque()))
+        moved = [qtest, *self.outbox.pop(new.id, deque())]
         for message in moved:
             message.delete_instance()
         self.snd_queues.pop(new.id, None)
@@ -612,14 +613,12 @@ class QueueRotation:
         to_key = crypto.DhKey.from_private(bytes(old.e2e_private))
         s = self.store
         for message in moved:
-            if message.kind == "qtest":
-                continue
             plaintext = open_own_envelope(from_key, bytes(new.e2e_peer_public), bytes(message.body))
             row = s.SndMessage.create(
                 conn_id=self.conn_id,
                 snd_queue_id=old.id,
                 seq=message.seq,
-                kind=message.kind,
+                kind="internal" if message.kind == "qtest" else message.kind,
                 body=seal_envelope(to_key, bytes(old.e2e_peer_public), plaintext),
                 expires_at=message.expires_at,
                 created_at=message.created_at,
