@@ -244,10 +244,11 @@ class ConnectionActor(QueueRotation, Actor):
                 self._emit(ev.decode_event(bytes(command.event)))  # unacknowledged: again
             else:
                 self.commands.append(command)
+        self._recover_held()
         self._pump()
 
     def may_passivate(self) -> bool:
-        return not (self._steps or self.commands or any(self.outbox.values()))
+        return not (self._steps or self.commands or self._held or any(self.outbox.values()))
 
     def summary(self) -> dict[str, Any]:
         return {

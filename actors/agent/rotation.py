@@ -264,9 +264,7 @@ class QueueRotation:
                 self._queue_internal(QUse(bytes(new.snd_id)), "quse")
                 self._set_rcv_switch(RcvSwitchStatus.QUEUING_QUSE)
 
-            self._complete(
-                command, None, effects, (lambda: self._switch_event("rcv", "secured"),)
-            )
+            self._complete(command, None, effects, (lambda: self._switch_event("rcv", "secured"),))
 
         self._submit(
             command.lane,
@@ -487,6 +485,31 @@ class QueueRotation:
             self._delete_rcv_queue_later(old, "completed")
             self._set_rcv_switch(RcvSwitchStatus.QUEUING_DELETE)
         self._release_held()
+
+    def _recover_held(self) -> None:
+        """At activation: a message held by the previous activation (which crashed) was
+        never ACKed, and a live subscription does not deliver it again by itself; a GET on
+        the new queue from the subscribed session hands it out once more."""
+        new = self._switch_new_rcv_queue()
+        old = self.rcv_queues.get(new.replaces) if new is not None else None
+        if new is None or new.rcv_id is None or old is None or old.status != "active":
+            return
+        rcv_id = bytes(new.rcv_id)
+
+        def answered(reply: Any) -> None:
+            if not isinstance(reply, Ok):
+                self._queue_message(rcv_id, reply)  # held again (a pushed copy is ignored)
+
+        def failed(error: BaseException) -> None:
+            log.info("switch: GET on the new queue failed", extra={"error": repr(error)})
+
+        self._submit(
+            f"redeliver:{new.id}",
+            new.server,
+            answered,
+            failed,
+            self._request(new.server, Get(), rcv_id, bytes(new.auth_private)),
+        )
 
     def _release_held(self) -> None:
         held, self._held = self._held, []

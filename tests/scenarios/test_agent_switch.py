@@ -110,6 +110,11 @@ def connected_pair(open_client, old_server, new_server) -> tuple[Any, Any, Any, 
     return alice, a_events, bob, b_events, a_conn, b_conn
 
 
+def sent_all(client: Any, conn_id: str) -> None:
+    """Wait until everything queued on the connection went out (before taking it offline)."""
+    eventually(lambda: client.connection_status(conn_id)["pending_messages"] == 0)
+
+
 def switch_status(client: Any, conn_id: str, side: str = "rcv") -> str | None:
     info = client.connection_info(conn_id)
     return info.rcv_switch_status if side == "rcv" else info.snd_switch_status
@@ -184,6 +189,7 @@ def test_switch_resumes_after_either_side_restarts_at_each_waiting_status(
     say("1")
     alice.send_message(a_conn, to_bob[-1])
     eventually(lambda: switch_status(alice, a_conn) == "sent_qadd")
+    sent_all(alice, a_conn)
     alice, a_events = reopen("alice")
     assert switch_status(alice, a_conn) == "sent_qadd"
     alice.close()
@@ -193,6 +199,7 @@ def test_switch_resumes_after_either_side_restarts_at_each_waiting_status(
     bob.send_message(b_conn, to_alice[-1])
     eventually(lambda: switch_status(bob, b_conn, "snd") == "queuing_qkey")
     received_in_order(bob, b_events, b_conn, to_bob)
+    sent_all(bob, b_conn)
     bob, b_events = reopen("bob")
     assert switch_status(bob, b_conn, "snd") == "queuing_qkey"
     bob.close()
@@ -203,6 +210,7 @@ def test_switch_resumes_after_either_side_restarts_at_each_waiting_status(
     say("2")
     alice.send_message(a_conn, to_bob[-1])
     eventually(lambda: switch_status(alice, a_conn) == "queuing_quse")
+    sent_all(alice, a_conn)
     alice, a_events = reopen("alice")
     assert switch_status(alice, a_conn) == "queuing_quse"
     alice.close()
@@ -214,6 +222,7 @@ def test_switch_resumes_after_either_side_restarts_at_each_waiting_status(
     b_events.wait_for(ev.Switch, conn_id=b_conn, direction="snd", phase="completed")
     to_alice.append(b"to alice on the new queue")
     bob.send_message(b_conn, to_alice[-1])
+    sent_all(bob, b_conn)
     bob, b_events = reopen("bob")
 
     # alice drains the old queue, takes the new one, deletes the old
@@ -266,6 +275,7 @@ def test_a_new_queue_lost_before_qtest_ends_the_switch_with_qerr(start_server, o
     )
     alice.switch_connection(a_conn)
     eventually(lambda: switch_status(bob, b_conn, "snd") == "queuing_qkey")
+    sent_all(bob, b_conn)  # QKEY is out
     bob.close()  # bob will see QUSE only after the new queue is gone
     eventually(lambda: switch_status(alice, a_conn) == "queuing_quse")
     store = alice.services.store
