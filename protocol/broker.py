@@ -100,7 +100,8 @@ class Session:
     def __init__(self, session_id: bytes | None = None) -> None:
         self.session_id = session_id or os.urandom(32)
         self.subscriptions: set[bytes] = set()
-        self.consecutive_errors = 0
+        self.consecutive_errors = 0  # undecodable frames in a row
+        self.consecutive_auth_failures = 0  # commands answered AUTH in a row
         self.closed = False
         self.outbox: Any = None  # the shell's way to reach the connection (a trio channel)
 
@@ -187,12 +188,18 @@ class QueueBroker:
             session.consecutive_errors += 1
             self.stats.errors += 1
             return [Outgoing(session, encode_reply(exc.corr_id, b"", Err(exc.code)))]
+        auth_failures = session.consecutive_auth_failures
         try:
             out = self._dispatch(session, transmission, command)
         except Exception:
             log.exception("command failed", extra={"command": type(command).__name__})
             out = [self._reply(session, transmission, Err(ErrorCode.INTERNAL))]
         session.consecutive_errors = 0
+        if session.consecutive_auth_failures == auth_failures:
+            # Not refused as AUTH (`_error` counts those): the run of failures is over.
+            # Undecodable frames neither count nor end it, so alternating them with AUTH
+            # failures cannot dodge both limits.
+            session.consecutive_auth_failures = 0
         return out
 
     def _dispatch(self, session: Session, t: Transmission, command: Command) -> list[Outgoing]:
@@ -391,7 +398,12 @@ class QueueBroker:
         now_ms = int(self.clock() * 1000)
         box_key = self._box_key(record)
         message = _sealed(box_key, now_ms, command.flags & ~MsgFlag.QUOTA_MARKER, command.body)
-        marker = _sealed(box_key, now_ms, MsgFlag.QUOTA_MARKER, b"")
+        markers: list[StoredMessage] = []  # sealed only when the queue turns out to be full
+
+        def marker() -> StoredMessage:
+            markers.append(_sealed(box_key, now_ms, MsgFlag.QUOTA_MARKER, b""))
+            return markers[-1]
+
         expire_before = now_ms - int(self.message_ttl * 1000)
         with self._stripe(record.rcv_id):
             outcome = self.store.append_message(
@@ -399,7 +411,7 @@ class QueueBroker:
             )
             if outcome is AppendOutcome.QUOTA:
                 return [self._error(session, t, ErrorCode.QUOTA)]
-            stored = message if outcome is AppendOutcome.STORED else marker
+            stored = message if outcome is AppendOutcome.STORED else markers[-1]
             reply = Ok() if outcome is AppendOutcome.STORED else Err(ErrorCode.QUOTA)
             out = [self._reply(session, t, reply)]
             state = self._queue_state(record.rcv_id)
@@ -469,6 +481,8 @@ class QueueBroker:
 
     def _error(self, session: Session, t: Transmission, code: ErrorCode) -> Outgoing:
         self.stats.errors += 1
+        if code is ErrorCode.AUTH:
+            session.consecutive_auth_failures += 1
         return self._reply(session, t, Err(code))
 
 

@@ -79,6 +79,11 @@ _CONNECTION_GONE = (
 )
 StateHandler = Callable[[bool], None]
 
+# Frames the websocket's reader may queue before it stops reading: a pipelined burst of
+# replies is parsed from one read without a task switch per frame. Shared with the server.
+MESSAGE_QUEUE = 64
+RECEIVE_BYTES = 64 * 1024  # one read takes a whole burst, not 4 KiB of it
+
 
 @dataclass(frozen=True, slots=True)
 class ClientConfig:
@@ -91,11 +96,25 @@ class ClientConfig:
 
 
 class _Connection:
-    """One live websocket with its session id; replaced on every reconnect."""
+    """One live websocket with its session id; replaced on every reconnect.
 
-    def __init__(self, ws: trio_websocket.WebSocketConnection, session_id: bytes) -> None:
+    Requests do not write to the websocket themselves: they queue their frame in `outbox`
+    and the connection's writer sends whatever is queued in one write. A burst of pipelined
+    requests then costs one TLS record and one system call, and a request cancelled by its
+    timeout can never leave half a frame on the stream.
+    """
+
+    def __init__(
+        self, ws: trio_websocket.WebSocketConnection, stream: HeldStream, session_id: bytes
+    ) -> None:
         self.ws = ws
+        self.stream = stream
         self.session_id = session_id
+        self.outbox, self._frames = trio.open_memory_channel[bytes](math.inf)
+
+    async def write(self) -> None:
+        """Send queued frames until the connection is closed (run as its own task)."""
+        await write_frames(self.ws, self.stream, self._frames)
 
 
 class QueueClient:
@@ -222,11 +241,11 @@ class QueueClient:
         self._waiting[corr_id] = send
         try:
             try:
-                await connection.ws.send_message(
+                connection.outbox.send_nowait(
                     encode_transmission(corr_id, entity_id, body, signature)
                 )
-            except (trio_websocket.ConnectionClosed, trio.BrokenResourceError) as exc:
-                raise NetworkError(f"connection to {self.address} lost: {exc}") from exc
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise NetworkError(f"connection to {self.address} lost") from exc
             outcome = await receive.receive()
         finally:
             self._waiting.pop(corr_id, None)
@@ -303,10 +322,12 @@ class QueueClient:
             self._finish_attempt()
             self._on_state(True)
             try:
+                nursery.start_soon(connection.write)
                 nursery.start_soon(self._resubscribe)
                 nursery.start_soon(self._ping_loop, connection)
                 await self._read_loop(connection)
             finally:
+                connection.outbox.close()
                 self._connection = None
                 self._fail_waiting(NetworkError(f"connection to {self.address} lost"))
                 self._on_state(False)
@@ -329,14 +350,21 @@ class QueueClient:
                         raise ServerIdentityError(
                             f"{host}:{port} presented a certificate that is not {self.address}"
                         )
+                held = HeldStream(stream)
                 ws = await trio_websocket.wrap_client_stream(
-                    nursery, stream, host, "/", max_message_size=WEBSOCKET_MAX_MESSAGE
+                    nursery,
+                    held,
+                    host,
+                    "/",
+                    message_queue_size=MESSAGE_QUEUE,
+                    max_message_size=WEBSOCKET_MAX_MESSAGE,
+                    receive_buffer_size=RECEIVE_BYTES,
                 )
                 hello = decode_server_hello(await ws.get_message())
                 if not hello.min_version <= PROTOCOL_VERSION <= hello.max_version:
                     raise ServerError("CMD SYNTAX", "no protocol version in common")
                 await ws.send_message(encode(ClientHello(PROTOCOL_VERSION)))
-                return _Connection(ws, hello.session_id)
+                return _Connection(ws, held, hello.session_id)
         except trio.TooSlowError as exc:
             raise NetworkError(f"connecting to {host}:{port} timed out") from exc
         except (OSError, trio.BrokenResourceError, ssl.SSLError) as exc:
@@ -413,3 +441,74 @@ def _pinning_context() -> ssl.SSLContext:
     context.verify_mode = ssl.CERT_NONE
     context.minimum_version = ssl.TLSVersion.TLSv1_3
     return context
+
+
+# ---------------------------------------------------------------------- the transport
+
+
+class HeldStream(trio.abc.Stream):
+    """A stream under a websocket that can hold back what the websocket writes for a moment.
+
+    Every websocket frame sent costs a TLS record and a system call, and on loopback the
+    system call also wakes the peer, which may take the CPU from us right there: a frame
+    costs more in transport than in protocol work. So a connection's writer holds the
+    stream while it writes every frame it has queued and then releases them as one write
+    (`write_frames`). Anything else the websocket sends meanwhile (a pong, a close) is
+    queued behind them, in order. While nothing is held, writes go straight through.
+    Used by both ends: this client and protocol/server.py.
+    """
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self.inner = inner
+        self._held: list[bytes] = []
+        self._holding = False
+        self._send_lock = trio.StrictFIFOLock()  # a trio stream allows one sender at a time
+
+    def hold(self) -> None:
+        self._holding = True
+
+    async def release(self) -> None:
+        """Send everything held, in order, then let writes go straight through again."""
+        self._holding = False
+        async with self._send_lock:
+            while self._held:
+                data = b"".join(self._held)
+                self._held.clear()
+                await self.inner.send_all(data)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self._holding or self._held:
+            # release() sends it with the rest; the websocket's own send lock was this
+            # call's checkpoint.
+            self._held.append(bytes(data))
+            return
+        async with self._send_lock:
+            await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self.inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def write_frames(
+    ws: trio_websocket.WebSocketConnection,
+    stream: HeldStream,
+    frames: trio.MemoryReceiveChannel[bytes],
+) -> None:
+    """Write `frames` to `ws` in order until the channel closes; whatever is queued when the
+    writer wakes up leaves in one write on `stream` (the stream under `ws`)."""
+    async for first in frames:
+        stream.hold()
+        frame: bytes | None = first
+        while frame is not None:
+            await ws.send_message(frame)
+            try:
+                frame = frames.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                frame = None
+        await stream.release()

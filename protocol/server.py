@@ -1,11 +1,18 @@
 """`QueueServer`: the queue protocol served over TLS websockets with trio.
 
-A thin shell around `QueueBroker` (protocol/broker.py): it accepts websocket sessions,
-performs the hello (random session id), runs each received frame through the broker in a
-worker thread (the store is blocking), and writes the returned frames to their sessions.
-Each session has one writer task fed by a bounded channel, so a slow reader cannot stall
-anyone else: when its channel is full the session is closed (it will resubscribe and get
-its undelivered messages again).
+A thin shell around `QueueBroker` (protocol/broker.py): it accepts TCP connections, runs TLS
+and the websocket handshake (trio-websocket over the connection's `HeldStream`), performs
+the hello (random session id), runs each received frame through the broker (on the trio
+thread for SQLite, whose short transactions cost less than a thread hop; in worker threads
+for a networked database), and writes the returned frames to their sessions. Each session
+has one writer task fed by a bounded channel, so a slow reader cannot stall anyone else:
+when its channel is full the session is closed (it will resubscribe and get its undelivered
+messages again). The writer sends everything queued when it wakes as one write: a burst of
+replies costs one TLS record and one system call, not one per frame.
+
+A session is closed as abusive after `max_consecutive_errors` undecodable frames or
+`max_consecutive_auth_failures` commands answered AUTH in a row (ServerConfig); the replies
+it was already given are sent first.
 
 TLS is on unless a test turns it off. The certificate is generated with `cryptography` on
 first start and kept in the store, so the address — `duplex://<sha256 of cert>@host:port` —
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import logging
 import os
 import ssl
@@ -40,6 +48,7 @@ from cryptography.x509.oid import NameOID
 from protocol import crypto
 from protocol.address import ServerAddress
 from protocol.broker import DEFAULT_MESSAGE_TTL, DEFAULT_QUOTA, QueueBroker, Session
+from protocol.client import MESSAGE_QUEUE, RECEIVE_BYTES, HeldStream, write_frames
 from protocol.errors import ConfigurationError
 from protocol.queue import (
     SUPPORTED_VERSIONS,
@@ -54,10 +63,12 @@ from storage.server import ServerStore
 
 log = logging.getLogger(__name__)
 
+_FAREWELL_TIMEOUT = 1.0  # seconds a closing session's writer has to flush its last replies
 _CONNECTION_GONE = (
     trio_websocket.ConnectionClosed,
     trio.BrokenResourceError,
     trio.ClosedResourceError,
+    OSError,  # reset by the peer, or a TLS failure that trio did not wrap
 )
 
 
@@ -70,7 +81,11 @@ class ServerConfig:
     expire_interval: float = 60.0
     idle_timeout: float = 300.0  # a session silent this long is closed (clients ping)
     hello_timeout: float = 10.0
-    max_consecutive_errors: int = 64  # then the session is closed as abusive
+    max_consecutive_errors: int = 64  # undecodable frames; then the session is closed as abusive
+    # Commands refused with AUTH in a row (unknown entities, bad signatures: someone probing)
+    # that close the session. A client whose queues were deleted meanwhile resubscribes them
+    # in one batch and sees one AUTH each, so this is well above a few, not one.
+    max_consecutive_auth_failures: int = 100
     session_buffer: int = 1024  # frames queued for one session before it counts as stuck
     worker_threads: int = 8
     tls: bool = True
@@ -201,44 +216,67 @@ class QueueServer:
             self._cancel_scope = scope
             self._token = trio.lowlevel.current_trio_token()
             async with trio.open_nursery() as nursery:
-                listener = await nursery.start(
-                    lambda task_status: trio_websocket.serve_websocket(
-                        self._handle_request,
-                        self.host,
-                        self.port,
-                        ssl_context=self._ssl_context,
-                        handler_nursery=nursery,
-                        max_message_size=WEBSOCKET_MAX_MESSAGE,
-                        task_status=task_status,
-                    )
+                listeners = await trio.open_tcp_listeners(self.port, host=self.host)
+                serve = functools.partial(
+                    trio.serve_listeners, self._handle_stream, listeners, handler_nursery=nursery
                 )
-                self.port = listener.port
+                await nursery.start(serve)
+                self.port = listeners[0].socket.getsockname()[1]
                 self._address = ServerAddress(self.fingerprint, self.host, self.port)
                 nursery.start_soon(self._expire_periodically)
                 log.info("queue server listening", extra={"address": str(self._address)})
                 task_status.started(self._address)
         self._address = None
 
-    async def _handle_request(self, request: trio_websocket.WebSocketRequest) -> None:
-        try:
-            ws = await request.accept()
-        except (trio_websocket.ConnectionClosed, trio.BrokenResourceError, OSError):
-            return
+    async def _handle_stream(self, tcp: trio.SocketStream) -> None:
+        """One connection: TLS, the websocket handshake, then the session until either ends."""
+        transport: trio.abc.Stream = tcp
+        if self._ssl_context is not None:
+            transport = trio.SSLStream(tcp, self._ssl_context, server_side=True)
+        stream = HeldStream(transport)
         session = Session()
         try:
-            await self._run_session(ws, session)
+            async with trio.open_nursery() as nursery:
+                try:
+                    await self._accept_session(nursery, stream, session)
+                finally:
+                    nursery.cancel_scope.cancel()  # the websocket's reader task
         except* _CONNECTION_GONE:
-            pass  # the peer went away: nothing to answer
+            pass  # the peer went away, or its TLS or websocket handshake failed
         except* Exception:
             # One session's failure must never take the listener (and every session) down.
             log.exception("session failed", extra={"session": repr(session)})
         finally:
+            with trio.move_on_after(1) as cleanup:
+                cleanup.shield = True
+                await stream.aclose()
+
+    async def _accept_session(
+        self, nursery: trio.Nursery, stream: HeldStream, session: Session
+    ) -> None:
+        ws: trio_websocket.WebSocketConnection | None = None
+        with trio.move_on_after(self.config.hello_timeout):
+            request = await trio_websocket.wrap_server_stream(
+                nursery,
+                stream,
+                message_queue_size=MESSAGE_QUEUE,
+                max_message_size=WEBSOCKET_MAX_MESSAGE,
+                receive_buffer_size=RECEIVE_BYTES,
+            )
+            ws = await request.accept()
+        if ws is None:
+            return  # no websocket handshake within the hello timeout
+        try:
+            await self._run_session(ws, stream, session)
+        finally:
             self._sessions.discard(session)
-            await trio.to_thread.run_sync(self.broker.close_session, session)
+            self._close_session(session)
             with trio.move_on_after(1):
                 await ws.aclose()
 
-    async def _run_session(self, ws: trio_websocket.WebSocketConnection, session: Session) -> None:
+    async def _run_session(
+        self, ws: trio_websocket.WebSocketConnection, stream: HeldStream, session: Session
+    ) -> None:
         low, high = SUPPORTED_VERSIONS
         await ws.send_message(encode(ServerHello(low, high, session.session_id)))
         with trio.move_on_after(self.config.hello_timeout) as hello_scope:
@@ -255,11 +293,25 @@ class QueueServer:
         send, receive = trio.open_memory_channel[bytes](self.config.session_buffer)
         session.outbox = send
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._write_session, ws, receive)
+            nursery.start_soon(self._write_session, ws, stream, receive)
             try:
                 await self._read_session(ws, session)
-            finally:
+            except BaseException:
                 nursery.cancel_scope.cancel()
+                raise
+            # Closed from this side (idle or abusive): the replies already made still go out,
+            # then the writer closes the websocket; a peer that does not read them is not
+            # waited for long.
+            send.close()
+            nursery.cancel_scope.deadline = trio.current_time() + _FAREWELL_TIMEOUT
+
+    def _close_session(self, session: Session) -> None:
+        # In memory only and under a lock held for microseconds: no worker thread needed,
+        # and none could be started here once the session's task is being cancelled.
+        self.broker.close_session(session)
+        outbox = session.outbox
+        if outbox is not None:
+            outbox.close()
 
     async def _read_session(self, ws: trio_websocket.WebSocketConnection, session: Session) -> None:
         while True:
@@ -272,14 +324,16 @@ class QueueServer:
                 frame = frame.encode("utf-8", "replace")  # text frames are garbage too
             if self._store_in_loop:
                 outgoing = self.broker.handle(session, frame)
-                await trio.lowlevel.checkpoint()
             else:
                 outgoing = await trio.to_thread.run_sync(
                     self.broker.handle, session, frame, limiter=self._limiter
                 )
             for item in outgoing:
                 self._post(item.session, item.frame)
-            if session.consecutive_errors > self.config.max_consecutive_errors:
+            if (
+                session.consecutive_errors > self.config.max_consecutive_errors
+                or session.consecutive_auth_failures >= self.config.max_consecutive_auth_failures
+            ):
                 log.warning("closing abusive session", extra={"session": repr(session)})
                 return
 
@@ -297,10 +351,11 @@ class QueueServer:
 
     @staticmethod
     async def _write_session(
-        ws: trio_websocket.WebSocketConnection, frames: trio.MemoryReceiveChannel[bytes]
+        ws: trio_websocket.WebSocketConnection,
+        stream: HeldStream,
+        frames: trio.MemoryReceiveChannel[bytes],
     ) -> None:
-        async for frame in frames:
-            await ws.send_message(frame)
+        await write_frames(ws, stream, frames)
         await ws.aclose()  # the channel was closed: a stuck session is dropped
 
     async def _expire_periodically(self) -> None:

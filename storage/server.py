@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -251,9 +251,15 @@ class _HotSql:
         # delete_queue; on SQLite, BEGIN IMMEDIATE already serialises every writer.
         self.queue_exists = f"SELECT 1 FROM server_queue WHERE rcv_id = {p}{lock}"
         self.delete_expired = f"DELETE FROM server_message WHERE rcv_id = {p} AND ts < {p}"
-        self.count_and_marker = (
-            "SELECT COUNT(*), MAX(CASE WHEN quota_marker THEN 1 ELSE 0 END) "
-            f"FROM server_message WHERE rcv_id = {p}"
+        # What an append decides on, in one statement: how many messages the queue holds
+        # (an index-only count), whether its newest is a quota marker (nothing is stored
+        # after a marker, so a waiting marker is always the newest message) and the time of
+        # its oldest (whether anything can have expired).
+        message = f"FROM server_message WHERE rcv_id = {p}"
+        self.fill = (
+            f"SELECT (SELECT COUNT(*) {message}), "
+            f"(SELECT quota_marker {message} ORDER BY seq DESC LIMIT 1), "
+            f"(SELECT ts {message} ORDER BY seq LIMIT 1)"
         )
         self.insert = (
             f"INSERT INTO server_message (rcv_id, {cols}) VALUES ({p}, {p}, {p}, {p}, {p})"
@@ -401,12 +407,18 @@ class ServerStore:
         self,
         rcv_id: bytes,
         message: StoredMessage,
-        marker: StoredMessage,
+        marker: StoredMessage | Callable[[], StoredMessage],
         quota: int,
         expire_before_ts: int,
     ) -> AppendOutcome:
         """Expire the queue's old messages, then store `message`, or `marker` if the queue is
         full, or nothing if a marker already waits; one transaction, committed on return.
+
+        `marker` may be a function that makes it, called only when the queue is full.
+        Expiry here starts at the front: when the queue's oldest message has expired, every
+        message of the queue older than `expire_before_ts` is deleted; when it has not (a
+        clock that stepped back can put an older timestamp behind it), `expire_messages`
+        deletes the rest on its next round.
 
         A queue deleted since the caller looked it up gets nothing stored and STORED back:
         the SEND is then ordered before the DEL, which would have deleted the message anyway.
@@ -416,12 +428,16 @@ class ServerStore:
             if db.execute_sql(sql.queue_exists, (rcv_id,)).fetchone() is None:
                 logger.debug("append to a deleted queue dropped", extra={"rcv_id": rcv_id.hex()})
                 return AppendOutcome.STORED
-            db.execute_sql(sql.delete_expired, (rcv_id, expire_before_ts))
-            count, has_marker = db.execute_sql(sql.count_and_marker, (rcv_id,)).fetchone()
-            if has_marker:
+            fill = (rcv_id, rcv_id, rcv_id)
+            count, newest_is_marker, oldest_ts = db.execute_sql(sql.fill, fill).fetchone()
+            if oldest_ts is not None and oldest_ts < expire_before_ts:
+                db.execute_sql(sql.delete_expired, (rcv_id, expire_before_ts))
+                count, newest_is_marker, _ = db.execute_sql(sql.fill, fill).fetchone()
+            if newest_is_marker:
                 return AppendOutcome.QUOTA
             if count >= quota:
-                stored, outcome = marker, AppendOutcome.QUOTA_MARKER
+                stored = marker if isinstance(marker, StoredMessage) else marker()
+                outcome = AppendOutcome.QUOTA_MARKER
             else:
                 stored, outcome = message, AppendOutcome.STORED
             full = outcome is AppendOutcome.QUOTA_MARKER  # the flag follows the outcome

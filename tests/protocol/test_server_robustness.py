@@ -914,6 +914,58 @@ async def test_signatures_under_small_order_keys_are_refused(
     assert record is not None and record.snd_auth_key is None
 
 
+async def test_a_session_that_keeps_failing_auth_is_closed(
+    start_server: Callable[..., QueueServer], nursery: trio.Nursery
+) -> None:
+    """`max_consecutive_auth_failures` commands answered AUTH in a row (a session probing for
+    queues or keys) close the session after their replies; a command that passes ends the
+    run, undecodable frames in between do not, and other sessions are not touched."""
+    server = start_server("probe", config=ServerConfig())
+    limit = server.config.max_consecutive_auth_failures
+    assert limit == 100  # the documented default
+    raw = await RawSession.open(nursery, server.address)
+    bystander = await RawSession.open(nursery, server.address)
+    owner = QueueOwner()
+    ids = await raw.command(owner.new(), key=owner.auth)
+    assert isinstance(ids, Ids)
+    owner.ids = ids
+    stranger = crypto.SigningKey.generate()
+    probes = [
+        lambda: raw.frame(Sub(), owner.rcv_id, stranger),  # a known queue, the wrong key
+        lambda: raw.frame(Get(), os.urandom(ID_SIZE), owner.auth),  # an unknown queue
+        lambda: raw.frame(Send(0, b"x"), os.urandom(ID_SIZE), stranger),  # an unknown sender id
+    ]
+    garbage = encode_transmission(b"c-garbage", b"", b"\xc1\xc1")
+
+    async def pipelined(frames: list[bytes]) -> list[Reply]:
+        for frame in frames:
+            await raw.send_raw(frame)
+        return [(await raw.receive())[1] for _ in frames]
+
+    def refused(count: int) -> list[bytes]:
+        return [probes[i % len(probes)]() for i in range(count)]
+
+    # One short of the limit, then a command that passes: the run is over.
+    assert await pipelined(refused(limit - 1)) == [Err(ErrorCode.AUTH)] * (limit - 1)
+    assert await raw.command(Sub(), owner.rcv_id, owner.auth) == Ok()
+    # One short again, with garbage in the middle: answered, neither counted nor a reset.
+    frames = refused(limit - 1)
+    frames.insert(limit // 2, garbage)
+    replies = await pipelined(frames)
+    assert replies.pop(limit // 2) == Err(ErrorCode.CMD_SYNTAX)
+    assert replies == [Err(ErrorCode.AUTH)] * (limit - 1)
+    assert await bystander.command(Ping()) == Pong()
+    # The limit-th failure in a row is answered, then the server closes the session.
+    assert await raw.exchange(refused(1)[0]) == Err(ErrorCode.AUTH)
+    with trio.fail_after(5), pytest.raises(trio_websocket.ConnectionClosed):
+        unexpected = await raw.ws.get_message()
+        pytest.fail(f"the session stayed open and sent {unexpected!r}")
+    # Only that session: the other one and the queue are still there.
+    assert await bystander.command(Ping()) == Pong()
+    fresh = await RawSession.open(nursery, server.address)
+    assert await fresh.command(Sub(), owner.rcv_id, owner.auth) == Ok()
+
+
 # ---------------------------------------------------------------------- 3. nothing in clear at rest
 
 

@@ -329,6 +329,30 @@ def test_quota_stores_a_marker_then_refuses_until_drained(store: ServerStore) ->
     assert store.message_count(record.rcv_id) == 1
 
 
+def test_a_marker_given_as_a_function_is_made_only_for_a_full_queue(store: ServerStore) -> None:
+    record = store.create_queue(_record())
+    made: list[StoredMessage] = []
+
+    def marker() -> StoredMessage:
+        made.append(_marker())
+        return made[-1]
+
+    def append() -> AppendOutcome:
+        return store.append_message(record.rcv_id, _message(), marker, 2, NO_EXPIRY)
+
+    assert [append(), append()] == [AppendOutcome.STORED] * 2
+    assert made == []
+    assert append() is AppendOutcome.QUOTA_MARKER
+    assert append() is AppendOutcome.QUOTA
+    assert len(made) == 1  # made once, when stored; not for the refused SEND after it
+    first = store.first_message(record.rcv_id)
+    assert first is not None
+    assert store.ack_message(record.rcv_id, first.msg_id)[0]
+    second = store.first_message(record.rcv_id)
+    assert second is not None
+    assert store.ack_message(record.rcv_id, second.msg_id) == (True, made[0])
+
+
 def test_concurrent_appends_never_exceed_the_quota(store: ServerStore) -> None:
     record = store.create_queue(_record())
     threads, per_thread, quota = 8, 5, 12
