@@ -647,18 +647,22 @@ class ConnectionActor(QueueRotation, Actor):
         for queue in self.snd_queues.values():
             if bytes(queue.snd_id) == target.snd_id:
                 return queue
-        s = self.store
-        with s.transaction():
-            queue = s.SndQueue.create(
-                conn_id=self.conn_id,
-                server=target.server,
-                snd_id=target.snd_id,
-                mode=target.mode.value,
-                auth_private=crypto.SigningKey.generate().private,
-                e2e_private=crypto.DhKey.generate().private,
-                e2e_peer_public=target.dh_public,
-                status="new",
-            )
+        with self.store.transaction():
+            return self._create_snd_queue(target)
+
+    def _create_snd_queue(self, target: QueueAddress, replaces: int | None = None) -> Any:
+        """A send queue's row to the peer's queue `target`, with fresh keys, before use."""
+        queue = self.store.SndQueue.create(
+            conn_id=self.conn_id,
+            server=target.server,
+            snd_id=target.snd_id,
+            mode=target.mode.value,
+            auth_private=crypto.SigningKey.generate().private,
+            e2e_private=crypto.DhKey.generate().private,
+            e2e_peer_public=target.dh_public,
+            status="new",
+            replaces=replaces,
+        )
         self.snd_queues[queue.id] = queue
         return queue
 

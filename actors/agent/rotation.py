@@ -552,19 +552,7 @@ class QueueRotation:
             stale.delete_instance()  # an earlier QADD that Alice aborted
             self.snd_queues.pop(stale.id, None)
         target: QueueAddress = message.new_queue
-        s = self.store
-        new = s.SndQueue.create(
-            conn_id=self.conn_id,
-            server=target.server,
-            snd_id=target.snd_id,
-            mode=target.mode.value,
-            auth_private=crypto.SigningKey.generate().private,
-            e2e_private=crypto.DhKey.generate().private,
-            e2e_peer_public=target.dh_public,
-            status="new",
-            replaces=old.id,
-        )
-        self.snd_queues[new.id] = new
+        new = self._create_snd_queue(target, replaces=old.id)
         self._set_snd_switch(SndSwitchStatus.RECEIVED_QADD)
         auth = crypto.SigningKey.from_private(bytes(new.auth_private))
         self._enqueue(old, QKey(target.snd_id, auth.public), "qkey")

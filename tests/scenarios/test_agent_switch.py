@@ -183,26 +183,28 @@ def test_switch_resumes_after_either_side_restarts_at_each_waiting_status(
         servers = [old_server] if name == "bob" else [old_server, new_server]
         return open_client(name, servers)
 
+    def restart_then_go_away(name: str, conn_id: str, side: str, status: str) -> None:
+        """Everything sent, `name` restarts, still waits in `status`, and goes offline."""
+        client = alice if name == "alice" else bob
+        sent_all(client, conn_id)
+        client, _ = reopen(name)
+        assert switch_status(client, conn_id, side) == status
+        client.close()
+
     # bob is away: alice's switch stops at SENT_QADD
     bob.close()
     alice.switch_connection(a_conn)
     say("1")
     alice.send_message(a_conn, to_bob[-1])
     eventually(lambda: switch_status(alice, a_conn) == "sent_qadd")
-    sent_all(alice, a_conn)
-    alice, a_events = reopen("alice")
-    assert switch_status(alice, a_conn) == "sent_qadd"
-    alice.close()
+    restart_then_go_away("alice", a_conn, "rcv", "sent_qadd")
 
     # bob takes QADD and sends QKEY; alice is away, so bob waits in QUEUING_QKEY
     bob, b_events = open_client("bob", [old_server])
     bob.send_message(b_conn, to_alice[-1])
     eventually(lambda: switch_status(bob, b_conn, "snd") == "queuing_qkey")
     received_in_order(bob, b_events, b_conn, to_bob)
-    sent_all(bob, b_conn)
-    bob, b_events = reopen("bob")
-    assert switch_status(bob, b_conn, "snd") == "queuing_qkey"
-    bob.close()
+    restart_then_go_away("bob", b_conn, "snd", "queuing_qkey")
 
     # alice secures the new queue and sends QUSE; bob is away: QUEUING_QUSE
     alice, a_events = open_client("alice", [old_server, new_server])
@@ -210,10 +212,7 @@ def test_switch_resumes_after_either_side_restarts_at_each_waiting_status(
     say("2")
     alice.send_message(a_conn, to_bob[-1])
     eventually(lambda: switch_status(alice, a_conn) == "queuing_quse")
-    sent_all(alice, a_conn)
-    alice, a_events = reopen("alice")
-    assert switch_status(alice, a_conn) == "queuing_quse"
-    alice.close()
+    restart_then_go_away("alice", a_conn, "rcv", "queuing_quse")
 
     # bob moves to the new queue and sends QTEST there; then he restarts once more
     bob, b_events = open_client("bob", [old_server])
