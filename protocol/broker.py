@@ -23,6 +23,11 @@ parallel. Authorisation failures (unknown entity, bad signature, replay from ano
 all answer `AUTH`, and an unknown entity still costs one signature verification so the two
 cases take the same time.
 
+A shell that receives a burst of frames from one session may verify their signatures ahead
+of `handle`, off its event loop (`signature_checks`, `verify_signatures`, `Session.verified`),
+and may run several `handle` calls in one store transaction, posting their frames only after
+it commits (protocol/server.py does both); `handle` itself is the same either way.
+
 Message bodies are encrypted for the recipient *at SEND*, with the queue's server↔recipient
 secret and the fresh message id as nonce, and stored that way: what goes in and what comes out
 cannot be matched by content, and the store never holds a body in clear.
@@ -94,6 +99,10 @@ _SERVER_RECIPIENT_INFO = b"duplex/server-recipient/v1"
 _DECOY_KEY = crypto.SigningKey.generate().public
 
 
+# What one signature check needs: (public key, signature, signed payload).
+SignatureCheck = tuple[bytes, bytes, bytes]
+
+
 class Session:
     """One client connection as the broker sees it; the shell owns the socket."""
 
@@ -102,6 +111,9 @@ class Session:
         self.subscriptions: set[bytes] = set()
         self.consecutive_errors = 0  # undecodable frames in a row
         self.consecutive_auth_failures = 0  # commands answered AUTH in a row
+        # Signature checks done ahead of `handle` (see `QueueBroker.signature_checks`):
+        # (key, signature, signed payload) -> valid. Filled and cleared by the shell.
+        self.verified: dict[SignatureCheck, bool] = {}
         self.closed = False
         self.outbox: Any = None  # the shell's way to reach the connection (a trio channel)
 
@@ -172,6 +184,10 @@ class QueueBroker:
                     self._queues.pop(rcv_id, None)
             session.subscriptions.clear()
 
+    def forget_cached_queues(self) -> None:
+        """Drop every cached queue record and key: the next use reads the store again."""
+        self._cache = _Caches()
+
     def subscriber_count(self) -> int:
         with self._state_lock:
             return sum(1 for s in self._queues.values() if s.subscriber is not None)
@@ -202,6 +218,45 @@ class QueueBroker:
             session.consecutive_auth_failures = 0
         return out
 
+    def signature_checks(self, session: Session, frames: list[bytes]) -> list[SignatureCheck]:
+        """The signature checks `handle` will make for `frames`, as far as known now.
+
+        For a shell that verifies a burst of frames at once, off its event loop (Ed25519
+        verification does not hold the GIL): it passes the checks to `verify_signatures`,
+        puts the results in `session.verified`, and `handle` then takes each result from
+        there instead of verifying again. A check is keyed by everything its outcome depends
+        on, so a key that changes in between (a KEY in the same burst) only means a check
+        made twice, never a wrong answer. Looks queues up like `handle` (cache, then store).
+        """
+        checks: list[SignatureCheck] = []
+        for frame in frames:
+            try:
+                t = decode_transmission(frame)
+                command = decode_command(t)
+            except WireError:
+                continue
+            if not t.signature or isinstance(command, Ping | LGet):
+                continue
+            key: bytes | None
+            if isinstance(command, New):
+                key = command.rcv_auth_key
+            elif isinstance(command, SKey | Send):
+                record = self._sender_record(t.entity_id)
+                if isinstance(command, SKey):
+                    key = command.snd_auth_key if record else None
+                elif record is None or record.status is not QueueStatus.ACTIVE:
+                    key = None
+                elif record.mode is QueueMode.CONTACT or record.snd_auth_key is None:
+                    continue  # refused without a check (HAS_AUTH, AUTH)
+                else:
+                    key = record.snd_auth_key
+            else:
+                record = self._record(t.entity_id)
+                key = record.rcv_auth_key if record else None
+            payload = signed_payload(session.session_id, t.corr_id, t.entity_id, t.command)
+            checks.append((key or _DECOY_KEY, t.signature, payload))
+        return checks
+
     def _dispatch(self, session: Session, t: Transmission, command: Command) -> list[Outgoing]:
         match command:
             case Ping():
@@ -222,8 +277,8 @@ class QueueBroker:
 
     def _new(self, session: Session, t: Transmission, command: New) -> list[Outgoing]:
         payload = signed_payload(session.session_id, t.corr_id, t.entity_id, t.command)
-        if crypto.is_weak_signing_key(command.rcv_auth_key) or not crypto.is_valid_signature(
-            command.rcv_auth_key, t.signature, payload
+        if crypto.is_weak_signing_key(command.rcv_auth_key) or not _verified(
+            session, (command.rcv_auth_key, t.signature, payload)
         ):
             return [self._error(session, t, ErrorCode.AUTH)]
         server_dh = crypto.DhKey.generate()
@@ -361,12 +416,7 @@ class QueueBroker:
     def _sender_command(
         self, session: Session, t: Transmission, command: SKey | Send
     ) -> list[Outgoing]:
-        rcv_id = self._cache.by_snd.get(t.entity_id)
-        record = self._record(rcv_id) if rcv_id else None
-        if record is None:
-            record = self.store.queue_by_snd_id(t.entity_id)
-            if record is not None:
-                self._remember(record)
+        record = self._sender_record(t.entity_id)
         if isinstance(command, SKey):
             if not self._authorised(session, t, command.snd_auth_key if record else None):
                 return [self._error(session, t, ErrorCode.AUTH)]
@@ -435,8 +485,17 @@ class QueueBroker:
 
     def _authorised(self, session: Session, t: Transmission, key: bytes | None) -> bool:
         payload = signed_payload(session.session_id, t.corr_id, t.entity_id, t.command)
-        valid = crypto.is_valid_signature(key or _DECOY_KEY, t.signature, payload)
+        valid = _verified(session, (key or _DECOY_KEY, t.signature, payload))
         return valid and key is not None
+
+    def _sender_record(self, snd_id: bytes) -> QueueRecord | None:
+        rcv_id = self._cache.by_snd.get(snd_id)
+        record = self._record(rcv_id) if rcv_id else None
+        if record is None:
+            record = self.store.queue_by_snd_id(snd_id)
+            if record is not None:
+                self._remember(record)
+        return record
 
     def _record(self, rcv_id: bytes) -> QueueRecord | None:
         record = self._cache.by_rcv.get(rcv_id)
@@ -484,6 +543,17 @@ class QueueBroker:
         if code is ErrorCode.AUTH:
             session.consecutive_auth_failures += 1
         return self._reply(session, t, Err(code))
+
+
+def verify_signatures(checks: list[SignatureCheck]) -> dict[SignatureCheck, bool]:
+    """Run signature checks (from `QueueBroker.signature_checks`); pure, any thread."""
+    return {check: crypto.is_valid_signature(*check) for check in checks}
+
+
+def _verified(session: Session, check: SignatureCheck) -> bool:
+    """A check's outcome: made ahead of time for this session, or made now."""
+    valid = session.verified.pop(check, None)
+    return crypto.is_valid_signature(*check) if valid is None else valid
 
 
 def server_recipient_key(srv_dh_public: bytes, rcv_dh: crypto.DhKey) -> bytes:

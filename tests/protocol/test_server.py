@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import trio
 
 from protocol import crypto
-from protocol.errors import ServerError
+from protocol.broker import Session
+from protocol.errors import ServerError, StorageError
 from protocol.queue import (
     MAX_BODY,
     Ack,
@@ -31,10 +34,12 @@ from protocol.queue import (
     Send,
     SKey,
     Sub,
+    decode_server_frame,
     encode,
     encode_transmission,
 )
-from protocol.server import QueueServer
+from protocol.server import QueueServer, ServerConfig
+from storage.database import open_database
 from tests.protocol.queues import QueueOwner, RawSession
 
 
@@ -371,3 +376,109 @@ async def test_malformed_commands_get_their_error_with_the_corr_id(
         if code is not ErrorCode.CMD_SYNTAX or transmission.corr_id:
             assert transmission.corr_id  # answered under the request's corr id
     assert await raw.command(Ping()) == Pong()  # the session is still serving
+
+
+# ---------------------------------------------------------------------- bursts (grouped handling)
+
+
+async def test_a_pipelined_burst_keeps_order_quota_and_signatures(
+    server: QueueServer, nursery: trio.Nursery
+) -> None:
+    """Frames that arrive together are verified together and stored in shared transactions;
+    each still gets its own answer, in order, as if it had come alone."""
+    recipient = await RawSession.open(nursery, server.address)
+    sender = await RawSession.open(nursery, server.address)
+    owner = QueueOwner()
+    ids = await recipient.command(owner.new(subscribe=True), key=owner.auth)
+    assert isinstance(ids, Ids)
+    owner.ids = ids
+    snd_key, stranger = crypto.SigningKey.generate(), crypto.SigningKey.generate()
+    assert await sender.command(SKey(snd_key.public), owner.snd_id, snd_key) == Ok()
+
+    # quota 4: four stored, the fifth stores the marker, the rest are refused; a SEND signed
+    # by someone else in the middle is AUTH and changes nothing
+    frames = [sender.frame(Send(0, b"m%d" % i), owner.snd_id, snd_key) for i in range(6)]
+    frames.insert(2, sender.frame(Send(0, b"forged"), owner.snd_id, stranger))
+    frames.insert(4, sender.frame(Ping()))
+    for frame in frames:
+        await sender.send_raw(frame)
+    replies = [(await sender.receive())[1] for _ in frames]
+    quota, auth = Err(ErrorCode.QUOTA), Err(ErrorCode.AUTH)
+    assert replies == [Ok(), Ok(), auth, Ok(), Pong(), Ok(), quota, quota]
+    assert server.store.message_count(owner.rcv_id) == 5  # four and the marker
+
+    bodies = []
+    for _ in range(5):
+        transmission, message = await recipient.receive()
+        assert transmission.entity_id == owner.rcv_id and isinstance(message, Msg)
+        bodies.append(owner.open(message).body)
+        await recipient.send_raw(recipient.frame(Ack(message.msg_id), owner.rcv_id, owner.auth))
+    assert (await recipient.receive())[1] == Ok()  # the ACK of the marker: nothing left
+    assert bodies == [b"m0", b"m1", b"m2", b"m3", b""]
+
+
+async def test_a_group_whose_commit_fails_answers_nothing_and_stores_nothing(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The durability rule for grouped handling: no frame of a group is posted before its
+    commit. When the commit fails, the sessions it would have written to are closed (the
+    broker's memory may be ahead of the store) and the next group starts from the store."""
+    database = open_database(f"sqlite:///{tmp_path / 'commit.db'}")
+    server = QueueServer(database, config=ServerConfig(tls=False), owns_database=True)
+    sessions = {name: Session() for name in ("recipient", "sender")}
+    outboxes = {}
+    for name, session in sessions.items():
+        session.outbox, outboxes[name] = trio.open_memory_channel[bytes](64)
+    # Frames are signed for these sessions by RawSession's codec; no websocket is needed.
+    recipient = RawSession(None, sessions["recipient"].session_id)  # type: ignore[arg-type]
+    sender = RawSession(None, sessions["sender"].session_id)  # type: ignore[arg-type]
+    owner = QueueOwner()
+    for item in server.broker.handle(
+        sessions["recipient"], recipient.frame(owner.new(subscribe=True), key=owner.auth)
+    ):
+        _, ids = decode_server_frame(item.frame)
+    assert isinstance(ids, Ids)
+    sends = [sender.frame(Send(0, b"m%d" % i), ids.snd_id) for i in range(3)]
+
+    real = database.transaction
+    depth = 0
+
+    @contextlib.contextmanager
+    def commit_fails(**kwargs):
+        nonlocal depth
+        depth += 1
+        try:
+            if depth > 1:  # the store's own calls, nested in the group's transaction
+                with real(**kwargs) as db:
+                    yield db
+                return
+            try:
+                with real(**kwargs) as db:
+                    yield db
+                    raise _InjectedFailure  # rolls the group back
+            except _InjectedFailure:
+                raise StorageError("commit failed (injected)") from None
+        finally:
+            depth -= 1
+
+    monkeypatch.setattr(database, "transaction", commit_fails)
+    with pytest.raises(StorageError):
+        server._handle_group(sessions["sender"], sends, 0)
+    monkeypatch.setattr(database, "transaction", real)
+
+    assert server.store.message_count(ids.rcv_id) == 0
+    with pytest.raises(trio.WouldBlock):
+        outboxes["sender"].receive_nowait()  # no OK for what was not stored
+    with pytest.raises(trio.EndOfChannel):
+        outboxes["recipient"].receive_nowait()  # closed, without the MSG
+    assert sessions["recipient"].closed
+
+    # The next group is stored and answered; the queue waits for its recipient's next SUB.
+    outgoing = server._handle_group(sessions["sender"], sends, 0)
+    assert [decode_server_frame(item.frame)[1] for item in outgoing] == [Ok(), Ok(), Ok()]
+    assert server.store.message_count(ids.rcv_id) == 3
+    server.stop()
+
+
+class _InjectedFailure(Exception):
+    pass
