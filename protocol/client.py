@@ -27,7 +27,6 @@ may succeed later; `AUTH`, `CMD …`, `LARGE_MSG`, `NO_MSG` and a wrong fingerpr
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import math
@@ -135,7 +134,7 @@ class QueueClient:
         self._on_push = on_push or (lambda entity, reply: None)
         self._on_state = on_state or (lambda connected: None)
         self._corr_ids = itertools.count(1)
-        self._waiting: dict[bytes, trio.MemorySendChannel[Reply | QueueFault]] = {}
+        self._waiting: dict[bytes, _Waiter] = {}
         self._subscriptions: dict[bytes, crypto.SigningKey] = {}
         self._subscribing: set[bytes] = set()
         self._connection: _Connection | None = None
@@ -237,8 +236,8 @@ class QueueClient:
         signature = b""
         if key is not None:
             signature = key.sign(signed_payload(connection.session_id, corr_id, entity_id, body))
-        send, receive = trio.open_memory_channel[Reply | QueueFault](1)
-        self._waiting[corr_id] = send
+        waiter = _Waiter()
+        self._waiting[corr_id] = waiter
         try:
             try:
                 connection.outbox.send_nowait(
@@ -246,7 +245,7 @@ class QueueClient:
                 )
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 raise NetworkError(f"connection to {self.address} lost") from exc
-            outcome = await receive.receive()
+            outcome = await waiter.wait()
         finally:
             self._waiting.pop(corr_id, None)
         if isinstance(outcome, QueueFault):
@@ -397,7 +396,7 @@ class QueueClient:
                 self._dispatch_push(entity, reply)
             waiter = self._waiting.get(transmission.corr_id)
             if waiter is not None:
-                waiter.send_nowait(reply)
+                waiter.set(reply)
 
     def _dispatch_push(self, entity: bytes, reply: Reply) -> None:
         try:
@@ -430,8 +429,29 @@ class QueueClient:
 
     def _fail_waiting(self, error: QueueFault) -> None:
         for waiter in list(self._waiting.values()):
-            with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError):
-                waiter.send_nowait(error)
+            waiter.set(error)
+
+
+class _Waiter:
+    """Where one request's outcome arrives: the first reply or failure set wins."""
+
+    __slots__ = ("_done", "_outcome")
+
+    def __init__(self) -> None:
+        # An Event, not a memory channel: requests are the hot path and a channel pair
+        # costs several times as much to make.
+        self._done = trio.Event()
+        self._outcome: Reply | QueueFault | None = None
+
+    def set(self, outcome: Reply | QueueFault) -> None:
+        if not self._done.is_set():
+            self._outcome = outcome
+            self._done.set()
+
+    async def wait(self) -> Reply | QueueFault:
+        await self._done.wait()
+        assert self._outcome is not None
+        return self._outcome
 
 
 def _pinning_context() -> ssl.SSLContext:
