@@ -39,6 +39,12 @@ commands in and at least two frames out, each signed or sealed and one of them c
 SQLite, where an echo is one frame each way, so the ratio shows what the protocol's work
 costs over the bare transport.
 
+A 1-queue cycle contains a strict round trip (the next MSG waits for the ACK), so
+``cycles_per_s_1q`` can never exceed ``wss_strict_per_s``, and on the 2-core machine of
+bench/RESULTS.md the strict echo itself is 0.2-0.35 of the pipelined one: there the 1-queue
+target asks for nearly a strict echo with no protocol work at all. ``ratio_1q_to_wss_strict``
+shows what the 1-queue cycle costs over that bound; the 64-queue figures show throughput.
+
 Measurements are interleaved (echo ws/wss, 1 queue, 64 queues; again) `repeats` times so a
 burst of load from another tenant hits all of them, and the **best** repeat is reported (noise
 only ever slows a run down); the median is printed next to it as ``*_median``.
