@@ -25,6 +25,7 @@ thread and returns once it listens; `.address`, `.stop()`, and `with` work. In a
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import datetime
 import functools
@@ -53,6 +54,7 @@ from protocol.broker import (
     Outgoing,
     QueueBroker,
     Session,
+    SignatureCheck,
     verify_signatures,
 )
 from protocol.client import MESSAGE_QUEUE, RECEIVE_BYTES, HeldStream, write_frames
@@ -133,6 +135,7 @@ class QueueServer:
         self._address: ServerAddress | None = None
         self._sessions: set[Session] = set()
         self._limiter = trio.CapacityLimiter(self.config.worker_threads)
+        self._verifier: concurrent.futures.ThreadPoolExecutor | None = None
         in_loop = self.config.store_in_loop
         self._store_in_loop = database.kind == "sqlite" if in_loop is None else in_loop
         self._cancel_scope: trio.CancelScope | None = None
@@ -224,6 +227,18 @@ class QueueServer:
 
     async def serve(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled (`stop()` cancels it)."""
+        # Signatures of bursts are verified here, on a thread of the server's own: trio's
+        # worker threads outlive the server by up to ten seconds, idle.
+        self._verifier = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="queue-server-verify"
+        )
+        try:
+            await self._serve(task_status)
+        finally:
+            self._verifier.shutdown(wait=True)  # every session is gone: nothing is queued
+            self._verifier = None
+
+    async def _serve(self, task_status: Any) -> None:
         with trio.CancelScope() as scope:
             self._cancel_scope = scope
             self._token = trio.lowlevel.current_trio_token()
@@ -346,7 +361,7 @@ class QueueServer:
                 # serves the other sessions meanwhile.
                 checks = self.broker.signature_checks(session, frames)
                 if len(checks) > 1:
-                    session.verified = await trio.to_thread.run_sync(verify_signatures, checks)
+                    session.verified = await self._verify(checks)
             try:
                 for start in range(0, len(frames), _GROUP):
                     if start:
@@ -355,6 +370,16 @@ class QueueServer:
                         return
             finally:
                 session.verified.clear()
+
+    async def _verify(self, checks: list[SignatureCheck]) -> dict[SignatureCheck, bool]:
+        """The checks' outcomes, made on the verifier thread while the loop serves others."""
+        assert self._verifier is not None
+        future = self._verifier.submit(verify_signatures, checks)
+        token, done = trio.lowlevel.current_trio_token(), trio.Event()
+        future.add_done_callback(lambda _: token.run_sync_soon(done.set))
+        with trio.CancelScope(shield=True):  # a burst takes milliseconds: wait for it
+            await done.wait()
+        return future.result()
 
     def _handle_group(self, session: Session, frames: list[bytes], start: int) -> list[Outgoing]:
         """Frames `start`… of a burst (at most _GROUP, fewer if the session turns abusive), in
