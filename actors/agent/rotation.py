@@ -402,7 +402,6 @@ class QueueRotation:
         s = self.store
         new.sender_auth_public = message.sender_auth_public
         new.save(only=[type(new).sender_auth_public])
-        self._set_rcv_switch(RcvSwitchStatus.RECEIVED_QKEY)
         now = time.time()
         command = s.Command.create(
             conn_id=self.conn_id,
@@ -413,7 +412,7 @@ class QueueRotation:
             created_at=now,
         )
         self.commands.append(command)
-        self._set_rcv_switch(RcvSwitchStatus.QUEUING_SECURE)
+        self._set_rcv_switch(RcvSwitchStatus.QUEUING_SECURE)  # RECEIVED_QKEY passed within
         return [lambda: self._switch_event("rcv", "confirmed")]
 
     def _switch_qerr(self, message: QErr) -> list[Any]:
@@ -478,10 +477,7 @@ class QueueRotation:
         )
 
     def _old_queue_drained(self, old: Any) -> None:
-        with self.store.transaction():
-            old.status = "deleting"
-            old.save(only=[type(old).status])
-            self._set_rcv_switch(RcvSwitchStatus.MESSAGE_RECEIVED)
+        with self.store.transaction():  # MESSAGE_RECEIVED is passed within it
             self._delete_rcv_queue_later(old, "completed")
             self._set_rcv_switch(RcvSwitchStatus.QUEUING_DELETE)
         self._release_held()
@@ -595,8 +591,7 @@ class QueueRotation:
             self.outbox.pop(old.id, None)
         new.replaces = None
         new.save(only=[type(new).replaces])
-        self._set_snd_switch(SndSwitchStatus.SENT_QTEST)
-        self._set_snd_switch(None)
+        self._set_snd_switch(None)  # SENT_QTEST is passed within this transaction
 
     def _qkey_failed(self, old: Any) -> None:
         """QKEY was refused for good (inside the caller's transaction): forget the new queue."""
