@@ -5,7 +5,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test test-loaded bench lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,13 +19,20 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
+# The suite RUNS times while busy loops hold every core: a test that fails only here has a race.
+RUNS ?= 1
+test-loaded: $(STAMP)
+	$(PY) tests/loaded.py --runs $(RUNS)
+
 BENCHES := limits actors server messaging connect recovery
 
 bench: $(STAMP)
 	for name in $(BENCHES); do $(PY) -m bench.$$name || exit 1; done
 
+# ruff, then the layer contracts of pyproject.toml ([tool.importlinter]).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) build *.egg-info

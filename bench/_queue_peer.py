@@ -51,7 +51,6 @@ import trio
 
 from protocol import crypto
 from protocol.address import ServerAddress
-from protocol.broker import server_recipient_key
 from protocol.client import ClientConfig, QueueClient
 from protocol.errors import ServerError
 from protocol.queue import (
@@ -114,7 +113,7 @@ class Recipient:
             command = New(auth.public, dh.public, QueueMode.MESSAGING, subscribe=True)
             ids = await self.client.request(command, key=auth)
             assert isinstance(ids, Ids)
-            self.queues[ids.rcv_id] = Inbound(auth, server_recipient_key(ids.srv_dh_key, dh))
+            self.queues[ids.rcv_id] = Inbound(auth, crypto.server_recipient_key(ids.srv_dh_key, dh))
             snd_ids[i] = ids.snd_id.hex()
 
         async with trio.open_nursery() as nursery:

@@ -94,7 +94,6 @@ log = logging.getLogger(__name__)
 DEFAULT_QUOTA = 128
 DEFAULT_MESSAGE_TTL = 21 * 24 * 3600.0
 _LOCK_STRIPES = 64
-_SERVER_RECIPIENT_INFO = b"duplex/server-recipient/v1"
 # Verifying against this key makes an unknown entity cost what a known one costs.
 _DECOY_KEY = crypto.SigningKey.generate().public
 
@@ -523,7 +522,7 @@ class QueueBroker:
             secret = crypto.DhKey.from_private(record.srv_dh_private).shared_secret(
                 record.rcv_dh_key
             )
-            key = crypto.hkdf(secret, _SERVER_RECIPIENT_INFO)
+            key = crypto.hkdf(secret, crypto.SERVER_RECIPIENT_INFO)
             self._cache.box_keys[record.rcv_id] = key
         return key
 
@@ -554,11 +553,6 @@ def _verified(session: Session, check: SignatureCheck) -> bool:
     """A check's outcome: made ahead of time for this session, or made now."""
     valid = session.verified.pop(check, None)
     return crypto.is_valid_signature(*check) if valid is None else valid
-
-
-def server_recipient_key(srv_dh_public: bytes, rcv_dh: crypto.DhKey) -> bytes:
-    """The recipient's side of the box key: what opens `MSG` bodies of its queue."""
-    return crypto.hkdf(rcv_dh.shared_secret(srv_dh_public), _SERVER_RECIPIENT_INFO)
 
 
 def _sealed(box_key: bytes, ts: int, flags: int, body: bytes) -> StoredMessage:

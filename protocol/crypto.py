@@ -180,6 +180,16 @@ def hkdf(secret: bytes, info: bytes, length: int = KEY_SIZE, salt: bytes | None 
     return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(secret)
 
 
+# Both ends of a queue derive the box key of its MSG bodies: the server from its DH key and
+# the recipient's public one, the recipient from the other pair.
+SERVER_RECIPIENT_INFO = b"duplex/server-recipient/v1"
+
+
+def server_recipient_key(srv_dh_public: bytes, rcv_dh: DhKey) -> bytes:
+    """The recipient's side of the box key: what opens `MSG` bodies of its queue."""
+    return hkdf(rcv_dh.shared_secret(srv_dh_public), SERVER_RECIPIENT_INFO)
+
+
 # ---------------------------------------------------------------------- boxes (ChaCha20-Poly1305)
 
 

@@ -55,7 +55,6 @@ from actors.agent.sessions import (
 from actors.kernel import Actor, ActorContext, IoError, IoResult
 from protocol import crypto
 from protocol.address import ServerAddress, b64url
-from protocol.broker import server_recipient_key
 from protocol.envelope import (
     GENESIS_HASH,
     AgentMessage,
@@ -1198,7 +1197,7 @@ class ConnectionActor(QueueRotation, Actor):
     def _box_key(self, queue: Any) -> bytes:
         key = self._box_keys.get(queue.id)
         if key is None:
-            key = server_recipient_key(
+            key = crypto.server_recipient_key(
                 bytes(queue.srv_dh_public), crypto.DhKey.from_private(bytes(queue.dh_private))
             )
             self._box_keys[queue.id] = key

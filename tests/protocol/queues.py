@@ -16,7 +16,6 @@ import trio_websocket
 
 from protocol import crypto
 from protocol.address import ServerAddress
-from protocol.broker import server_recipient_key
 from protocol.client import QueueClient
 from protocol.queue import (
     PROTOCOL_VERSION,
@@ -128,7 +127,7 @@ class QueueOwner:
 
     def open(self, message: Msg) -> MessageContent:
         assert self.ids is not None
-        key = server_recipient_key(self.ids.srv_dh_key, self.dh)
+        key = crypto.server_recipient_key(self.ids.srv_dh_key, self.dh)
         return decode_content(crypto.open_with_id(key, message.msg_id, message.enc_body))
 
 
