@@ -475,7 +475,7 @@ class HeldStream(trio.abc.Stream):
     stream while it writes every frame it has queued and then releases them as one write
     (`write_frames`). Anything else the websocket sends meanwhile (a pong, a close) is
     queued behind them, in order. While nothing is held, writes go straight through.
-    Used by both ends: this client and protocol/server.py.
+    Used by both ends: this client and protocol/server/shell.py.
     """
 
     def __init__(self, inner: trio.abc.Stream) -> None:

@@ -8,7 +8,6 @@ import pytest
 import trio
 
 from protocol import crypto
-from protocol.broker import Session
 from protocol.errors import ServerError, StorageError
 from protocol.queue import (
     MAX_BODY,
@@ -39,6 +38,7 @@ from protocol.queue import (
     encode_transmission,
 )
 from protocol.server import QueueServer, ServerConfig
+from protocol.server.broker import Session
 from storage.database import open_database
 from tests.protocol.queues import QueueOwner, RawSession
 

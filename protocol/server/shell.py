@@ -1,6 +1,6 @@
 """`QueueServer`: the queue protocol served over TLS websockets with trio.
 
-A thin shell around `QueueBroker` (protocol/broker.py): it accepts TCP connections, runs TLS
+A thin shell around `QueueBroker` (protocol/server/broker.py): it accepts TCP connections, runs TLS
 and the websocket handshake (trio-websocket over the connection's `HeldStream`), performs
 the hello (random session id), runs each received frame through the broker (on the trio
 thread for SQLite, whose short transactions cost less than a thread hop; in worker threads
@@ -48,15 +48,6 @@ from cryptography.x509.oid import NameOID
 
 from protocol import crypto
 from protocol.address import ServerAddress
-from protocol.broker import (
-    DEFAULT_MESSAGE_TTL,
-    DEFAULT_QUOTA,
-    Outgoing,
-    QueueBroker,
-    Session,
-    SignatureCheck,
-    verify_signatures,
-)
 from protocol.client import MESSAGE_QUEUE, RECEIVE_BYTES, HeldStream, write_frames
 from protocol.errors import ConfigurationError, StorageError
 from protocol.queue import (
@@ -66,6 +57,15 @@ from protocol.queue import (
     WireError,
     decode_client_hello,
     encode,
+)
+from protocol.server.broker import (
+    DEFAULT_MESSAGE_TTL,
+    DEFAULT_QUOTA,
+    Outgoing,
+    QueueBroker,
+    Session,
+    SignatureCheck,
+    verify_signatures,
 )
 from storage.database import Database, open_database
 from storage.server import ServerStore

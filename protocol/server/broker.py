@@ -6,7 +6,7 @@ Theory of operation
 authorisation, applies it to the store (storage/server.py) and returns the frames to send:
 the reply to `session` and any pushes to other sessions (`MSG` to a queue's subscriber after
 a SEND, `END` to the session that lost a subscription). It knows no sockets: the trio shell
-(protocol/server.py) calls it from worker threads and writes what it returns; tests call it
+(protocol/server/shell.py) calls it from worker threads and writes what it returns; tests call it
 directly.
 
 State kept here, in memory, per running server (the store keeps everything durable):
@@ -26,7 +26,7 @@ cases take the same time.
 A shell that receives a burst of frames from one session may verify their signatures ahead
 of `handle`, off its event loop (`signature_checks`, `verify_signatures`, `Session.verified`),
 and may run several `handle` calls in one store transaction, posting their frames only after
-it commits (protocol/server.py does both); `handle` itself is the same either way.
+it commits (protocol/server/shell.py does both); `handle` itself is the same either way.
 
 Message bodies are encrypted for the recipient *at SEND*, with the queue's server↔recipient
 secret and the fresh message id as nonce, and stored that way: what goes in and what comes out

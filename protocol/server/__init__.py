@@ -1,0 +1,14 @@
+"""The queue server: the queue protocol served over TLS websockets, on a store.
+
+The only part of `protocol/` that may import `storage/` (README.md, layering rules); it
+never imports `actors/`, and the agent never imports it.
+
+Modules: `shell` (QueueServer, the trio shell: TLS, websockets, sessions, limits),
+`broker` (sans-io command processing: one frame in, frames for sessions out). The public
+names are re-exported here: ``from protocol.server import QueueServer, ServerConfig``.
+"""
+
+from protocol.server.broker import QueueBroker, Session
+from protocol.server.shell import QueueServer, ServerConfig
+
+__all__ = ["QueueBroker", "QueueServer", "ServerConfig", "Session"]
