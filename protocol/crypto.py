@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from protocol.errors import DuplexError
+from protocol.errors import CryptoError
 
 T = TypeVar("T")
 
@@ -38,12 +38,6 @@ _RAW = serialization.Encoding.Raw
 _RAW_PUBLIC = serialization.PublicFormat.Raw
 _RAW_PRIVATE = serialization.PrivateFormat.Raw
 _NO_ENCRYPTION = serialization.NoEncryption()
-
-
-class CryptoError(DuplexError):
-    """A signature did not verify, a box did not open, or key bytes were malformed."""
-
-    code = "CRYPTO"
 
 
 def random_bytes(size: int) -> bytes:

@@ -1,30 +1,82 @@
 """The one exception hierarchy of duplex, drawn here so it can be read in one place.
 
 Every error a caller can see derives from `DuplexError` and carries a machine-readable
-`code` (a short upper-case string) next to its human message::
+`code` (a short upper-case string, stable across versions) next to its human message, which
+is not stable. `str(error)` is ``"CODE: message"``::
 
     DuplexError                      code
     ├── ConfigurationError           CONFIG        bad argument or setting from the caller
     ├── StorageError                 STORAGE       the database failed or is unusable
-    │   └── MigrationError           MIGRATION     a schema migration failed or is unknown
+    │   ├── StorageUnavailable       STORAGE_UNAVAILABLE  cannot open or reach it: no such
+    │   │                                          directory, a directory, no permission,
+    │   │                                          server down or refusing us
+    │   ├── StorageCorrupt           STORAGE_CORRUPT      not a database, or a damaged one
+    │   ├── StorageBusy              STORAGE_BUSY  locked past the busy timeout, or no free
+    │   │                                          pooled connection within the pool timeout
+    │   ├── WrongPassphrase          PASSPHRASE    an encrypted database refused the passphrase
+    │   ├── MigrationError           MIGRATION     a schema migration failed, or the database
+    │   │                                          holds versions this program does not know
+    │   └── DuplicateLinkId          DUPLICATE_LINK_ID  another queue holds this link id
+    ├── CryptoError                  CRYPTO        a signature did not verify, a box did not
+    │                                              open, key bytes were malformed
+    ├── WireError                    <ERR code>    a transmission that cannot be accepted; its
+    │                                              code is the ERR to answer (CMD SYNTAX …)
     ├── QueueFault                   QUEUE         talking to a queue server failed; `.temporary`
     │   │                                          says whether retrying the same request can help
     │   ├── ServerError              <ERR code>    the server answered ERR (AUTH, QUOTA, CMD …)
     │   ├── NetworkError             NETWORK       unreachable, refused, or the connection dropped
-    │   ├── CommandTimeout           TIMEOUT       no reply within the command's timeout
+    │   ├── CommandTimeout           TIMEOUT       the server did not answer within the
+    │   │                                          command's timeout
     │   └── ServerIdentityError      IDENTITY      the certificate is not the pinned fingerprint
     ├── LinkError                    LINK          a link or link data that cannot be read or made
     ├── EnvelopeError                ENVELOPE      a peer's envelope or agent message that cannot be
     │                                              opened or read, or has an unexpected sender key
+    ├── AgentError                   AGENT         an agent command was refused or failed; the
+    │                                              agent sets a finer code (NO_CONNECTION,
+    │                                              PROHIBITED, NO_REQUEST …)
     └── RuntimeFault                 RUNTIME       the actor runtime cannot do what was asked
         ├── ActorUnavailable         UNAVAILABLE   no live actor at an address, runtime stopped
-        └── AskTimeout               TIMEOUT       an `ask` got no answer within its timeout
+        └── AskTimeout               ASK_TIMEOUT   an `ask` got no answer within its timeout
 
-Later layers add their own branches here (protocol errors, agent errors) so that the tree
-stays whole. This module imports nothing from the project.
+Where errors come from:
+
+* Lower layers' exceptions (sqlite3, peewee, psycopg, OSError) never reach a caller of
+  storage: `storage.database` maps them to the `StorageError` branch in one place, naming the
+  file or the (password-redacted) URL.
+* The actor kernel has errors of its own (it imports nothing of duplex); the embedded facade
+  maps them to `RuntimeFault`, `ActorUnavailable` and `AskTimeout`, which are the duplex side
+  of that mapping. `AskTimeout` (our runtime did not answer) and `CommandTimeout` (a queue
+  server did not answer) have distinct codes so that a caller can tell them apart.
+
+This module imports nothing from the project, so every layer can import it.
 """
 
 from __future__ import annotations
+
+__all__ = [
+    "ActorUnavailable",
+    "AgentError",
+    "AskTimeout",
+    "CommandTimeout",
+    "ConfigurationError",
+    "CryptoError",
+    "DuplexError",
+    "DuplicateLinkId",
+    "EnvelopeError",
+    "LinkError",
+    "MigrationError",
+    "NetworkError",
+    "QueueFault",
+    "RuntimeFault",
+    "ServerError",
+    "ServerIdentityError",
+    "StorageBusy",
+    "StorageCorrupt",
+    "StorageError",
+    "StorageUnavailable",
+    "WireError",
+    "WrongPassphrase",
+]
 
 
 class DuplexError(Exception):
@@ -47,16 +99,79 @@ class ConfigurationError(DuplexError):
     code = "CONFIG"
 
 
+# --------------------------------------------------------------------------- storage
+
+
 class StorageError(DuplexError):
     """The database could not be opened, read or written."""
 
     code = "STORAGE"
 
 
+class StorageUnavailable(StorageError):
+    """The database cannot be opened or reached: a missing directory, a path that is a
+    directory, no permission, a PostgreSQL server that is down or refuses the login."""
+
+    code = "STORAGE_UNAVAILABLE"
+
+
+class StorageCorrupt(StorageError):
+    """The file is not a database, or a damaged one. Nothing was written to it."""
+
+    code = "STORAGE_CORRUPT"
+
+
+class StorageBusy(StorageError):
+    """The database stayed locked past the busy timeout, or no pooled connection came free
+    within the pool timeout. Retrying later may succeed."""
+
+    code = "STORAGE_BUSY"
+
+
+class WrongPassphrase(StorageError):
+    """An encrypted database does not open with the passphrase given. Nothing was changed."""
+
+    code = "PASSPHRASE"
+
+
 class MigrationError(StorageError):
     """A schema migration failed, or the database is newer than this code knows."""
 
     code = "MIGRATION"
+
+
+class DuplicateLinkId(StorageError):
+    """Another queue already holds this link id; nothing was changed."""
+
+    code = "DUPLICATE_LINK_ID"
+
+
+# --------------------------------------------------------------------------- the wire
+
+
+class CryptoError(DuplexError):
+    """A signature did not verify, a box did not open, or key bytes were malformed."""
+
+    code = "CRYPTO"
+
+
+class WireError(DuplexError):
+    """A transmission that cannot be accepted: answer `ERR code` (with `corr_id` if known).
+
+    `code` is the ERR code to answer with, kept as given: `protocol.queue` passes its
+    `ErrorCode` members (string-valued), so `code` both names the error and goes on the wire.
+    """
+
+    def __init__(self, code: str, corr_id: bytes = b"", detail: str = "") -> None:
+        value = getattr(code, "value", code)  # an ErrorCode member or a plain string
+        super().__init__(detail or str(value))
+        self.code = code
+        self.corr_id = corr_id
+        self.detail = detail
+
+    def __str__(self) -> str:
+        value = getattr(self.code, "value", self.code)
+        return f"{value}: {self.detail}" if self.detail else str(value)
 
 
 class QueueFault(DuplexError):
@@ -86,7 +201,8 @@ class NetworkError(QueueFault):
 
 
 class CommandTimeout(QueueFault):
-    """The server did not answer within the command's timeout."""
+    """The queue server did not answer within the command's timeout (not to be confused with
+    `AskTimeout`, our own runtime not answering)."""
 
     code = "TIMEOUT"
     temporary = True
@@ -113,8 +229,19 @@ class EnvelopeError(DuplexError):
     code = "ENVELOPE"
 
 
+# --------------------------------------------------------------------------- agent, runtime
+
+
+class AgentError(DuplexError):
+    """An agent command was refused or failed; `code` says why (e.g. PROHIBITED,
+    NO_CONNECTION), AGENT when nothing finer applies."""
+
+    code = "AGENT"
+
+
 class RuntimeFault(DuplexError):
-    """The actor runtime could not carry out a request."""
+    """The actor runtime could not carry out a request (the duplex side of the kernel's own
+    errors, mapped at the facade)."""
 
     code = "RUNTIME"
 
@@ -128,4 +255,4 @@ class ActorUnavailable(RuntimeFault):
 class AskTimeout(RuntimeFault):
     """An `ask` at the runtime's edge got no answer within its timeout."""
 
-    code = "TIMEOUT"
+    code = "ASK_TIMEOUT"
