@@ -4,9 +4,10 @@ namespace is the public surface."""
 
 from actors.kernel.actor import Actor, ActorContext, ActorCrash, DeadLetter
 from actors.kernel.directory import Directory, EntryState, VirtualKind
+from actors.kernel.errors import ActorUnavailable, AskTimeout, IoError, KernelError
 from actors.kernel.io import IoActor, IoBridge
-from actors.kernel.messages import ChildExited, ExitReason, IoError, IoResult
-from actors.kernel.runtime import Runtime, RuntimeConfig
+from actors.kernel.messages import ChildExited, ChildStarted, ExitReason, IoResult
+from actors.kernel.runtime import Runtime, RuntimeConfig, TransactionalDatabase
 from actors.kernel.supervisor import (
     ChildSpec,
     Intensity,
@@ -25,8 +26,11 @@ __all__ = [
     "Actor",
     "ActorContext",
     "ActorCrash",
+    "ActorUnavailable",
+    "AskTimeout",
     "ChildExited",
     "ChildSpec",
+    "ChildStarted",
     "DeadLetter",
     "Directory",
     "EntryState",
@@ -36,6 +40,7 @@ __all__ = [
     "IoBridge",
     "IoError",
     "IoResult",
+    "KernelError",
     "Restart",
     "Runtime",
     "RuntimeConfig",
@@ -44,6 +49,7 @@ __all__ = [
     "Supervisor",
     "SupervisorEscalation",
     "TimerHandle",
+    "TransactionalDatabase",
     "TreeNode",
     "VirtualKind",
     "VirtualSupervisor",

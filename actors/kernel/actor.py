@@ -21,6 +21,24 @@ and tells the supervisor `ChildExited`. An exception while answering an `ask` go
 the asker and the actor keeps running. A `BaseException` is turned into a crash of this
 actor alone: pykka would otherwise stop every actor in the process.
 
+Readiness: a supervised (non-virtual) activation is *ready* once ``started()`` returned;
+it then tells its supervisor `ChildStarted`, and the supervisor starts its next child (see
+supervisor.py). A supervisor is ready once all its children are. Virtual actors do not
+report: nothing waits for them.
+
+I/O: ``submit_io(fn, *args, on_result=None)`` runs ``fn(*args)`` on the trio thread and
+returns a request id; the outcome comes back to this address as exactly one
+``IoResult(request_id, value | error)`` (see io.py for why it is always exactly one). With
+``on_result``, the result is handed to that callable on this actor's thread, in place of
+``receive``; without it, ``receive`` gets the `IoResult`. Callbacks belong to the
+activation that registered them: after a crash, a result for an id the new activation did
+not submit goes to its ``receive`` (the base ``receive`` drops it with a debug log), so an
+actor that only uses callbacks needs no ``case IoResult()``. An activation waiting for I/O
+results does not passivate (its callbacks would be lost with it).
+
+A crash cannot call ``stopped()`` (pykka does not), so an activation that holds something
+outside the runtime's actors (a thread, a socket) releases it in ``crashed()``.
+
 Work items (``run_work_item``) give dead letters: the directory counts the crashes that
 happened while an item was in hand, and once an item reached ``max_attempts`` the next
 activation calls ``on_dead_letter`` for it instead of running it again.
@@ -41,25 +59,23 @@ import pykka
 from actors.kernel.messages import (
     Ask,
     ChildExited,
+    ChildStarted,
     ExitReason,
     IdleCheck,
+    IoResult,
     Passivate,
     TimerFired,
 )
 from actors.kernel.timers import TimerHandle
 
 if TYPE_CHECKING:
-    import peewee
-
     from actors.kernel.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Kernel messages are told in large numbers only as TimerFired; a type lookup in a frozenset
-# keeps the common path (an application message) to one set membership test.
-_KERNEL_MESSAGES = frozenset({TimerFired, Ask, IdleCheck, Passivate})
+IoCallback = Callable[[IoResult], Any]
 
 
 class ActorCrash(Exception):
@@ -99,6 +115,12 @@ class Actor(pykka.ThreadingActor):
     """Base of every duplex actor. See the module docstring for the contract."""
 
     kind: ClassVar[str] = "actor"
+    # The messages handled before `receive`; a type lookup in a frozenset keeps the common
+    # path (an application message) to one membership test. Subclasses of the kernel extend
+    # it (supervisors) so that an application's `receive` can never swallow them.
+    _kernel_types: ClassVar[frozenset[type]] = frozenset(
+        {TimerFired, Ask, IdleCheck, Passivate, IoResult, ChildStarted}
+    )
 
     def __init__(self, ctx: ActorContext) -> None:
         super().__init__()
@@ -109,6 +131,8 @@ class Actor(pykka.ThreadingActor):
         self.last_activity = time.monotonic()
         self.current_work_item: str | None = None
         self.is_started = False
+        self.is_ready = False
+        self._io_pending: dict[int, IoCallback | None] = {}
         self._timers: weakref.WeakSet[TimerHandle] = weakref.WeakSet()
         self._idle_timer: TimerHandle | None = None
 
@@ -119,11 +143,24 @@ class Actor(pykka.ThreadingActor):
 
     def receive(self, message: Any) -> Any:
         """Handle one message; the return value answers an `ask`."""
+        if type(message) is IoResult:
+            # A result no callback of this activation claimed: submitted by an earlier
+            # activation (before a crash), whose callbacks died with it.
+            log.debug(
+                "I/O result nobody waits for",
+                extra={"address": self.address, "request_id": message.request_id},
+            )
+            return None
         log.warning("unexpected message", extra={"address": self.address, "msg": repr(message)})
         return None
 
     def stopped(self) -> None:
         """Clean up after a clean stop or passivation (not after a crash)."""
+
+    def crashed(self, error: BaseException | None) -> None:
+        """Release what this activation holds outside the actors (a thread, a socket) after
+        a crash, when `stopped()` is not called. Runs on the actor's thread before its
+        supervisor hears of the crash; an exception here is logged, not raised."""
 
     def summary(self) -> dict[str, Any]:
         """A few state fields for the supervision tree (read from another thread)."""
@@ -162,12 +199,32 @@ class Actor(pykka.ThreadingActor):
         self._timers.add(handle)
         return handle
 
-    def submit_io(self, coroutine_fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> int:
-        """Run `coroutine_fn(*args)` on the trio thread; an `IoResult` with the returned
-        request id comes back to this address as a message."""
-        return self.runtime.submit_io(self.address, coroutine_fn, *args)
+    def submit_io(
+        self,
+        coroutine_fn: Callable[..., Coroutine[Any, Any, Any]],
+        *args: Any,
+        on_result: IoCallback | None = None,
+    ) -> int:
+        """Run `coroutine_fn(*args)` on the trio thread; returns the request id.
 
-    def transaction(self) -> AbstractContextManager[peewee.Database]:
+        Exactly one `IoResult` with that id comes back to this address (an `IoError` one if
+        the I/O thread is restarting or stopped, or the task could not start). With
+        `on_result`, this activation calls `on_result(result)` on its own thread in place
+        of `receive`; without it, `receive` gets the result. Call it from the actor's own
+        thread (a handler, `started`, a callback).
+        """
+        request_id = self.runtime.next_request_id()
+        # Registered before submitting: the result may be in the mailbox before we return.
+        self._io_pending[request_id] = on_result
+        self.runtime.submit_io(self.address, coroutine_fn, *args, request_id=request_id)
+        return request_id
+
+    @property
+    def io_pending(self) -> int:
+        """How many submitted I/O requests of this activation have no result yet."""
+        return len(self._io_pending)
+
+    def transaction(self) -> AbstractContextManager[Any]:
         """A short transaction on the runtime's database, from this actor's thread."""
         return self.runtime.database.transaction()
 
@@ -209,6 +266,7 @@ class Actor(pykka.ThreadingActor):
             "mailbox": self.actor_inbox.qsize(),
             "handled": self.handled,
             "work_item": self.current_work_item,
+            "io_pending": len(self._io_pending),
             "state": summary,
         }
 
@@ -224,11 +282,19 @@ class Actor(pykka.ThreadingActor):
         self.is_started = True
         if self.ctx.virtual and self.ctx.passivate_after:
             self._idle_timer = self.send_after(self.ctx.passivate_after, IdleCheck())
+        self._after_started()
 
     @final
     def on_receive(self, message: Any) -> Any:
         self.handled += 1
-        return self._dispatch(message)
+        try:
+            return self._dispatch(message)
+        except Exception:
+            raise
+        except BaseException as exc:
+            # pykka stops every actor in the process on a BaseException: make it a crash
+            # of this one (from receive, a callback, or a hook such as may_passivate).
+            raise ActorCrash(f"{self.address}: {exc!r} in a handler") from exc
 
     @final
     def on_failure(self, exc_type: Any, exc: BaseException | None, traceback: Any) -> None:
@@ -245,21 +311,22 @@ class Actor(pykka.ThreadingActor):
     # ------------------------------------------------------------------ internals
 
     def _dispatch(self, message: Any) -> Any:
-        if type(message) in _KERNEL_MESSAGES:
+        if type(message) in self._kernel_types:
             return self._kernel_message(message)
         self.last_activity = time.monotonic()
-        try:
-            return self.receive(message)
-        except Exception:
-            raise
-        except BaseException as exc:
-            raise ActorCrash(f"{self.address}: {exc!r} in a handler") from exc
+        return self.receive(message)
 
     def _kernel_message(self, message: Any) -> Any:
         if type(message) is TimerFired:
             if message.urn != self.actor_urn:
                 return None
             return self._dispatch(message.message)
+        if type(message) is IoResult:
+            self.last_activity = time.monotonic()
+            callback = self._io_pending.pop(message.request_id, None)
+            if callback is not None:
+                return callback(message)
+            return self.receive(message)
         if type(message) is Ask:
             self.last_activity = time.monotonic()
             try:
@@ -269,14 +336,32 @@ class Actor(pykka.ThreadingActor):
             return None
         if type(message) is IdleCheck:
             return self._check_idle()
-        if type(message) is Passivate and not (self.may_passivate() and self.passivate()):
+        if type(message) is Passivate and not (self._may_passivate_now() and self.passivate()):
             self.runtime.directory.passivation_refused(self.address)
+        if type(message) is ChildStarted:
+            log.debug("readiness of a child nobody waits for", extra={"address": self.address})
         return None
+
+    def _may_passivate_now(self) -> bool:
+        # Waiting for I/O is not idleness: a passivated activation's callbacks die with it.
+        return not self._io_pending and self.may_passivate()
+
+    def _after_started(self) -> None:
+        """`started()` returned: an actor is ready now; a supervisor once its children are."""
+        self._announce_ready()
+
+    def _announce_ready(self) -> None:
+        """This activation is ready: tell the supervisor, which starts the next child."""
+        if self.is_ready:
+            return
+        self.is_ready = True
+        if self.ctx.parent is not None and not self.ctx.virtual:
+            self.runtime.directory.tell(self.ctx.parent, ChildStarted(self.address, self.actor_urn))
 
     def _check_idle(self) -> None:
         limit = self.ctx.passivate_after or 0.0
         idle = time.monotonic() - self.last_activity
-        if idle >= limit and self.may_passivate() and self.passivate():
+        if idle >= limit and self._may_passivate_now() and self.passivate():
             return
         self._idle_timer = self.send_after(max(limit - idle, limit / 4), IdleCheck())
 
@@ -286,6 +371,10 @@ class Actor(pykka.ThreadingActor):
 
     def _crashed(self, exc: BaseException | None) -> None:
         self._cancel_timers()
+        try:
+            self.crashed(exc)
+        except BaseException:  # the crash must still reach the supervisor
+            log.exception("crashed() failed", extra={"address": self.address})
         error = repr(exc)
         self.runtime.directory.actor_crashed(self, error, self.current_work_item)
         notice = ChildExited(self.address, self.actor_urn, ExitReason.CRASH, error)

@@ -7,7 +7,8 @@ has at most one `_Entry`, in one of three states:
 
 * ``ACTIVE``   an activation is running; the message goes into its pykka mailbox.
 * ``PENDING``  the address is between activations (it crashed and waits for its supervisor,
-  or its supervisor is restarting it); the message waits in the entry's buffer.
+  its supervisor is restarting it, or it is reserved and waits for its turn to start);
+  the message waits in the entry's buffer.
 * ``STOPPING`` a virtual actor is passivating; the message waits in the buffer and the
   actor is activated again, buffer first, as soon as the old activation has stopped.
 
@@ -15,8 +16,16 @@ All transitions happen under one lock that `tell` also takes, so a message is ne
 into a mailbox that is about to be abandoned: when an activation crashes, the messages left
 in its mailbox are moved to the front of the buffer, and the next activation gets the buffer
 in order before anything newer. An address with no entry is either a *virtual* kind's child
-(`register_kind`), which is activated on the spot, or unknown, and the message becomes a
-dead letter (counted and logged, never raised at the sender).
+(`register_kind`), which is activated on the spot, or below an address that is reserved but
+was never activated yet (a later child of a supervisor that starts its children in order:
+it may turn out to be the supervisor of a virtual kind), where the message is held until
+that ancestor activates and then told again, or unknown, and the message becomes a dead
+letter (counted and logged, never raised at the sender; an `Ask` fails at once with
+`ActorUnavailable` instead of timing out).
+
+Nothing is dropped between activations: a crashed activation's mailbox and whatever was
+told to an activation after it asked to stop (pykka drops that) go back to the buffer, in
+order, ahead of newer messages.
 
 Virtual actors are passivated when idle (the actor's own timer) and when more than
 `live_cap` of them are alive: the least recently used one that agrees is asked to stop.
@@ -25,6 +34,7 @@ The directory also keeps the crash ledger that `Actor.run_work_item` uses for de
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import queue
@@ -37,7 +47,8 @@ from typing import TYPE_CHECKING, Any
 import pykka
 
 from actors.kernel.actor import Actor, ActorContext
-from actors.kernel.messages import ChildExited, ExitReason, Passivate
+from actors.kernel.errors import ActorUnavailable
+from actors.kernel.messages import Ask, ChildExited, ExitReason, Passivate
 
 if TYPE_CHECKING:
     from actors.kernel.runtime import Runtime
@@ -77,6 +88,9 @@ class _Entry:
     crashed: bool = False
     supervised_stop: bool = False
     last_error: str | None = None
+    urn: str | None = None  # of the current or last activation
+    ever_active: bool = False
+    start_requested: bool = False  # start() came while the old activation still stopped
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +103,7 @@ class EntryView:
     buffered: int
     restarts: int
     last_error: str | None
+    urn: str | None = None
 
 
 class Directory:
@@ -102,6 +117,8 @@ class Directory:
         self._lru: OrderedDict[str, None] = OrderedDict()
         self._evicting: set[str] = set()
         self._crashes: dict[tuple[str, str], tuple[int, str | None]] = {}
+        # Messages to unknown addresses below a reserved, never activated ancestor.
+        self._held: dict[str, deque[tuple[str, Any]]] = {}
         self.live_cap = live_cap
         self.closed = False
         self.counters: Counter[str] = Counter()
@@ -116,6 +133,10 @@ class Directory:
             if entry is None:
                 kind = None if self.closed else self._kinds.get(address.rpartition("/")[0])
                 if kind is None:
+                    holder = self._holder(address)
+                    if holder is not None:
+                        self._held.setdefault(holder, deque()).append((address, message))
+                        return True
                     self._dead_letter(address, message, "no actor at this address")
                     return False
                 entry = _Entry(
@@ -150,14 +171,33 @@ class Directory:
         with self._lock:
             self._kinds[kind.supervisor] = kind
 
-    def start(self, address: str, parent: str | None, factory: ActorFactory) -> None:
-        """Start a supervised (non-virtual) actor, replacing a live activation if any."""
+    def reserve(self, address: str, parent: str | None, factory: ActorFactory) -> None:
+        """Give a supervised actor that will start later an entry now, so that messages
+        told to it (or below it) meanwhile wait for it instead of becoming dead letters."""
         with self._lock:
+            entry = self._entries.get(address)
+            if entry is None:
+                self._entries[address] = _Entry(address, parent, factory, virtual=False)
+            elif not entry.virtual:
+                entry.factory, entry.parent = factory, parent
+
+    def start(self, address: str, parent: str | None, factory: ActorFactory) -> Actor | None:
+        """Start a supervised (non-virtual) actor, replacing a live activation if any.
+
+        Returns the new activation, or None when there is none yet: its constructor failed
+        (its supervisor is told `ChildExited`), the runtime is shutting down, or the old
+        activation did not stop in time (the new one starts as soon as it has).
+        """
+        with self._lock:
+            if self.closed:
+                return None
             entry = self._entries.get(address)
             old = entry.actor if entry is not None else None
         if old is not None:
             self.stop(address)
         with self._lock:
+            if self.closed:
+                return None
             entry = self._entries.get(address)
             if entry is None:
                 entry = _Entry(address, parent, factory, virtual=False)
@@ -165,6 +205,10 @@ class Directory:
             entry.factory, entry.parent = factory, parent
             if entry.actor is None:
                 self._activate(entry)
+                return entry.actor
+            entry.start_requested = True
+            log.error("the old activation is still stopping", extra={"address": address})
+            return None
 
     def restart(self, address: str) -> None:
         """Activate a crashed virtual actor again (its supervisor's decision)."""
@@ -201,6 +245,8 @@ class Directory:
     def discard(self, address: str, reason: str) -> None:
         """Forget an address for good; whatever waited for it becomes dead letters."""
         with self._lock:
+            for held_address, message in self._held.pop(address, ()):
+                self._dead_letter(held_address, message, reason)
             entry = self._entries.pop(address, None)
             if entry is None:
                 return
@@ -230,6 +276,8 @@ class Directory:
             self._forget_live(actor.address)
             entry.buffer.extendleft(reversed(_drain(actor.actor_inbox)))
             self.counters["crashes"] += 1
+            if entry.start_requested and not self.closed:
+                self._activate(entry)
 
     def actor_stopped(self, actor: Actor) -> None:
         notice = None
@@ -239,6 +287,9 @@ class Directory:
                 return
             entry.actor = None
             self._forget_live(actor.address)
+            # pykka drops whatever is still in the mailbox of an actor that stops; those
+            # messages were told after it asked to stop (an actor's own `stop()`).
+            entry.buffer.extendleft(reversed(_drain(actor.actor_inbox)))
             if entry.virtual:
                 self.counters["passivations"] += 1
                 if entry.buffer and not self.closed:
@@ -247,6 +298,9 @@ class Directory:
                     self.discard(actor.address, "runtime shut down")
                 return
             entry.state = EntryState.PENDING
+            if entry.start_requested and not self.closed:
+                self._activate(entry)
+                return
             if not entry.supervised_stop and entry.parent is not None:
                 notice = ChildExited(actor.address, actor.actor_urn, ExitReason.NORMAL)
         if notice is not None:
@@ -320,7 +374,7 @@ class Directory:
         if entry.activations and (entry.crashed or not entry.virtual):
             entry.restarts += 1
         entry.activations += 1
-        entry.crashed = entry.supervised_stop = False
+        entry.crashed = entry.supervised_stop = entry.start_requested = False
         try:
             actor = entry.factory(ctx)
             for message in entry.buffer:
@@ -333,8 +387,9 @@ class Directory:
             # A constructor that raises (or a thread that cannot start) is a crash of this
             # activation: the supervisor decides, the buffer keeps waiting.
             entry.state, entry.crashed, entry.last_error = EntryState.PENDING, True, repr(exc)
+            entry.urn = f"failed-activation-{entry.activations}"
             log.exception("activation failed", extra={"address": entry.address})
-            notice = ChildExited(entry.address, "", ExitReason.CRASH, repr(exc))
+            notice = ChildExited(entry.address, entry.urn, ExitReason.CRASH, repr(exc))
             if entry.parent is None:
                 self._runtime.root_exited(notice)
             else:
@@ -342,10 +397,30 @@ class Directory:
             return
         entry.buffer.clear()
         entry.actor, entry.state = actor, EntryState.ACTIVE
+        entry.urn, entry.ever_active = actor.actor_urn, True
         self.counters["activations"] += 1
         if entry.virtual:
             self._lru[entry.address] = None
             self._enforce_cap()
+        held = self._held.pop(entry.address, None)
+        if held:
+            # Its constructor ran (a virtual supervisor registers its kind there): what
+            # waited below it now reaches its actor, or waits below the next reserved
+            # ancestor, or becomes a dead letter.
+            for address, message in held:
+                self.tell(address, message)
+
+    def _holder(self, address: str) -> str | None:
+        """The nearest ancestor entry of an unknown address if it never was active."""
+        if self.closed:
+            return None
+        prefix = address
+        while "/" in prefix:
+            prefix = prefix.rpartition("/")[0]
+            entry = self._entries.get(prefix)
+            if entry is not None:
+                return None if entry.virtual or entry.ever_active else prefix
+        return None
 
     def _enforce_cap(self) -> None:
         excess = len(self._lru) - len(self._evicting) - self.live_cap
@@ -367,6 +442,10 @@ class Directory:
         self._evicting.discard(address)
 
     def _dead_letter(self, address: str, message: Any, reason: str) -> None:
+        if type(message) is Ask:  # the asker learns now rather than at its timeout
+            error = ActorUnavailable(f"{address}: {reason}")
+            with contextlib.suppress(queue.Full):  # already answered
+                message.future.set_exception(exc_info=(ActorUnavailable, error, None))
         self.counters["dead_letters"] += 1
         self.recent_dead_letters.append((address, type(message).__name__))
         log.warning(
@@ -393,16 +472,27 @@ def _view(entry: _Entry) -> EntryView:
         len(entry.buffer),
         entry.restarts,
         entry.last_error,
+        entry.urn,
     )
 
 
 def _drain(inbox: Any) -> list[Any]:
-    """Take the messages left in a dead activation's mailbox, dropping pykka's own ones."""
-    salvaged = []
+    """Take the messages told to an ended activation out of its mailbox.
+
+    pykka's own messages (a stop request) and raw pykka asks (with a reply future) are put
+    back: pykka's teardown answers them (None for a stop, ActorDeadError for an ask), so
+    whoever waits on them is not left hanging until a timeout.
+    """
+    salvaged, kept = [], []
     while True:
         try:
             envelope = inbox.get_nowait()
         except queue.Empty:
-            return salvaged
-        if type(envelope.message).__module__ != "pykka.messages":
+            break
+        if envelope.reply_to is not None or type(envelope.message).__module__ == "pykka.messages":
+            kept.append(envelope)
+        else:
             salvaged.append(envelope.message)
+    for envelope in kept:
+        inbox.put(envelope)
+    return salvaged

@@ -9,8 +9,27 @@ whole trio run, so every callback the bridge schedules is wrapped so that it can
 (a failure becomes an `IoResult` error for the requester); and awaiting or blocking on a
 pykka future inside trio breaks the loop, so results leave trio only as `tell`s.
 
+The contract, which nothing in this module may break: every submission produces exactly one
+`IoResult`, told to the submitting address, whatever happens:
+
+* the coroutine returns or raises: its value or its exception (any `BaseException` too,
+  which is then re-raised in the loop);
+* the loop is not running (the io actor is restarting, the bridge stopped or never
+  started): `IoError` at once, from the submitting thread (`Runtime.submit_io`, `submit`);
+* the loop took the request but could not spawn it (not a coroutine function, the nursery
+  closed): `IoError` from inside the loop (`_spawn` cannot raise);
+* the task was cancelled (the bridge stopped under it: shutdown, or an io activation
+  replaced after a crash): `IoError("cancelled")`. trio guarantees that a `run_sync_soon`
+  that did not raise `RunFinishedError` runs before the loop exits, so a request accepted
+  while the loop stops reaches one of the cases above.
+
+Where the result goes is the directory's business: the live activation, the buffer of an
+address that is between activations, or a dead letter for an address that is gone.
+
 On shutdown the nursery is cancelled: every task still running is told
-`IoResult(error=IoError("cancelled"))`, and the thread ends with no task left behind.
+`IoResult(error=IoError("cancelled"))`, and the thread ends with no task left behind. An io
+activation that crashes stops its bridge in `crashed()`, so the next activation starts a
+fresh loop and nothing runs on a loop nobody owns.
 """
 
 from __future__ import annotations
@@ -25,8 +44,8 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from actors.kernel.actor import Actor, ActorContext
-from actors.kernel.messages import IoError, IoResult
-from protocol.errors import ActorUnavailable, AskTimeout
+from actors.kernel.errors import ActorUnavailable, AskTimeout, IoError
+from actors.kernel.messages import IoResult
 
 if TYPE_CHECKING:
     from actors.kernel.directory import Directory
@@ -146,16 +165,22 @@ class IoBridge:
 
     def _spawn(self, reply_to: str, request_id: int, fn: CoroutineFn, args: tuple) -> None:
         try:
-            assert self._nursery is not None
-            self._nursery.start_soon(self._run_request, reply_to, request_id, fn, args)
+            nursery = self._nursery
+            if nursery is None:
+                raise IoError("the I/O thread is stopping")
+            # trio checks that fn(*args) is a coroutine here, synchronously
+            nursery.start_soon(self._run_request, reply_to, request_id, fn, args)
         except BaseException as exc:  # noqa: BLE001 (raising in run_sync_soon kills the loop)
-            self._directory.tell(reply_to, IoResult(request_id, error=IoError(repr(exc))))
+            error = exc if isinstance(exc, IoError) else IoError(f"could not start: {exc!r}")
+            self._directory.tell(reply_to, IoResult(request_id, error=error))
 
     def _spawn_plain(self, runner: Callable[[], Awaitable[None]]) -> None:
         try:
-            assert self._nursery is not None
-            self._nursery.start_soon(runner)
-        except BaseException:
+            nursery = self._nursery
+            if nursery is None:
+                raise IoError("the I/O thread is stopping")
+            nursery.start_soon(runner)
+        except BaseException:  # raising in run_sync_soon kills the loop
             log.exception("could not start an I/O call")
 
     async def _run_request(
@@ -169,6 +194,10 @@ class IoBridge:
             raise
         except Exception as exc:  # noqa: BLE001 (the requester gets it as an IoResult)
             self._directory.tell(reply_to, IoResult(request_id, error=exc))
+        except BaseException as exc:
+            # KeyboardInterrupt, SystemExit…: it ends the loop, but the requester hears.
+            self._directory.tell(reply_to, IoResult(request_id, error=IoError(repr(exc))))
+            raise
         else:
             self._directory.tell(reply_to, IoResult(request_id, value=value))
         finally:
@@ -210,6 +239,13 @@ class IoActor(Actor):
         self.runtime.attach_io(self.bridge)
 
     def stopped(self) -> None:
+        self.runtime.detach_io(self.bridge)
+        self.bridge.stop()
+
+    def crashed(self, error: BaseException | None) -> None:
+        # Before the supervisor hears of the crash: submissions from now on get an IoError
+        # at once, and the tasks of this loop are cancelled (each reports), instead of
+        # running on a loop that the next activation would replace anyway.
         self.runtime.detach_io(self.bridge)
         self.bridge.stop()
 

@@ -1,8 +1,8 @@
 """Messages the kernel itself sends between actors, supervisors and the I/O bridge.
 
 All of them are immutable. Application actors see only `IoResult` (the answer to work they
-handed to the trio thread); the others are handled by the `Actor` and `Supervisor` base
-classes before `receive` is called.
+handed to the trio thread, when no callback of the activation claimed it); the others are
+handled by the `Actor` and `Supervisor` base classes before `receive` is called.
 """
 
 from __future__ import annotations
@@ -12,6 +12,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pykka
+
+from actors.kernel.errors import IoError
+
+__all__ = [
+    "Ask",
+    "ChildExited",
+    "ChildStarted",
+    "ExitReason",
+    "IdleCheck",
+    "IoError",  # defined in errors.py, importable from here as before
+    "IoResult",
+    "Passivate",
+    "RestartChildren",
+    "RestartVirtual",
+    "TimerFired",
+]
 
 
 class ExitReason(enum.Enum):
@@ -36,8 +52,26 @@ class ChildExited:
 
 
 @dataclass(frozen=True, slots=True)
+class ChildStarted:
+    """Told to a supervisor when an activation of a (non-virtual) child is ready.
+
+    Ready means its `started()` returned without error; a supervisor is ready once all of
+    its own children are. The supervisor starts its next child on this notice, so children
+    start one after the other, in order, without the supervisor's thread waiting on them.
+    `urn` names the activation, so a notice from an activation already replaced is ignored.
+    """
+
+    address: str
+    urn: str
+
+
+@dataclass(frozen=True, slots=True)
 class RestartChildren:
-    """A supervisor's own timer: restart these children now that the backoff has passed."""
+    """A supervisor's own timer: these children may start again, the backoff has passed.
+
+    `epoch` is the strategy application that held them back; a child held again by a later
+    application (with a longer backoff) is released only by that application's timer.
+    """
 
     names: tuple[str, ...]
     epoch: int
@@ -78,16 +112,14 @@ class Ask:
     future: pykka.Future[Any] = field(compare=False)
 
 
-class IoError(Exception):
-    """Raised by `IoResult.unwrap` when the coroutine was cancelled or could not run."""
-
-
 @dataclass(frozen=True, slots=True)
 class IoResult:
     """The outcome of a coroutine an actor submitted to the I/O bridge.
 
-    Exactly one of `value` / `error` is meaningful: `error` is the exception the coroutine
-    raised (or an `IoError` when it was cancelled or never started).
+    Every submission gets exactly one, with the request id `submit_io` returned. Exactly one
+    of `value` / `error` is meaningful: `error` is the exception the coroutine raised, or an
+    `IoError` when it could not run (the I/O thread restarting or stopped, the task could
+    not be spawned) or was cancelled (the I/O thread stopped under it).
     """
 
     request_id: int

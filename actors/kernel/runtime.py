@@ -10,6 +10,10 @@ thread of the runtime running.
 
 If the root supervisor itself gives up (its restart intensity escalated), the runtime is
 `failed`: `failure` says why, and `shutdown()` still cleans up.
+
+The kernel knows nothing of the layers above it: the `database` is anything with a
+`transaction()` context manager (`TransactionalDatabase`), and the errors it raises are the
+kernel's own (errors.py).
 """
 
 from __future__ import annotations
@@ -19,14 +23,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Coroutine, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import pykka
 
-from actors.kernel.directory import Directory, EntryState, EntryView
+from actors.kernel.directory import ActorFactory, Directory, EntryState, EntryView
+from actors.kernel.errors import ActorUnavailable, AskTimeout, IoError
 from actors.kernel.io import IoActor, IoBridge
-from actors.kernel.messages import Ask, ChildExited, IoError, IoResult
+from actors.kernel.messages import Ask, ChildExited, IoResult
 from actors.kernel.supervisor import (
     ChildSpec,
     Intensity,
@@ -37,12 +43,16 @@ from actors.kernel.supervisor import (
 )
 from actors.kernel.timers import Scheduler
 from actors.kernel.tree import TreeNode
-from protocol.errors import ActorUnavailable, AskTimeout
-from storage.database import Database
 
 log = logging.getLogger(__name__)
 
 _stack_size_lock = threading.Lock()
+
+
+class TransactionalDatabase(Protocol):
+    """What the kernel needs of a database: short transactions from any actor's thread."""
+
+    def transaction(self) -> AbstractContextManager[Any]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +74,7 @@ class Runtime:
         self,
         name: str = "client",
         config: RuntimeConfig | None = None,
-        database: Database | None = None,
+        database: TransactionalDatabase | None = None,
     ) -> None:
         self.name = name
         self.config = config or RuntimeConfig()
@@ -92,9 +102,10 @@ class Runtime:
         strategy: Strategy = Strategy.ONE_FOR_ALL,
         intensity: Intensity = Intensity(),
         config: RuntimeConfig | None = None,
-        database: Database | None = None,
+        database: TransactionalDatabase | None = None,
         services: dict[str, Any] | None = None,
         ready_timeout: float = 10.0,
+        io_factory: ActorFactory = IoActor,
     ) -> Runtime:
         """Start a runtime whose root supervises `io` and then `children`, in that order.
 
@@ -104,7 +115,13 @@ class Runtime:
         """
         runtime = cls(name, config, database)
         runtime.services.update(services or {})
-        runtime.boot(children, strategy=strategy, intensity=intensity, ready_timeout=ready_timeout)
+        runtime.boot(
+            children,
+            strategy=strategy,
+            intensity=intensity,
+            ready_timeout=ready_timeout,
+            io_factory=io_factory,
+        )
         return runtime
 
     def boot(
@@ -114,10 +131,16 @@ class Runtime:
         strategy: Strategy = Strategy.ONE_FOR_ALL,
         intensity: Intensity = Intensity(),
         ready_timeout: float = 10.0,
+        io_factory: ActorFactory = IoActor,
     ) -> None:
-        """Start the tree of a runtime built with the constructor; returns once it is up."""
+        """Start the tree of a runtime built with the constructor; returns once it is up.
+
+        Children start one after the other (see supervisor.py): `io` first, so that every
+        other child may submit I/O from its `started()`. `io_factory` builds the `io` child
+        (an `IoActor`, or a subclass of it: tests inject I/O thread failures that way).
+        """
         spec = supervisor_spec(
-            self.name, [ChildSpec("io", IoActor), *children], strategy, intensity
+            self.name, [ChildSpec("io", io_factory), *children], strategy, intensity
         )
         self._root_spec = spec
         self.directory.start(self.name, None, spec.factory)
@@ -144,10 +167,21 @@ class Runtime:
         except pykka.Timeout as exc:
             raise AskTimeout(f"{address} did not answer within {wait}s") from exc
 
+    def next_request_id(self) -> int:
+        """A fresh I/O request id, unique within this runtime."""
+        return next(self._request_ids)
+
     def submit_io(
-        self, reply_to: str, coroutine_fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any
+        self,
+        reply_to: str,
+        coroutine_fn: Callable[..., Coroutine[Any, Any, Any]],
+        *args: Any,
+        request_id: int | None = None,
     ) -> int:
-        request_id = next(self._request_ids)
+        """Run `coroutine_fn(*args)` on the I/O thread; exactly one `IoResult` with the
+        returned id is told to `reply_to` (an `IoError` one if the thread is not running)."""
+        if request_id is None:
+            request_id = self.next_request_id()
         bridge = self._io
         if bridge is None:
             # The io actor is restarting: the requester sees a temporary failure and retries.
@@ -157,7 +191,13 @@ class Runtime:
         return bridge.submit(reply_to, coroutine_fn, *args, request_id=request_id)
 
     @property
-    def database(self) -> Database:
+    def io_running(self) -> bool:
+        """Whether an I/O thread is attached (False while the io actor restarts)."""
+        bridge = self._io
+        return bridge is not None and bridge.alive
+
+    @property
+    def database(self) -> TransactionalDatabase:
         if self._database is None:
             raise ActorUnavailable("this runtime was started without a database")
         return self._database
@@ -204,10 +244,11 @@ class Runtime:
     # ------------------------------------------------------------------ lifecycle
 
     def _tree_started(self, address: str | None = None) -> bool:
-        """Whether every supervised actor below `address` has finished `started()`."""
+        """Whether every supervised actor below `address` is ready (its `started()`
+        returned and, for a supervisor, its children are ready)."""
         view = self.directory.view(address or self.name)
         actor = view.actor if view is not None else None
-        if actor is None or not actor.is_started:
+        if actor is None or not actor.is_ready:
             return False
         if isinstance(actor, Supervisor):
             return all(self._tree_started(child) for child in actor.running_children)

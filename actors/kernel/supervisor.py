@@ -1,7 +1,19 @@
 """Supervisors with OTP semantics on top of pykka, which has none.
 
-A `Supervisor` owns an ordered list of `ChildSpec`s and restarts children that end:
+A `Supervisor` owns an ordered list of `ChildSpec`s, starts them in that order, and restarts
+children that end:
 
+* ordered start: a child starts only once the one before it is *ready* (its `started()`
+  returned; a nested supervisor is ready once all its own children are), so a child may
+  rely on its elder siblings in its own `started()` (the agent on `io`). The supervisor
+  never waits on its thread for that: the child's activation tells it `ChildStarted`, and
+  the supervisor starts the next child then. Every child has a directory entry from the
+  supervisor's construction on, so messages told to a child still waiting for its turn
+  (or to a virtual actor below it) wait for it. The same order holds for restarts: the
+  children a strategy restarts start one after the other, and a child to start waits for
+  every earlier child still to start (in backoff or starting). A child that crashes while
+  starting is a crash like any other (restart, intensity, escalation). The supervisor is
+  ready, and tells its own supervisor so, once its first start sequence is complete;
 * restart type, per child: ``PERMANENT`` children are restarted whenever they end,
   ``TRANSIENT`` ones only after a crash, ``TEMPORARY`` ones never;
 * strategy, per supervisor: ``ONE_FOR_ONE`` restarts the child that ended,
@@ -15,8 +27,9 @@ A `Supervisor` owns an ordered list of `ChildSpec`s and restarts children that e
 A `VirtualSupervisor` is the ``simple_one_for_one`` kind: its children are virtual actors
 activated by the directory on their first message (see directory.py); it restarts the ones
 that crash (transient semantics: passivation is a normal end), with the same intensity and
-backoff. Children are named by address, never by ref, so a restart changes nothing for the
-actors that talk to them; messages sent meanwhile wait in the directory's buffer.
+backoff. It is ready as soon as its `started()` returned; its children do not report.
+Children are named by address, never by ref, so a restart changes nothing for the actors
+that talk to them; messages sent meanwhile wait in the directory's buffer.
 """
 
 from __future__ import annotations
@@ -27,12 +40,18 @@ import logging
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from actors.kernel.actor import Actor, ActorContext
 from actors.kernel.directory import ActorFactory, EntryState, VirtualKind
-from actors.kernel.messages import ChildExited, ExitReason, RestartChildren, RestartVirtual
+from actors.kernel.messages import (
+    ChildExited,
+    ChildStarted,
+    ExitReason,
+    RestartChildren,
+    RestartVirtual,
+)
 
 log = logging.getLogger(__name__)
 
@@ -135,18 +154,11 @@ class _RestartTracker:
         return count > self.intensity.max_restarts
 
 
-@dataclass(slots=True)
-class _Down:
-    """Children waiting for a restart timer, with the epoch that timer carries."""
-
-    names: set[str] = field(default_factory=set)
-    epoch: int = 0
-
-
 class Supervisor(Actor):
     """Supervises an ordered list of children; see the module docstring."""
 
     kind = "supervisor"
+    _kernel_types = Actor._kernel_types | {ChildExited, RestartChildren}
 
     def __init__(
         self,
@@ -164,18 +176,35 @@ class Supervisor(Actor):
         self.intensity = intensity
         self.child_addresses = tuple(f"{self.address}/{spec.name}" for spec in self.specs)
         self._by_address = dict(zip(self.child_addresses, self.specs, strict=True))
+        self._order = {address: i for i, address in enumerate(self.child_addresses)}
         self._restarts = _RestartTracker(intensity)
         self._removed: set[str] = set()
-        self._down = _Down()
+        # The start sequence: children waiting for their turn; of those, the ones a restart
+        # backoff holds back (with the epoch of the timer that releases them); and the one
+        # started and not ready yet (with its activation's urn, None if unknown).
+        self._to_start: set[str] = set()
+        self._held: dict[str, int] = {}
+        self._epoch = 0
+        self._starting: str | None = None
+        self._starting_urn: str | None = None
+        # Reserved here, in the parent's thread, not in started(): the parent may tell our
+        # children right after starting us, before our thread runs.
+        for address, spec in self._by_address.items():
+            ctx.runtime.directory.reserve(address, self.address, spec.factory)
 
     @property
     def running_children(self) -> list[str]:
         """Child addresses the supervisor still keeps (removed temporary/transient ones not)."""
         return [a for a in self.child_addresses if a not in self._removed]
 
+    @property
+    def starting(self) -> bool:
+        """Whether some children still wait for their turn to start (or to be ready)."""
+        return self._starting is not None or bool(self._to_start)
+
     def started(self) -> None:
-        for address, spec in self._by_address.items():
-            self.runtime.directory.start(address, self.address, spec.factory)
+        self._to_start.update(self.running_children)
+        self._advance()
 
     def stopped(self) -> None:
         self._stop_children(self.child_addresses)
@@ -183,29 +212,65 @@ class Supervisor(Actor):
     def summary(self) -> dict[str, Any]:
         return {"strategy": self.strategy.value, "children": len(self.specs)}
 
-    def receive(self, message: Any) -> Any:
-        match message:
-            case ChildExited():
-                self._child_exited(message)
-            case RestartChildren(names=names, epoch=epoch) if epoch == self._down.epoch:
-                self._start_children(names)
-            case RestartChildren():
-                pass  # a newer strategy application superseded this timer
-            case _:
-                return super().receive(message)
+    # ------------------------------------------------------------------ internals
+
+    def _kernel_message(self, message: Any) -> Any:
+        kind = type(message)
+        if kind is ChildStarted:
+            self._child_started(message)
+        elif kind is ChildExited:
+            self._child_exited(message)
+        elif kind is RestartChildren:
+            for name in message.names:
+                address = f"{self.address}/{name}"
+                if self._held.get(address) == message.epoch:
+                    del self._held[address]
+            self._advance()
+        else:
+            return super()._kernel_message(message)
         return None
 
-    # ------------------------------------------------------------------ internals
+    def _after_started(self) -> None:
+        self._maybe_ready()
+
+    def _maybe_ready(self) -> None:
+        if self.is_started and not self.starting:
+            self._announce_ready()
+
+    def _advance(self) -> None:
+        """Start the next child if none is starting and the next one is not held back."""
+        directory = self.runtime.directory
+        while self._starting is None and self._to_start:
+            address = min(self._to_start, key=self._order.__getitem__)
+            if address in self._held:
+                break
+            self._to_start.discard(address)
+            actor = directory.start(address, self.address, self._by_address[address].factory)
+            self._starting = address
+            self._starting_urn = actor.actor_urn if actor is not None else None
+        self._maybe_ready()
+
+    def _child_started(self, notice: ChildStarted) -> None:
+        if notice.address != self._starting:
+            return  # an activation stopped or replaced since
+        if self._starting_urn is not None and notice.urn != self._starting_urn:
+            return
+        self._starting = self._starting_urn = None
+        self._advance()
 
     def _child_exited(self, notice: ChildExited) -> None:
         spec = self._by_address.get(notice.address)
         if spec is None or notice.address in self._removed or self._is_stale(notice):
             return
+        if notice.address == self._starting:
+            self._starting = self._starting_urn = None
         if notice.reason is ExitReason.NORMAL and spec.restart is not Restart.PERMANENT:
             self._remove(notice.address, "ended normally")
+            self._advance()
             return
         if notice.reason is ExitReason.CRASH and spec.restart is Restart.TEMPORARY:
             self._remove(notice.address, "temporary child crashed")
+            self._advance()
             return
         log.info(
             "restarting child",
@@ -221,20 +286,24 @@ class Supervisor(Actor):
             self._escalate(notice)
         affected = self._affected(notice.address)
         self._stop_children([a for a in affected if a != notice.address])
-        names = tuple(self._by_address[a].name for a in affected)
-        self._down.epoch += 1
-        self._down.names.update(names)
+        if self._starting in affected:
+            self._starting = self._starting_urn = None
+        self._to_start.update(affected)
         delay = self.intensity.backoff(count)
         if delay:
-            self.send_after(delay, RestartChildren(names, self._down.epoch))
-        else:
-            self._start_children(names)
+            self._epoch += 1
+            self._held.update(dict.fromkeys(affected, self._epoch))
+            names = tuple(self._by_address[a].name for a in affected)
+            self.send_after(delay, RestartChildren(names, self._epoch))
+        self._advance()
 
     def _is_stale(self, notice: ChildExited) -> bool:
+        if notice.address in self._to_start:
+            return True  # already waiting to start again: this end was dealt with
         view = self.runtime.directory.view(notice.address)
         if view is None:
             return True
-        return view.actor is not None and view.actor.actor_urn != notice.urn
+        return view.urn is not None and view.urn != notice.urn
 
     def _affected(self, address: str) -> list[str]:
         live = self.running_children
@@ -244,13 +313,6 @@ class Supervisor(Actor):
             return live
         return live[live.index(address) :]
 
-    def _start_children(self, names: Sequence[str]) -> None:
-        for spec in self.specs:
-            if spec.name in names:
-                self._down.names.discard(spec.name)
-                address = f"{self.address}/{spec.name}"
-                self.runtime.directory.start(address, self.address, spec.factory)
-
     def _stop_children(self, addresses: Sequence[str]) -> None:
         for address in reversed(addresses):
             spec = self._by_address[address]
@@ -258,6 +320,8 @@ class Supervisor(Actor):
 
     def _remove(self, address: str, reason: str) -> None:
         self._removed.add(address)
+        self._to_start.discard(address)
+        self._held.pop(address, None)
         self.runtime.directory.discard(address, reason)
 
     def _escalate(self, notice: ChildExited) -> None:
@@ -276,6 +340,7 @@ class VirtualSupervisor(Actor):
     """Supervises a virtual kind: children `<address>/<key>` live and die on demand."""
 
     kind = "virtual-supervisor"
+    _kernel_types = Actor._kernel_types | {ChildExited, RestartVirtual}
 
     def __init__(
         self,
@@ -307,21 +372,20 @@ class VirtualSupervisor(Actor):
             "restarting": sum(1 for c in children if c.state is EntryState.PENDING),
         }
 
-    def receive(self, message: Any) -> Any:
-        match message:
-            case ChildExited(reason=ExitReason.CRASH):
+    def _kernel_message(self, message: Any) -> Any:
+        if type(message) is ChildExited:
+            if message.reason is ExitReason.CRASH:
                 self._child_crashed(message)
-            case ChildExited():
-                pass  # a virtual actor that stops cleanly is passivated, not dead
-            case RestartVirtual(address=address):
-                self.runtime.directory.restart(address)
-            case _:
-                return super().receive(message)
+            # else: a virtual actor that stops cleanly is passivated, not dead
+        elif type(message) is RestartVirtual:
+            self.runtime.directory.restart(message.address)
+        else:
+            return super()._kernel_message(message)
         return None
 
     def _child_crashed(self, notice: ChildExited) -> None:
         view = self.runtime.directory.view(notice.address)
-        if view is None or (view.actor is not None and view.actor.actor_urn != notice.urn):
+        if view is None or (view.urn is not None and view.urn != notice.urn):
             return
         count = self._restarts.record()
         if self._restarts.exceeded(count):

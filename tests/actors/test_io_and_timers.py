@@ -7,8 +7,7 @@ import functools
 import pytest
 import trio
 
-from actors.kernel import ChildSpec, IoError, IoResult, Runtime
-from protocol.errors import ActorUnavailable, AskTimeout
+from actors.kernel import ActorUnavailable, AskTimeout, ChildSpec, IoError, IoResult, Runtime
 from tests.actors.kernel_probes import Probe, Record, Worker
 from tests.helpers import eventually
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from actors.kernel import (
+    ActorUnavailable,
     ChildSpec,
     Intensity,
     Restart,
@@ -17,7 +18,6 @@ from actors.kernel import (
     Strategy,
     supervisor_spec,
 )
-from protocol.errors import ActorUnavailable
 from tests.actors.kernel_probes import Crash, Exit, Probe, Record, StopNormally, Worker
 from tests.helpers import eventually
 
