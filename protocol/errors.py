@@ -16,7 +16,7 @@ is not stable. `str(error)` is ``"CODE: message"``::
     │   ├── WrongPassphrase          PASSPHRASE    an encrypted database refused the passphrase
     │   ├── MigrationError           MIGRATION     a schema migration failed, or the database
     │   │                                          holds versions this program does not know
-    │   └── DuplicateLinkId          DUPLICATE_LINK_ID  another queue holds this link id
+    │   └── DuplicateLinkId          DUPLICATE_LINK  another queue holds this link id
     ├── CryptoError                  CRYPTO        a signature did not verify, a box did not
     │                                              open, key bytes were malformed
     ├── WireError                    <ERR code>    a transmission that cannot be accepted; its
@@ -143,7 +143,7 @@ class MigrationError(StorageError):
 class DuplicateLinkId(StorageError):
     """Another queue already holds this link id; nothing was changed."""
 
-    code = "DUPLICATE_LINK_ID"
+    code = "DUPLICATE_LINK"
 
 
 # --------------------------------------------------------------------------- the wire

@@ -28,7 +28,7 @@ from contextlib import AbstractContextManager
 import peewee
 from playhouse.migrate import SchemaMigrator, migrate
 
-from storage.database import Database, Migration, bind_models, register_migrations
+from storage.database import LAYER_VERSION_BLOCKS, Database, Layer, Migration, bind_models
 
 
 class AgentConnection(peewee.Model):
@@ -189,11 +189,33 @@ def _add_switch_columns(db: peewee.Database) -> None:
     migrate(*operations)
 
 
+def _drop_server_tables(db: peewee.Database) -> None:
+    # Until layers were opened by name, an agent database got the queue server's tables too
+    # (migration 300) whenever storage.server was imported. They are dropped with their
+    # bookkeeping rows if they hold nothing; rows mean a server shares this database on
+    # purpose, and then nothing is touched. Names as migration 300 made them.
+    import logging
+
+    names = ("server_message", "server_queue", "server_identity")
+    tables = [table for table in names if db.table_exists(table)]
+    for table in tables:
+        if db.execute_sql(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is not None:
+            logging.getLogger(__name__).warning(
+                "queue server tables with rows in an agent database: kept", extra={"table": table}
+            )
+            return
+    for table in tables:
+        db.execute_sql(f"DROP TABLE {table}")
+    db.execute_sql("DELETE FROM schema_migrations WHERE version >= 300 AND version < 400")
+
+
 AGENT_MIGRATIONS = (
     Migration(100, "agent tables", _create_agent_tables),
     Migration(101, "queue rotation", _add_switch_columns),
+    Migration(102, "drop the queue server's tables", _drop_server_tables),
 )
-register_migrations("agent", AGENT_MIGRATIONS)
+AGENT_LAYER = Layer("agent", LAYER_VERSION_BLOCKS["agent"], AGENT_MIGRATIONS)
+"""The agent's storage layer: pass it to `open_database(url, layers=[AGENT_LAYER])`."""
 
 
 class AgentStore:

@@ -1,18 +1,27 @@
-"""Open a duplex database by URL, run short transactions on it, and keep its schema current.
+"""Open a duplex database by URL for named layers, run short transactions on it, and keep its
+schema current.
 
 Owns: parsing database URLs (`sqlite:///path` with WAL, `postgresql://…` on psycopg 3), the
 pooled peewee database behind a `Database`, short transactions from any thread, binding peewee
-model classes to one `Database` without touching the classes themselves, and the versioned
-migrations that every storage layer registers here and that run when a database is opened.
+model classes to one `Database` without touching the classes themselves, the versioned
+migrations of the layers a database is opened for, the modes of SQLite files (owner only),
+optional SQLCipher encryption, statement and transaction counters for benches, and the one
+place where lower layers' errors (sqlite3, peewee, psycopg, OSError) become `StorageError`s.
 
 Must not: import anything from `actors/`, know any layer's tables (layers bring their own
-models and migrations), keep a connection checked out between transactions, or mutate a model
-class globally (`Model.bind` is process-wide and not thread-safe, and one process may hold
-several databases with the same models).
+models and migrations as a `Layer` value), keep a connection checked out between
+transactions, mutate a model class globally (`Model.bind` is process-wide and not
+thread-safe, and one process may hold several databases with the same models), or keep any
+registry that a module fills by being imported.
 
-Migration versions are global across layers because the layers share one schema. Each layer
-owns a block of versions (`LAYER_VERSION_BLOCKS`): kernel and tests 1-99, agent 100-199,
-chat 200-299, server 300-399. A new layer gets a new block here.
+Layers and versions. A database is opened for the layers its program uses
+(`open_database(url, layers=[AGENT_LAYER])`) and holds only their tables. Migration versions
+are global because the layers may share one schema (the agent's and the chat's tables live
+in one client database), so each layer owns a block of versions (`LAYER_VERSION_BLOCKS`):
+kernel and tests 1-99, agent 100-199, chat 200-299, server 300-399; a new layer gets a new
+block there. On open, a recorded version inside an opened layer's block that this program
+does not know is refused (an older program must not write on a newer schema); versions in
+other blocks belong to layers this program did not open and are left alone.
 """
 
 from __future__ import annotations
@@ -20,33 +29,49 @@ from __future__ import annotations
 import collections
 import contextlib
 import datetime
+import errno
 import itertools
 import logging
 import os
 import sqlite3
+import stat
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from copy import deepcopy
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Any, Final, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import peewee
-from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase, PooledSqliteDatabase
+from playhouse.pool import (
+    MaxConnectionsExceeded,
+    PooledPostgresqlDatabase,
+    PooledSqliteDatabase,
+    _PooledSqliteDatabase,
+)
 
-from protocol.errors import ConfigurationError, MigrationError, StorageError
+from protocol.errors import (
+    ConfigurationError,
+    MigrationError,
+    StorageBusy,
+    StorageCorrupt,
+    StorageError,
+    StorageUnavailable,
+    WrongPassphrase,
+)
 
 __all__ = [
     "LAYER_VERSION_BLOCKS",
     "BoundModels",
+    "CounterSnapshot",
     "Database",
     "DatabaseKind",
+    "Layer",
     "Migration",
+    "StorageCounters",
     "bind_models",
     "open_database",
-    "register_migrations",
-    "registered_migrations",
 ]
 
 logger = logging.getLogger(__name__)
@@ -69,6 +94,9 @@ _MIGRATIONS_TABLE: Final = "schema_migrations"
 # (ASCII "duplexmg"); SQLite needs none because BEGIN IMMEDIATE already takes the write lock.
 _PG_MIGRATION_LOCK_KEY: Final = 0x6475706C65786D67
 _PG_CONNECT_TIMEOUT_S: Final = 10
+# A database file and every file SQLite keeps beside it hold private keys: owner only.
+_FILE_MODE: Final = 0o600
+_SQLITE_SIDE_FILES: Final = ("-wal", "-shm", "-journal")
 
 
 # --------------------------------------------------------------------------- migrations
@@ -93,11 +121,9 @@ class Migration:
             raise ConfigurationError(f"migration {self.version} {self.name!r}: apply not callable")
 
 
-_registry_lock = threading.Lock()
-_registry: dict[str, tuple[Migration, ...]] = {}
-
-
 def _check_ascending(migrations: Sequence[Migration], where: str) -> tuple[Migration, ...]:
+    if isinstance(migrations, Migration) or not isinstance(migrations, Sequence):
+        raise ConfigurationError(f"{where}: expected a sequence of Migration, got {migrations!r}")
     steps = tuple(migrations)
     for step in steps:
         if not isinstance(step, Migration):
@@ -111,60 +137,100 @@ def _check_ascending(migrations: Sequence[Migration], where: str) -> tuple[Migra
     return steps
 
 
-def register_migrations(layer: str, migrations: Sequence[Migration]) -> None:
-    """Make `migrations` part of what `open_database` applies when given no explicit list.
+@dataclass(frozen=True)
+class Layer:
+    """A storage layer as a value: its name, the block of migration versions it owns, and its
+    migrations (ascending, inside the block).
 
-    Versions must lie in the layer's block of `LAYER_VERSION_BLOCKS` and ascend. Registering
-    the same layer again with the same (version, name) pairs is a no-op, so a module that is
-    imported twice does no harm; anything else registered twice is a ConfigurationError.
+    Each layer's module declares one (`storage.agent.AGENT_LAYER`, `storage.server.
+    SERVER_LAYER`) and the program that uses it passes it to `open_database`; nothing is
+    registered anywhere. A layer named in `LAYER_VERSION_BLOCKS` must own exactly that block;
+    other names (tests, custom actor kinds) may take any block that the layers they are
+    opened with do not overlap.
     """
-    block = LAYER_VERSION_BLOCKS.get(layer)
-    if block is None:
-        raise ConfigurationError(
-            f"unknown migration layer {layer!r}; known: {', '.join(LAYER_VERSION_BLOCKS)}"
-        )
-    steps = _check_ascending(migrations, f"layer {layer!r}")
-    for step in steps:
-        if step.version not in block:
+
+    name: str
+    versions: range
+    migrations: tuple[Migration, ...]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigurationError(f"a layer needs a non-empty name, got {self.name!r}")
+        where = f"layer {self.name!r}"
+        if not isinstance(self.versions, range) or self.versions.step != 1 or not self.versions:
+            raise ConfigurationError(f"{where}: versions must be a non-empty range with step 1")
+        if self.versions.start < 1:
+            raise ConfigurationError(f"{where}: versions start at 1 or above")
+        allotted = LAYER_VERSION_BLOCKS.get(self.name)
+        if allotted is not None and self.versions != allotted:
             raise ConfigurationError(
-                f"layer {layer!r} owns versions {block.start}-{block.stop - 1}, "
-                f"migration {step.version} {step.name!r} is outside it"
+                f"{where} owns versions {allotted.start}-{allotted.stop - 1} "
+                f"(LAYER_VERSION_BLOCKS), not {self.versions.start}-{self.versions.stop - 1}"
             )
-    signature = [(step.version, step.name) for step in steps]
-    with _registry_lock:
-        existing = _registry.get(layer)
-        if existing is not None:
-            if [(step.version, step.name) for step in existing] == signature:
-                return
-            raise ConfigurationError(f"layer {layer!r} registered twice with other migrations")
-        # The blocks are disjoint, so this only fires if the blocks themselves get edited badly.
-        taken = {step.version for other in _registry.values() for step in other}
-        clash = sorted(taken.intersection(version for version, _ in signature))
-        if clash:
-            raise ConfigurationError(f"layer {layer!r} reuses migration versions {clash}")
-        _registry[layer] = steps
-    logger.debug("migrations registered", extra={"layer": layer, "count": len(steps)})
+        steps = _check_ascending(self.migrations, where)
+        for step in steps:
+            if step.version not in self.versions:
+                raise ConfigurationError(
+                    f"{where} owns versions {self.versions.start}-{self.versions.stop - 1}, "
+                    f"migration {step.version} {step.name!r} is outside it"
+                )
+        object.__setattr__(self, "migrations", steps)
+
+    def __repr__(self) -> str:
+        last = self.migrations[-1].version if self.migrations else None
+        return f"Layer({self.name!r}, {self.versions.start}-{self.versions.stop - 1}, at {last})"
 
 
-def registered_migrations(layers: Iterable[str] | None = None) -> tuple[Migration, ...]:
-    """The registered migrations of `layers` (all registered layers if None), by version.
+@dataclass(frozen=True)
+class _Schema:
+    """What one open manages: its layers, plus the caller's own migrations (`migrations=`),
+    which claim every version outside the layers' blocks."""
 
-    Naming a layer that registered nothing is a ConfigurationError: it almost always means its
-    storage module was not imported, and opening without its migrations would hide that.
-    """
-    with _registry_lock:
-        if layers is None:
-            chosen = list(_registry.values())
-        else:
-            chosen = []
-            for layer in layers:
-                if layer not in _registry:
+    layers: tuple[Layer, ...]
+    custom: tuple[Migration, ...] | None
+
+    @property
+    def steps(self) -> tuple[Migration, ...]:
+        everything = [step for layer in self.layers for step in layer.migrations]
+        everything += self.custom or ()
+        return tuple(sorted(everything, key=lambda step: step.version))
+
+    @property
+    def empty(self) -> bool:
+        return not self.layers and self.custom is None
+
+    def owner(self, version: int) -> str | None:
+        """The opened layer whose block holds `version`; None for another layer's version."""
+        for layer in self.layers:
+            if version in layer.versions:
+                return layer.name
+        return "migrations=" if self.custom is not None else None
+
+
+def _schema(layers: Sequence[Layer], migrations: Sequence[Migration] | None) -> _Schema:
+    if isinstance(layers, Layer) or not isinstance(layers, Sequence):
+        raise ConfigurationError(f"layers must be a list of Layer values, got {layers!r}")
+    chosen = tuple(layers)
+    for layer in chosen:
+        if not isinstance(layer, Layer):
+            raise ConfigurationError(f"layers must be Layer values, got {layer!r}")
+    names = [layer.name for layer in chosen]
+    if len(set(names)) != len(names):
+        raise ConfigurationError(f"a layer is named twice in {names}")
+    for first, second in itertools.combinations(chosen, 2):
+        if set(first.versions) & set(second.versions):
+            raise ConfigurationError(f"layers {first.name!r} and {second.name!r} share versions")
+    custom = None
+    if migrations is not None:
+        custom = _check_ascending(migrations, "open_database(migrations=…)")
+        for step in custom:
+            for layer in chosen:
+                if step.version in layer.versions:
                     raise ConfigurationError(
-                        f"no migrations registered for layer {layer!r} "
-                        "(is its storage module imported?)"
+                        f"migration {step.version} {step.name!r} lies in layer "
+                        f"{layer.name!r}'s block of versions"
                     )
-                chosen.append(_registry[layer])
-    return tuple(sorted((step for steps in chosen for step in steps), key=lambda m: m.version))
+    return _Schema(chosen, custom)
 
 
 class _SchemaMigration(peewee.Model):
@@ -178,7 +244,8 @@ class _SchemaMigration(peewee.Model):
         table_name = _MIGRATIONS_TABLE
 
 
-def _migrate(database: Database, migrations: tuple[Migration, ...]) -> None:
+def _migrate(database: Database, schema: _Schema) -> None:
+    migrations = schema.steps
     known = {step.version for step in migrations}
 
     def applied_versions(db: peewee.Database) -> set[int]:
@@ -188,17 +255,25 @@ def _migrate(database: Database, migrations: tuple[Migration, ...]) -> None:
         record = database.bind(_SchemaMigration)[_SchemaMigration]
         record.create_table(safe=True)
         versions = {row.version for row in record.select(record.version)}
-        unknown = sorted(versions - known)
+        unknown = sorted(v for v in versions - known if schema.owner(v) is not None)
         if unknown:
             # An older program must not scribble on a schema written by a newer one.
+            owners = sorted({str(schema.owner(v)) for v in unknown})
             raise MigrationError(
-                f"{database!r} holds migrations {unknown} that this program does not know "
-                f"(it knows up to {max(known, default=0)}); use a newer duplex"
+                f"{database.target} holds migrations {unknown} of {', '.join(owners)} that "
+                f"this program does not know (it knows up to {max(known, default=0)}); "
+                "use a newer duplex"
             )
         return versions
 
     with database.transaction() as db:
         applied = applied_versions(db)
+    foreign = sorted(v for v in applied if schema.owner(v) is None)
+    if foreign:
+        logger.debug(
+            "versions of layers not opened left alone",
+            extra={"db": repr(database), "versions": foreign},
+        )
     pending = [step for step in migrations if step.version not in applied]
 
     for step in pending:
@@ -215,11 +290,11 @@ def _migrate(database: Database, migrations: tuple[Migration, ...]) -> None:
                     name=step.name,
                     applied_at=datetime.datetime.now(datetime.UTC).replace(tzinfo=None),
                 )
-        except MigrationError:
-            raise
+        except (MigrationError, StorageUnavailable, StorageCorrupt, StorageBusy):
+            raise  # already typed: the database itself failed, not this step
         except Exception as exc:
             raise MigrationError(
-                f"migration {step.version} {step.name!r} failed on {database!r}: {exc}"
+                f"migration {step.version} {step.name!r} failed on {database.target}: {exc}"
             ) from exc
         logger.info(
             "migration applied",
@@ -378,6 +453,141 @@ def bind_models(database: peewee.Database, *models: type[peewee.Model]) -> Bound
     return _bind_into(database, models, {})
 
 
+# --------------------------------------------------------------------------- lower errors
+
+
+def _lower_errors() -> tuple[type[BaseException], ...]:
+    """The exception types of the layers below storage (drivers, peewee, the OS)."""
+    found: list[type[BaseException]] = [
+        peewee.PeeweeException,
+        sqlite3.Error,
+        MaxConnectionsExceeded,
+        OSError,
+    ]
+    if _sqlcipher is not None:
+        found.append(_sqlcipher.Error)
+    return tuple(found)
+
+
+# peewee wraps a driver's errors by class name; these, raised inside a transaction's body,
+# mean the database failed (locked, gone, damaged), not that the body's data or SQL was
+# wrong, so they are mapped too. IntegrityError, DataError, ProgrammingError and friends stay
+# as they are: the stores interpret them (a duplicate key) or they are bugs.
+_BODY_FAILURES: Final = (peewee.OperationalError, peewee.InternalError)
+
+
+def _is_body_failure(exc: BaseException) -> bool:
+    return isinstance(exc, _BODY_FAILURES) or type(exc) is peewee.DatabaseError
+
+
+def _storage_error(
+    exc: BaseException, doing: str, default: type[StorageError] = StorageError
+) -> StorageError:
+    """The one place where an error of a lower layer becomes a duplex `StorageError`.
+
+    `doing` names what failed and on which file or (redacted) URL, e.g. "cannot open
+    /x/a.db"; the driver's own words follow it. The class says what the caller can do:
+    StorageUnavailable (fix the path, the permissions, the server), StorageCorrupt (not a
+    database), StorageBusy (retry later), or `default` when the words say nothing finer.
+    Callers raise the result `from exc`, so the original stays on `__cause__`.
+    """
+    if isinstance(exc, StorageError):
+        return exc
+    if isinstance(exc, MaxConnectionsExceeded):
+        return StorageBusy(f"{doing}: no free connection in the pool within the pool timeout")
+    if isinstance(exc, OSError) and not isinstance(exc, peewee.PeeweeException):
+        reason = exc.strerror or str(exc)
+        if exc.errno in (errno.EAGAIN, errno.EBUSY):
+            return StorageBusy(f"{doing}: {reason}")
+        return StorageUnavailable(f"{doing}: {reason}")
+    # peewee wraps a driver's exception as its first argument.
+    original = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else exc
+    reason = " ".join(str(original).split()) or type(original).__name__
+    words = reason.lower()
+    sqlstate = getattr(original, "sqlstate", None) or ""
+    kind: type[StorageError] = default
+    if "not a database" in words or "malformed" in words or sqlstate in ("XX001", "XX002"):
+        kind = StorageCorrupt
+    elif "locked" in words or "busy" in words or sqlstate in ("40P01", "55P03", "57014"):
+        kind = StorageBusy
+    elif (
+        "unable to open" in words
+        or "readonly database" in words
+        or sqlstate.startswith(("08", "28", "3D", "57P"))
+    ):
+        kind = StorageUnavailable
+    return kind(f"{doing}: {reason}")
+
+
+# --------------------------------------------------------------------------- counters
+
+
+@dataclass(frozen=True, slots=True)
+class CounterSnapshot:
+    """The counters at one moment; subtract two to get what happened in between."""
+
+    statements: int
+    transactions: int
+
+    def __sub__(self, earlier: CounterSnapshot) -> CounterSnapshot:
+        return CounterSnapshot(
+            self.statements - earlier.statements, self.transactions - earlier.transactions
+        )
+
+
+class StorageCounters:
+    """What a `Database` did, for benches: SQL statements executed and transactions begun.
+
+    `statements` counts every statement sent through peewee's `execute_sql` (every query of
+    the stores and migrations, and the SAVEPOINT/RELEASE of nested transactions); BEGIN and
+    COMMIT are not statements here, they are counted once per outermost transaction in
+    `transactions`. The increments are plain ints, chosen to cost nothing on the hot path:
+    with many threads writing at once an increment can now and then be lost, so read the
+    counters as exact only while one thread works (as a bench's measured phase does).
+    """
+
+    __slots__ = ("statements", "transactions")
+
+    def __init__(self) -> None:
+        self.statements = 0
+        self.transactions = 0
+
+    def snapshot(self) -> CounterSnapshot:
+        return CounterSnapshot(self.statements, self.transactions)
+
+    def reset(self) -> CounterSnapshot:
+        """Set both counters to zero; returns what they were."""
+        before = self.snapshot()
+        self.statements = 0
+        self.transactions = 0
+        return before
+
+    def __repr__(self) -> str:
+        return f"StorageCounters(statements={self.statements}, transactions={self.transactions})"
+
+
+class _Counting:
+    """Mixed into the pooled peewee database: counts what goes through `execute_sql`."""
+
+    duplex_counters: StorageCounters
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.duplex_counters = StorageCounters()
+        super().__init__(*args, **kwargs)
+
+    def execute_sql(self, sql: str, params: Any = None) -> Any:
+        self.duplex_counters.statements += 1
+        return super().execute_sql(sql, params)  # type: ignore[misc]
+
+
+class _CountingSqlite(_Counting, PooledSqliteDatabase):
+    pass
+
+
+class _CountingPostgres(_Counting, PooledPostgresqlDatabase):
+    pass
+
+
 # --------------------------------------------------------------------------- database
 
 
@@ -428,6 +638,9 @@ class Database:
         kind: DatabaseKind,
         pool_size: int = 16,
         pool_timeout: float = 10.0,
+        target: str | None = None,
+        layers: Sequence[str] = (),
+        encrypted: bool = False,
     ) -> None:
         self._pool = pool
         # peewee's pool makes a waiting thread poll for a free connection once a second, so
@@ -435,12 +648,20 @@ class Database:
         # transactions take a fraction of a millisecond. A semaphore in front wakes a waiter
         # as soon as a connection is handed back; the pool then always has one free.
         self._gate = _FairGate(pool_size)
+        self._pool_size = pool_size
         self._pool_timeout = pool_timeout
         self._url = url
+        self._target = target or _redact(url)
         self._kind: DatabaseKind = kind
+        self._layers = tuple(layers)
+        self._encrypted = encrypted
         self._closed = False
         self._state_lock = threading.Lock()
         self._bound: dict[type[peewee.Model], type[peewee.Model]] = {}
+        counters = getattr(pool, "duplex_counters", None)
+        if counters is None:  # a pool made elsewhere (tests): count transactions only
+            counters = StorageCounters()
+        self._counters: StorageCounters = counters
 
     @property
     def peewee(self) -> peewee.Database:
@@ -452,8 +673,27 @@ class Database:
         return self._url
 
     @property
+    def target(self) -> str:
+        """What errors name: the file's absolute path (SQLite) or the redacted URL."""
+        return self._target
+
+    @property
     def kind(self) -> DatabaseKind:
         return self._kind
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        """The names of the layers this database was opened for."""
+        return self._layers
+
+    @property
+    def encrypted(self) -> bool:
+        return self._encrypted
+
+    @property
+    def counters(self) -> StorageCounters:
+        """Statements executed and transactions begun (see `StorageCounters`)."""
+        return self._counters
 
     @property
     def closed(self) -> bool:
@@ -470,9 +710,13 @@ class Database:
         instead of failing with "database is locked" when a read lock would be upgraded.
         `read_only=True` promises the body only reads: SQLite then begins DEFERRED, so
         readers do not queue behind writers (WAL lets them read alongside).
-        Nested use in the same thread becomes a savepoint. The body's own exceptions roll
-        back and propagate unchanged; failing to get a connection, begin or commit raises
-        StorageError.
+        Nested use in the same thread becomes a savepoint.
+
+        Errors: the body's own exceptions roll back and propagate unchanged, except that the
+        database failing under it (peewee's OperationalError, InternalError, DatabaseError:
+        locked, gone, damaged) becomes a StorageError like the rest; failing to get a
+        connection, begin or commit raises a StorageError subclass (StorageBusy for the pool
+        timeout or a lock, StorageUnavailable when it cannot connect, StorageCorrupt).
         """
         pool = self._pool
         checked_out = pool.is_closed()
@@ -481,16 +725,18 @@ class Database:
         body_error: BaseException | None = None
         try:
             deferred = read_only and self._kind == "sqlite"
+            if not pool.in_transaction():
+                self._counters.transactions += 1
             with pool.atomic(lock_type="DEFERRED") if deferred else pool.atomic():
                 try:
                     yield pool
                 except BaseException as exc:
                     body_error = exc
                     raise
-        except (peewee.PeeweeException, MaxConnectionsExceeded) as exc:
-            if exc is body_error:
+        except _lower_errors() as exc:
+            if exc is body_error and not _is_body_failure(exc):
                 raise
-            raise StorageError(f"transaction on {self!r} failed: {exc}") from exc
+            raise _storage_error(exc, f"transaction on {self._target} failed") from exc
         finally:
             if checked_out:
                 self._check_in()
@@ -499,19 +745,14 @@ class Database:
         if self._closed:
             raise StorageError(f"{self!r} is closed")
         if not self._gate.acquire(timeout=self._pool_timeout):
-            raise StorageError(
-                f"no free connection in the pool of {self!r} within the pool timeout"
+            raise StorageBusy(
+                f"no free connection in the pool of {self._target} within the pool timeout"
             )
         try:
             self._pool.connect()
-        except MaxConnectionsExceeded as exc:
+        except _lower_errors() as exc:
             self._gate.release()
-            raise StorageError(
-                f"no free connection in the pool of {self!r} within the pool timeout"
-            ) from exc
-        except peewee.PeeweeException as exc:
-            self._gate.release()
-            raise StorageError(f"cannot connect to {self!r}: {exc}") from exc
+            raise _storage_error(exc, f"cannot open {self._target}", StorageUnavailable) from exc
         if self._closed:
             # close() ran while we connected; hand the connection straight back.
             self._check_in()
@@ -536,13 +777,51 @@ class Database:
         with self._state_lock:
             return _bind_into(self._pool, models, self._bound)
 
-    def schema_version(self) -> int:
-        """The highest applied migration version, 0 for a database without migrations."""
-        with self.transaction() as db:
+    def schema_version(self, block: range | None = None) -> int:
+        """The highest applied migration version (within `block`, e.g. a layer's
+        `versions`, if given); 0 for a database without migrations."""
+        with self.transaction(read_only=True) as db:
             if not db.table_exists(_MIGRATIONS_TABLE):
                 return 0
             record = self.bind(_SchemaMigration)[_SchemaMigration]
-            return int(record.select(peewee.fn.MAX(record.version)).scalar() or 0)
+            query = record.select(peewee.fn.MAX(record.version))
+            if block is not None:
+                query = query.where(record.version.between(block.start, block.stop - 1))
+            return int(query.scalar() or 0)
+
+    def rekey(self, passphrase: str) -> None:
+        """Re-encrypt an encrypted database under a new passphrase.
+
+        Waits (up to the pool timeout) until no transaction runs, then rewrites the file on
+        one connection and drops the other pooled connections, which still hold the old key.
+        On failure the old passphrase stays valid.
+        """
+        if not self._encrypted:
+            raise ConfigurationError(f"{self._target} is not encrypted: nothing to rekey")
+        _check_passphrase(passphrase)
+        taken = 0
+        deadline = time.monotonic() + self._pool_timeout
+        try:
+            while taken < self._pool_size:
+                if not self._gate.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                    raise StorageBusy(f"cannot rekey {self._target}: transactions still run")
+                taken += 1
+            pool = self._pool
+            pool.close_idle()  # every connection is idle now: none keeps the old key
+            try:
+                pool.connect()
+                try:
+                    pool.execute_sql(f"PRAGMA rekey = {_quote(passphrase)}")
+                finally:
+                    pool.close()
+                pool.close_idle()
+            except _lower_errors() as exc:
+                raise _storage_error(exc, f"cannot rekey {self._target}") from exc
+            pool.connect_params["passphrase"] = passphrase
+        finally:
+            for _ in range(taken):
+                self._gate.release()
+        logger.info("database rekeyed", extra={"db": repr(self)})
 
     def close(self) -> None:
         """Close every pooled connection; idempotent. Later transactions raise StorageError."""
@@ -554,8 +833,8 @@ class Database:
             self._closed = True
         try:
             self._pool.close_all()
-        except peewee.PeeweeException as exc:
-            raise StorageError(f"closing {self!r} failed: {exc}") from exc
+        except _lower_errors() as exc:
+            raise _storage_error(exc, f"closing {self._target} failed") from exc
         logger.debug("database closed", extra={"db": repr(self)})
 
 
@@ -590,34 +869,135 @@ def _sqlite_path(url: str) -> str:
     return os.path.abspath(path)
 
 
-def _ensure_wal(path: str) -> None:
-    """Put the file in WAL mode once, before any pooled connection exists.
+def _check_passphrase(passphrase: object) -> str:
+    if not isinstance(passphrase, str) or not passphrase or "\x00" in passphrase:
+        raise ConfigurationError("a passphrase must be a non-empty string without NUL")
+    return passphrase
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+_sqlcipher: Any = None  # sqlcipher3's DB-API module, once an encrypted database was opened
+
+
+def _load_sqlcipher() -> Any:
+    global _sqlcipher
+    if _sqlcipher is None:
+        try:
+            from sqlcipher3 import dbapi2
+        except ImportError as exc:
+            raise ConfigurationError(
+                "encrypted databases need SQLCipher: install duplex[encrypted]"
+            ) from exc
+        _sqlcipher = dbapi2
+    return _sqlcipher
+
+
+_sqlcipher_pool: type[peewee.Database] | None = None
+
+
+def _sqlcipher_pool_class() -> type[peewee.Database]:
+    global _sqlcipher_pool
+    if _sqlcipher_pool is None:
+        _load_sqlcipher()
+        from playhouse.sqlcipher_ext import SqlCipherDatabase
+
+        class _CountingSqlCipher(_Counting, _PooledSqliteDatabase, SqlCipherDatabase):
+            pass
+
+        _sqlcipher_pool = _CountingSqlCipher
+    return _sqlcipher_pool
+
+
+def _tighten(path: str) -> None:
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return
+    if mode & 0o077:
+        os.chmod(path, mode & 0o700)
+        logger.warning(
+            "database file was open to other users: tightened to owner only",
+            extra={"path": path, "mode_was": oct(mode), "mode": oct(mode & 0o700)},
+        )
+
+
+def _secure_file(path: str) -> None:
+    """Create the SQLite file readable by its owner only, whatever the umask, or tighten an
+    existing one and the files SQLite keeps beside it (SQLite gives a new -wal, -shm or
+    -journal the mode of the database file, so those follow)."""
+    doing = f"cannot open {path}"
+    try:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _FILE_MODE)
+        except FileExistsError:
+            info = os.stat(path)
+            if stat.S_ISDIR(info.st_mode):
+                raise StorageUnavailable(f"{doing}: {os.strerror(errno.EISDIR)}") from None
+            if not stat.S_ISREG(info.st_mode):
+                raise StorageUnavailable(f"{doing}: not a regular file") from None
+        else:
+            try:
+                os.fchmod(fd, _FILE_MODE)  # the umask may have taken bits off the asked mode
+            finally:
+                os.close(fd)
+        for candidate in (path, *(path + suffix for suffix in _SQLITE_SIDE_FILES)):
+            _tighten(candidate)
+    except OSError as exc:
+        raise _storage_error(exc, doing) from exc
+
+
+def _ensure_wal(path: str, passphrase: str | None) -> None:
+    """Check that the file opens (with the passphrase, if any) and put it in WAL mode once,
+    before any pooled connection exists.
 
     WAL is persistent in the file, so the pool's connections need not switch it. Switching
     takes an exclusive lock and SQLite answers "database is locked" at once, without the busy
     handler, when another process or thread is opening the same new file: hence the retries.
     """
+    driver: Any = sqlite3 if passphrase is None else _load_sqlcipher()
+    doing = f"cannot open {path}"
     deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
     while True:
-        connection = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
         try:
+            connection = driver.connect(path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+        except _lower_errors() as exc:
+            raise _storage_error(exc, doing, StorageUnavailable) from exc
+        try:
+            if passphrase is not None:
+                connection.execute(f"PRAGMA key = {_quote(passphrase)}")
             mode = connection.execute("PRAGMA journal_mode=wal").fetchone()[0]
-            if str(mode).lower() == "wal":
-                return
-            raise StorageError(f"SQLite refused WAL mode for {path} (got {mode!r})")
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise StorageError(f"cannot open {path}: {exc}") from exc
+        except _lower_errors() as exc:
+            if "locked" in str(exc) and time.monotonic() < deadline:
+                time.sleep(0.01)
+                continue
+            error = _storage_error(exc, doing)
+            if passphrase is not None and isinstance(error, StorageCorrupt):
+                error = WrongPassphrase(
+                    f"{doing}: the passphrase does not open it (or it is not an encrypted "
+                    "duplex database)"
+                )
+            raise error from exc
         finally:
             connection.close()
-        time.sleep(0.01)
+        if str(mode).lower() != "wal":
+            raise StorageError(f"SQLite refused WAL mode for {path} (got {mode!r})")
+        return
 
 
 def _open_sqlite(
-    path: str, synchronous: str, pool_size: int, pool_timeout: float
+    path: str, synchronous: str, pool_size: int, pool_timeout: float, passphrase: str | None
 ) -> peewee.Database:
-    _ensure_wal(path)
-    return PooledSqliteDatabase(
+    _secure_file(path)
+    _ensure_wal(path, passphrase)
+    options: dict[str, Any] = {}
+    pool_class: type[peewee.Database] = _CountingSqlite
+    if passphrase is not None:
+        pool_class = _sqlcipher_pool_class()
+        options["passphrase"] = passphrase
+    return pool_class(
         path,
         max_connections=pool_size,
         timeout=pool_timeout,  # the pool's wait: PooledDatabase takes `timeout` for itself
@@ -630,6 +1010,7 @@ def _open_sqlite(
         lock_type="IMMEDIATE",
         check_same_thread=False,  # pooled connections move between actor threads
         autoconnect=False,
+        **options,
     )
 
 
@@ -650,7 +1031,7 @@ def _open_postgres(conninfo: str, pool_size: int, pool_timeout: float) -> peewee
         import psycopg  # noqa: F401 - only checking that the driver is there
     except ImportError as exc:
         raise ConfigurationError("PostgreSQL needs psycopg 3: install duplex[postgres]") from exc
-    return PooledPostgresqlDatabase(
+    return _CountingPostgres(
         conninfo,
         max_connections=pool_size,
         timeout=pool_timeout,
@@ -664,17 +1045,36 @@ def _open_postgres(conninfo: str, pool_size: int, pool_timeout: float) -> peewee
 def open_database(
     url: str,
     *,
-    synchronous: str = "NORMAL",
+    layers: Sequence[Layer] = (),
     migrations: Sequence[Migration] | None = None,
+    synchronous: str = "NORMAL",
     pool_size: int = 16,
     pool_timeout: float = 10.0,
+    passphrase: str | None = None,
 ) -> Database:
-    """Open the database at `url` and apply the migrations it has not seen yet.
+    """Open the database at `url` for `layers` and apply the migrations it has not seen yet.
 
     `sqlite:///relative.db`, `sqlite:////abs/path.db` or `postgresql://user:pw@host:port/db`
-    (also `postgres://`). `synchronous` (NORMAL or FULL) applies to SQLite; PostgreSQL's
-    durability is the server's setting. `migrations` defaults to every registered layer's.
-    A thread that waits longer than `pool_timeout` seconds for a connection gets StorageError.
+    (also `postgres://`).
+
+    `layers` (e.g. `[storage.agent.AGENT_LAYER]`) are the layers whose tables this database
+    holds: their migrations are applied, and a recorded version in one of their blocks that
+    this program does not know is refused with MigrationError; other layers' versions are
+    left alone. `migrations` adds migrations of the caller's own (tests, custom actor kinds)
+    that claim every version outside the layers' blocks, so with `migrations` any unknown
+    version there is refused. With neither, nothing is applied or checked (a raw open).
+
+    `synchronous` (NORMAL or FULL) applies to SQLite; PostgreSQL's durability is the server's
+    setting. A thread that waits longer than `pool_timeout` seconds for a connection gets
+    StorageBusy. `passphrase` opens (or creates) an SQLite file encrypted with SQLCipher
+    (needs duplex[encrypted]); a wrong one raises WrongPassphrase and changes nothing.
+
+    A new SQLite file, and the -wal and -shm files beside it, are readable by their owner
+    only whatever the umask; an existing file open to others is tightened, with a warning.
+    Failing to open raises a StorageError subclass that names the file (or the redacted URL):
+    StorageUnavailable (no such directory, a directory, no permission, server down),
+    StorageCorrupt (not a database), WrongPassphrase, MigrationError. The counters start at
+    zero when this returns.
     """
     if not isinstance(url, str):
         raise ConfigurationError(f"database URL must be a string, got {url!r}")
@@ -686,39 +1086,56 @@ def open_database(
     # peewee's pool treats a zero timeout as "wait forever": refuse it rather than hang.
     if not isinstance(pool_timeout, int | float) or not pool_timeout > 0:
         raise ConfigurationError(f"pool_timeout must be > 0 seconds, got {pool_timeout!r}")
-    steps = (
-        registered_migrations()
-        if migrations is None
-        else _check_ascending(migrations, "open_database(migrations=…)")
-    )
+    if passphrase is not None:
+        _check_passphrase(passphrase)
+    schema = _schema(layers, migrations)
 
     scheme = url.partition(":")[0].lower()
     kind: DatabaseKind
     if scheme == "sqlite":
         kind = "sqlite"
-        pool = _open_sqlite(_sqlite_path(url), mode, pool_size, float(pool_timeout))
+        target = _sqlite_path(url)
+        if passphrase is not None:
+            _load_sqlcipher()  # a missing extra is a ConfigurationError before any file exists
+        pool = _open_sqlite(target, mode, pool_size, float(pool_timeout), passphrase)
     elif scheme in ("postgresql", "postgres"):
         kind = "postgresql"
+        if passphrase is not None:
+            raise ConfigurationError("a passphrase encrypts SQLite files; PostgreSQL takes none")
         pool = _open_postgres(_postgres_conninfo(url), pool_size, float(pool_timeout))
+        target = _redact(url)
     else:
         raise ConfigurationError(
             f"unsupported database URL {_redact(url)!r}: use sqlite:/// or postgresql://"
         )
 
     database = Database(
-        pool, url=url, kind=kind, pool_size=pool_size, pool_timeout=float(pool_timeout)
+        pool,
+        url=url,
+        kind=kind,
+        pool_size=pool_size,
+        pool_timeout=float(pool_timeout),
+        target=target,
+        layers=[layer.name for layer in schema.layers],
+        encrypted=passphrase is not None,
     )
     try:
-        _migrate(database, steps)
+        if schema.empty:
+            with database.transaction(read_only=True) as db:  # it opens, and it is a database
+                db.execute_sql("SELECT 1")
+        else:
+            _migrate(database, schema)
     except BaseException:
         database.close()
         raise
+    database.counters.reset()
     logger.info(
         "database opened",
         extra={
             "db": repr(database),
             "kind": kind,
-            "schema_version": max((step.version for step in steps), default=0),
+            "layers": database.layers,
+            "schema_version": max((step.version for step in schema.steps), default=0),
         },
     )
     return database

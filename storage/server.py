@@ -25,7 +25,7 @@ import peewee
 
 from protocol.errors import StorageError
 from protocol.queue import QueueMode
-from storage.database import Database, Migration, register_migrations
+from storage.database import LAYER_VERSION_BLOCKS, Database, Layer, Migration
 
 __all__ = [
     "SERVER_MIGRATIONS",
@@ -188,8 +188,8 @@ def _create_server_tables(db: peewee.Database) -> None:
 SERVER_MIGRATIONS: Final = (
     Migration(300, "server queues, messages and identity", _create_server_tables),
 )
-
-register_migrations("server", SERVER_MIGRATIONS)
+SERVER_LAYER: Final = Layer("server", LAYER_VERSION_BLOCKS["server"], SERVER_MIGRATIONS)
+"""The queue server's storage layer: `open_database(url, layers=[SERVER_LAYER])`."""
 
 
 # --------------------------------------------------------------------------- the store

@@ -6,8 +6,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-import storage.agent  # noqa: F401 (registers the agent's migrations)
-from storage.agent import AgentStore
+from storage.agent import AGENT_LAYER, AgentStore
 from storage.database import _MIGRATIONS_TABLE, open_database
 
 ROTATION_COLUMNS = [
@@ -26,12 +25,12 @@ def columns(path: Path, table: str) -> set[str]:
 
 def test_a_version_100_database_gains_the_rotation_columns(tmp_path: Path) -> None:
     path = tmp_path / "agent.db"
-    open_database(f"sqlite:///{path}").close()
+    open_database(f"sqlite:///{path}", layers=[AGENT_LAYER]).close()
     # turn it into what version 100 made, with a connection in it
     raw = sqlite3.connect(path)
     for table, column in ROTATION_COLUMNS:
         raw.execute(f"alter table {table} drop column {column}")
-    raw.execute(f"delete from {_MIGRATIONS_TABLE} where version = 101")
+    raw.execute(f"delete from {_MIGRATIONS_TABLE} where version > 100")
     raw.execute(
         "insert into agent_connection (conn_id, status, mode, snd_seq, rcv_seq, created_at)"
         " values ('c1', 'ready', 'invitation', 3, 4, 0)"
@@ -40,7 +39,7 @@ def test_a_version_100_database_gains_the_rotation_columns(tmp_path: Path) -> No
     raw.close()
     assert "replaces" not in columns(path, "agent_snd_queue")
 
-    database = open_database(f"sqlite:///{path}")
+    database = open_database(f"sqlite:///{path}", layers=[AGENT_LAYER])
     try:
         store = AgentStore(database)
         with store.transaction(read_only=True):

@@ -17,14 +17,19 @@ import peewee
 import pytest
 from playhouse.migrate import SchemaMigrator, migrate
 
-from protocol.errors import ConfigurationError, MigrationError, StorageError
+from protocol.errors import (
+    ConfigurationError,
+    MigrationError,
+    StorageBusy,
+    StorageError,
+    StorageUnavailable,
+)
 from storage import (
     Database,
+    Layer,
     Migration,
     bind_models,
     open_database,
-    register_migrations,
-    registered_migrations,
 )
 from storage import database as database_module
 
@@ -229,10 +234,10 @@ def test_password_is_not_shown(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_unreachable_postgres_is_a_storage_error() -> None:
     pytest.importorskip("psycopg")
     started = time.monotonic()
-    with pytest.raises(StorageError) as info:
+    with pytest.raises(StorageUnavailable) as info:
         open_database("postgres://postgres@127.0.0.1:1/nothing", migrations=[])
-    assert type(info.value) is StorageError
-    assert info.value.code == "STORAGE"
+    assert info.value.code == "STORAGE_UNAVAILABLE"
+    assert "cannot open postgres://postgres@127.0.0.1:1/nothing" in str(info.value)
     assert isinstance(info.value.__cause__, peewee.OperationalError)
     assert time.monotonic() - started < 15
 
@@ -348,38 +353,46 @@ def test_concurrent_opens_apply_each_migration_once(open_db: OpenDb) -> None:
     assert sorted(calls) == [1, 2]
 
 
-def test_registered_migrations_are_applied_when_none_given(
-    open_db: OpenDb, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(database_module, "_registry", {})
-    register_migrations("kernel", MIGRATIONS)
-    register_migrations("kernel", list(MIGRATIONS))  # a re-import: no-op
-    database = open_db(migrations=None)
-    assert database.schema_version() == 2
-    assert registered_migrations() == MIGRATIONS
-    assert registered_migrations(["kernel"]) == MIGRATIONS
+def test_a_layer_applies_its_migrations_and_names_itself(open_db: OpenDb) -> None:
+    notes = Layer("notes", range(1, 100), MIGRATIONS)
+    database = open_db(layers=[notes], migrations=None)
+    assert database.layers == ("notes",)
+    assert database.schema_version() == database.schema_version(notes.versions) == 2
+    assert {"note", "tag"} <= _table_names(database)
 
 
-def test_registry_rules(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(database_module, "_registry", {})
-    chat = [Migration(200, "chat a", lambda db: None), Migration(201, "chat b", lambda db: None)]
-    agent = [Migration(100, "agent a", lambda db: None)]
-    register_migrations("chat", chat)
-    register_migrations("agent", agent)
-    assert [step.version for step in registered_migrations()] == [100, 200, 201]
-    assert [step.version for step in registered_migrations(["chat"])] == [200, 201]
+def test_layer_rules() -> None:
+    def step(version: int) -> Migration:
+        return Migration(version, f"m{version}", lambda db: None)
 
-    with pytest.raises(ConfigurationError, match="registered twice"):
-        register_migrations("chat", chat[:1])
+    plugins = Layer("plugins", range(500, 600), [step(500), step(501)])
+    assert isinstance(plugins.migrations, tuple)
+    assert [m.version for m in plugins.migrations] == [500, 501]
     with pytest.raises(ConfigurationError, match="outside"):
-        register_migrations("server", [Migration(150, "wrong block", lambda db: None)])
-    with pytest.raises(ConfigurationError, match="unknown migration layer"):
-        register_migrations("plugins", [])
+        Layer("chat", range(200, 300), [step(150)])
+    with pytest.raises(ConfigurationError, match="LAYER_VERSION_BLOCKS"):
+        Layer("agent", range(100, 150), [])
     with pytest.raises(ConfigurationError, match="ascending"):
-        register_migrations("server", [Migration(301, "b", print), Migration(300, "a", print)])
-    with pytest.raises(ConfigurationError, match="is its storage module imported"):
-        registered_migrations(["server"])
-    assert "server" not in database_module._registry
+        Layer("server", range(300, 400), [step(301), step(300)])
+    with pytest.raises(ConfigurationError, match="non-empty name"):
+        Layer("", range(1, 10), [])
+    with pytest.raises(ConfigurationError, match="range"):
+        Layer("x", range(10, 1), [])
+    with pytest.raises(ConfigurationError, match="sequence of Migration"):
+        Layer("x", range(1, 10), step(1))  # type: ignore[arg-type]
+
+
+def test_open_refuses_layers_that_cannot_go_together(sqlite_url: str) -> None:
+    a = Layer("a", range(500, 600), [])
+    with pytest.raises(ConfigurationError, match="named twice"):
+        open_database(sqlite_url, layers=[a, a])
+    with pytest.raises(ConfigurationError, match="share versions"):
+        open_database(sqlite_url, layers=[a, Layer("b", range(550, 650), [])])
+    with pytest.raises(ConfigurationError, match="list of Layer"):
+        open_database(sqlite_url, layers=a)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="block"):
+        open_database(sqlite_url, layers=[a], migrations=[Migration(501, "x", print)])
+    assert not Path(sqlite_url.removeprefix("sqlite:///")).exists(), "touched the file anyway"
 
 
 # --------------------------------------------------------------------------- transactions
@@ -463,13 +476,13 @@ def test_waiting_longer_than_the_pool_timeout_is_a_storage_error(open_db: OpenDb
         assert holding.wait(THREAD_WAIT_S)
         started = time.monotonic()
         try:
-            with pytest.raises(StorageError, match="pool") as info, database.transaction():
+            with pytest.raises(StorageBusy, match="pool") as info, database.transaction():
                 pass
         finally:
             release.set()
         waited = time.monotonic() - started
         held.result(THREAD_WAIT_S)
-    assert info.value.code == "STORAGE"
+    assert info.value.code == "STORAGE_BUSY"
     assert 0.15 <= waited < 5
     with database.transaction():  # the connection went back to the pool
         pass
