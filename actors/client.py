@@ -53,7 +53,7 @@ from actors.kernel import ChildSpec, Runtime, RuntimeConfig, TreeNode
 from protocol.address import b64url
 from protocol.errors import AskTimeout
 from protocol.queue import QueueMode
-from storage.agent import AgentStore
+from storage.agent import AGENT_LAYER, AgentStore
 from storage.database import Database, open_database
 
 AGENT = "client/agent"
@@ -81,7 +81,7 @@ class Client:
         runtime_config: RuntimeConfig | None = None,
     ) -> Client:
         """Open (or create) a client database and resume everything it had in progress."""
-        database = open_database(db) if isinstance(db, str) else db
+        database = open_database(db, layers=[AGENT_LAYER]) if isinstance(db, str) else db
         config = config or AgentConfig()
         runtime = Runtime(config=runtime_config, database=database)
         services = AgentServices(
