@@ -68,7 +68,7 @@ from protocol.server.broker import (
     verify_signatures,
 )
 from storage.database import Database, open_database
-from storage.server import ServerStore
+from storage.server import SERVER_LAYER, ServerStore
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ class QueueServer:
         `db` is a database URL (opened and closed by the server) or an open `Database`.
         `clock` (seconds since the epoch) is for tests of expiry.
         """
-        database = open_database(db) if isinstance(db, str) else db
+        database = open_database(db, layers=[SERVER_LAYER]) if isinstance(db, str) else db
         server = cls(
             database,
             host=host,
