@@ -40,6 +40,7 @@ from protocol.queue import (
 from protocol.server import QueueServer, ServerConfig
 from protocol.server.broker import Session
 from storage.database import open_database
+from storage.server import SERVER_LAYER
 from tests.protocol.queues import QueueOwner, RawSession
 
 
@@ -423,7 +424,7 @@ async def test_a_group_whose_commit_fails_answers_nothing_and_stores_nothing(
     """The durability rule for grouped handling: no frame of a group is posted before its
     commit. When the commit fails, the sessions it would have written to are closed (the
     broker's memory may be ahead of the store) and the next group starts from the store."""
-    database = open_database(f"sqlite:///{tmp_path / 'commit.db'}")
+    database = open_database(f"sqlite:///{tmp_path / 'commit.db'}", layers=[SERVER_LAYER])
     server = QueueServer(database, config=ServerConfig(tls=False), owns_database=True)
     sessions = {name: Session() for name in ("recipient", "sender")}
     outboxes = {}

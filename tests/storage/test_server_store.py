@@ -18,7 +18,7 @@ import pytest
 
 from protocol.errors import StorageError
 from protocol.queue import QueueMode
-from storage import Database, open_database, registered_migrations
+from storage import Database, open_database
 from storage import server as server_module
 from storage.server import (
     SERVER_MIGRATIONS,
@@ -100,7 +100,7 @@ def _assert_all_bytes(record: QueueRecord) -> None:
 
 
 def test_server_migrations_are_registered() -> None:
-    assert registered_migrations(["server"]) == SERVER_MIGRATIONS
+    assert server_module.SERVER_LAYER.migrations == SERVER_MIGRATIONS
     assert all(step.version in range(300, 400) for step in SERVER_MIGRATIONS)
 
 
