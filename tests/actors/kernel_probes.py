@@ -7,7 +7,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from actors.kernel import Actor, ActorContext, DeadLetter, IoResult
+from actors.kernel import Actor, ActorContext, DeadLetter, IoActor, IoResult
+
+GATE_DEADLINE = 20.0  # a gate nobody opens fails the test instead of hanging it
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,12 @@ class Probe:
         self.events: list[tuple[Any, ...]] = []
         self.crash_on_start: dict[str, int] = {}
         self.work: dict[str, list[str]] = {}
+        # started() of these addresses waits for the event (the test opens it)
+        self.start_gates: dict[str, threading.Event] = {}
+        # addresses whose readiness every started() records (ordered start)
+        self.watch: list[str] = []
+        # coroutine functions started() submits (I/O from started(), e.g. at boot)
+        self.submit_on_start: dict[str, Any] = {}
 
     def add(self, *event: Any) -> None:
         with self._lock:
@@ -53,6 +61,35 @@ class Probe:
     def starts(self, address: str) -> int:
         return len(self.of("start", address))
 
+    def order(self) -> list[tuple[str, int]]:
+        """(address, activation) of every started() call, in the order they began."""
+        return [(e[1], e[2]) for e in self.of("start")]
+
+    def ready_seen_by(self, address: str) -> list[tuple[str, ...]]:
+        """For each activation of `address`: the watched addresses ready when it started."""
+        return [e[2] for e in self.of("saw", address)]
+
+
+def is_ready(runtime: Any, address: str) -> bool:
+    view = runtime.directory.view(address)
+    return view is not None and view.actor is not None and view.actor.is_ready
+
+
+def gated(event: threading.Event, value: Any = 42) -> Any:
+    """A coroutine function that returns `value` once `event` is set (polled in trio)."""
+
+    async def wait_for_gate() -> Any:
+        import trio
+
+        deadline = trio.current_time() + GATE_DEADLINE
+        while not event.is_set():
+            if trio.current_time() > deadline:
+                raise TimeoutError("the test never opened the gate")
+            await trio.sleep(0.002)
+        return value
+
+    return wait_for_gate
+
 
 class Worker(Actor):
     kind = "worker"
@@ -63,6 +100,14 @@ class Worker(Actor):
 
     def started(self) -> None:
         self.probe.add("start", self.address, self.ctx.activation)
+        seen = tuple(a for a in self.probe.watch if is_ready(self.runtime, a))
+        self.probe.add("saw", self.address, seen)
+        gate = self.probe.start_gates.get(self.address)
+        if gate is not None and not gate.wait(GATE_DEADLINE):
+            raise TimeoutError("the test never opened the start gate")
+        coroutine_fn = self.probe.submit_on_start.get(self.address)
+        if coroutine_fn is not None:
+            self.probe.add("submitted", self.address, self.submit_io(coroutine_fn))
         left = self.probe.crash_on_start.get(self.address, 0)
         if left:
             self.probe.crash_on_start[self.address] = left - 1
@@ -83,11 +128,25 @@ class Worker(Actor):
                 self.probe.add("io", self.address, message)
             case ("io", coroutine_fn):
                 return self.submit_io(coroutine_fn)
+            case ("io-cb", coroutine_fn):
+                return self.submit_io(coroutine_fn, on_result=self._on_result)
+            case ("stop-then-block", event):
+                self.stop()  # pykka queues its stop request behind what is in the mailbox
+                self.probe.add("blocked", self.address)
+                if not event.wait(GATE_DEADLINE):
+                    raise TimeoutError("the test never opened the gate")
+            case ("block-then-crash", event):
+                self.probe.add("blocked", self.address)
+                event.wait(GATE_DEADLINE)
+                raise RuntimeError("crash after the block, on purpose")
             case ("after", delay, inner):
                 return self.send_after(delay, inner)
             case _:
                 return super().receive(message)
         return None
+
+    def _on_result(self, result: IoResult) -> None:
+        self.probe.add("cb", self.address, result)
 
     def stopped(self) -> None:
         self.probe.add("stop", self.address)
@@ -129,3 +188,38 @@ class WorkQueue(Actor):
 
     def on_dead_letter(self, letter: DeadLetter) -> None:
         self.probe.add("dead", self.address, letter.item, letter.attempts)
+
+
+class IoControl:
+    """Failure injection for `GatedIo`: crash its next starts, hold later activations."""
+
+    def __init__(self) -> None:
+        self.crash_on_start = 0
+        self.hold_from_activation: int | None = None
+        self.gate = threading.Event()
+
+
+class GatedIo(IoActor):
+    """The runtime's `io` child with failures on demand: `Crash` crashes it; its started()
+    crashes `control.crash_on_start` times, and activations from
+    `control.hold_from_activation` on wait for `control.gate` before starting trio."""
+
+    def __init__(self, ctx: ActorContext, control: IoControl) -> None:
+        super().__init__(ctx)
+        self.control = control
+
+    def started(self) -> None:
+        control = self.control
+        if control.crash_on_start:
+            control.crash_on_start -= 1
+            raise RuntimeError("io crashed in started() on purpose")
+        hold = control.hold_from_activation
+        held = hold is not None and self.ctx.activation >= hold
+        if held and not control.gate.wait(GATE_DEADLINE):
+            raise TimeoutError("the test never opened the io gate")
+        super().started()
+
+    def receive(self, message: Any) -> Any:
+        if isinstance(message, Crash):
+            raise RuntimeError(message.reason)
+        return super().receive(message)
