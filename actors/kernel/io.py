@@ -16,8 +16,9 @@ The contract, which nothing in this module may break: every submission produces 
   which is then re-raised in the loop);
 * the loop is not running (the io actor is restarting, the bridge stopped or never
   started): `IoError` at once, from the submitting thread (`Runtime.submit_io`, `submit`);
-* the loop took the request but could not spawn it (not a coroutine function, the nursery
-  closed): `IoError` from inside the loop (`_spawn` cannot raise);
+* the loop took the request but could not spawn it (the nursery closed as the loop
+  stops): `IoError` from inside the loop (`_spawn` cannot raise); `fn` that is not a
+  coroutine function fails inside the task, like a coroutine that raises;
 * the task was cancelled (the bridge stopped under it: shutdown, or an io activation
   replaced after a crash): `IoError("cancelled")`. trio guarantees that a `run_sync_soon`
   that did not raise `RunFinishedError` runs before the loop exits, so a request accepted
@@ -168,7 +169,6 @@ class IoBridge:
             nursery = self._nursery
             if nursery is None:
                 raise IoError("the I/O thread is stopping")
-            # trio checks that fn(*args) is a coroutine here, synchronously
             nursery.start_soon(self._run_request, reply_to, request_id, fn, args)
         except BaseException as exc:  # noqa: BLE001 (raising in run_sync_soon kills the loop)
             error = exc if isinstance(exc, IoError) else IoError(f"could not start: {exc!r}")
