@@ -924,29 +924,36 @@ def _tighten(path: str) -> None:
         )
 
 
-def _secure_file(path: str) -> None:
-    """Create the SQLite file readable by its owner only, whatever the umask, or tighten an
-    existing one and the files SQLite keeps beside it (SQLite gives a new -wal, -shm or
-    -journal the mode of the database file, so those follow)."""
-    doing = f"cannot open {path}"
+def _create_private(path: str) -> None:
+    """Create the SQLite file readable by its owner only, whatever the umask (SQLite gives a
+    new -wal, -shm or -journal the mode of the database file, so those follow), or check
+    that an existing path is a regular file."""
     try:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _FILE_MODE)
         except FileExistsError:
             info = os.stat(path)
             if stat.S_ISDIR(info.st_mode):
-                raise StorageUnavailable(f"{doing}: {os.strerror(errno.EISDIR)}") from None
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path) from None
             if not stat.S_ISREG(info.st_mode):
-                raise StorageUnavailable(f"{doing}: not a regular file") from None
+                raise StorageUnavailable(f"cannot open {path}: not a regular file") from None
         else:
             try:
                 os.fchmod(fd, _FILE_MODE)  # the umask may have taken bits off the asked mode
             finally:
                 os.close(fd)
+    except OSError as exc:
+        raise _storage_error(exc, f"cannot open {path}") from exc
+
+
+def _tighten_all(path: str) -> None:
+    """Make an existing database and the files SQLite keeps beside it owner-only (called once
+    the file proved to be a database: a refused file is left as it was)."""
+    try:
         for candidate in (path, *(path + suffix for suffix in _SQLITE_SIDE_FILES)):
             _tighten(candidate)
     except OSError as exc:
-        raise _storage_error(exc, doing) from exc
+        raise _storage_error(exc, f"cannot open {path}") from exc
 
 
 def _ensure_wal(path: str, passphrase: str | None) -> None:
@@ -990,8 +997,9 @@ def _ensure_wal(path: str, passphrase: str | None) -> None:
 def _open_sqlite(
     path: str, synchronous: str, pool_size: int, pool_timeout: float, passphrase: str | None
 ) -> peewee.Database:
-    _secure_file(path)
+    _create_private(path)
     _ensure_wal(path, passphrase)
+    _tighten_all(path)
     options: dict[str, Any] = {}
     pool_class: type[peewee.Database] = _CountingSqlite
     if passphrase is not None:
