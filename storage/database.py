@@ -500,8 +500,8 @@ def _storage_error(
         if exc.errno in (errno.EAGAIN, errno.EBUSY):
             return StorageBusy(f"{doing}: {reason}")
         return StorageUnavailable(f"{doing}: {reason}")
-    # peewee wraps a driver's exception as its first argument.
-    original = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else exc
+    # peewee keeps the driver's exception it wraps as `orig`.
+    original = getattr(exc, "orig", None) or exc
     reason = " ".join(str(original).split()) or type(original).__name__
     words = reason.lower()
     sqlstate = getattr(original, "sqlstate", None) or ""
