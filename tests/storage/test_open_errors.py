@@ -169,3 +169,14 @@ def test_an_existing_file_open_to_others_is_tightened_with_a_warning(
     tightened = [r for r in caplog.records if "tightened" in r.getMessage()]
     assert {Path(r.path).name for r in tightened} == {"old.db", "old.db-wal", "old.db-shm"}
     assert all(r.mode_was == "0o644" for r in tightened)
+
+
+def test_client_open_on_a_bad_path_raises_the_same_typed_error(tmp_path: Path) -> None:
+    from actors.client import Client  # the facade: the error reaches its caller unchanged
+
+    path = missing_directory(tmp_path)
+    with pytest.raises(StorageUnavailable, match=f"cannot open {path}: No such file"):
+        Client.open(f"sqlite:///{path}", servers=[])
+    garbage = garbage_file(tmp_path)
+    with pytest.raises(StorageCorrupt, match=f"cannot open {garbage}: file is not a database"):
+        Client.open(f"sqlite:///{garbage}", servers=[])
