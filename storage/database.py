@@ -891,6 +891,13 @@ def _load_sqlcipher() -> Any:
             raise ConfigurationError(
                 "encrypted databases need SQLCipher: install duplex[encrypted]"
             ) from exc
+        # SQLCipher writes its own lines to stderr when a key does not fit; the caller gets a
+        # typed error for that instead (the setting is process-wide in SQLCipher).
+        probe = dbapi2.connect(":memory:")
+        try:
+            probe.execute("PRAGMA cipher_log_level = NONE")
+        finally:
+            probe.close()
         _sqlcipher = dbapi2
     return _sqlcipher
 
