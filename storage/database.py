@@ -541,9 +541,10 @@ class StorageCounters:
     `statements` counts every statement sent through peewee's `execute_sql` (every query of
     the stores and migrations, and the SAVEPOINT/RELEASE of nested transactions); BEGIN and
     COMMIT are not statements here, they are counted once per outermost transaction in
-    `transactions`. The increments are plain ints, chosen to cost nothing on the hot path:
-    with many threads writing at once an increment can now and then be lost, so read the
-    counters as exact only while one thread works (as a bench's measured phase does).
+    `transactions`. The increments are plain ints under no lock, chosen to cost nothing on
+    the hot path: CPython with its GIL does not switch threads inside `x.n += 1` on an int,
+    but nothing guarantees it (a free-threaded build could lose increments), so a bench that
+    needs exact figures reads them over a phase it controls.
     """
 
     __slots__ = ("statements", "transactions")
