@@ -29,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     server.add_argument("--db", default="sqlite:///duplex-server.db", help="database URL")
     server.add_argument("--host", default="127.0.0.1")
     server.add_argument("--port", type=int, default=5223)
-    server.add_argument("--quota", type=int, default=128, help="messages a queue may hold")
+    _server_limits(server)
 
     demo = commands.add_parser("demo", help="run a small runtime on SQLite and check it")
     demo.add_argument("--workdir", type=Path, help="keep the demo's files here")
@@ -56,6 +56,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     return int(module.main(args.args) or 0)
 
 
+# `duplex server`'s limits: (flag, ServerConfig field, type, help). The defaults are the
+# server's own (protocol/server/limits.py), shown by --help.
+_SERVER_LIMITS = (
+    ("--quota", "quota", int, "messages a queue may hold"),
+    ("--quota-bytes", "quota_bytes", int, "bytes of message bodies a queue may hold"),
+    ("--store-bytes", "store_bytes", int, "bytes of message bodies the store may hold"),
+    ("--message-ttl", "message_ttl", float, "seconds a message is kept"),
+    ("--new-queues", "new_queues", int, "queues one session may create per window"),
+    ("--new-queue-window", "new_queue_window", float, "seconds of that window"),
+    ("--auth-failures", "auth_failures", int, "AUTH refusals per window that close a session"),
+    ("--auth-failure-window", "auth_failure_window", float, "seconds of that window"),
+)
+
+
+def _server_limits(server: argparse.ArgumentParser) -> None:
+    from protocol.server.limits import Limits
+
+    defaults = Limits()
+    for flag, field, kind, text in _SERVER_LIMITS:
+        default = getattr(defaults, field)
+        server.add_argument(flag, type=kind, default=default, help=f"{text} ({default})")
+
+
+def _server_config(args: argparse.Namespace, config: type) -> object:
+    return config(**{field: getattr(args, field) for _, field, _, _ in _SERVER_LIMITS})
+
+
 def _run_server(args: argparse.Namespace) -> int:
     from protocol.errors import DuplexError
     from protocol.server import QueueServer, ServerConfig
@@ -65,7 +92,7 @@ def _run_server(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stop.set())
     try:
         server = QueueServer.start(
-            args.db, host=args.host, port=args.port, config=ServerConfig(quota=args.quota)
+            args.db, host=args.host, port=args.port, config=_server_config(args, ServerConfig)
         )
     except DuplexError as exc:
         print(f"duplex server: {exc}", file=sys.stderr)

@@ -66,6 +66,7 @@ from protocol.queue import (
     encode_transmission,
     signed_payload,
 )
+from protocol.transport import MESSAGE_QUEUE, RECEIVE_BYTES, SharedStream, encode_frames
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +78,6 @@ _CONNECTION_GONE = (
     OSError,
 )
 StateHandler = Callable[[bool], None]
-
-# Frames the websocket's reader may queue before it stops reading: a pipelined burst of
-# replies is parsed from one read without a task switch per frame. Shared with the server.
-MESSAGE_QUEUE = 64
-RECEIVE_BYTES = 64 * 1024  # one read takes a whole burst, not 4 KiB of it
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,13 +94,14 @@ class _Connection:
     """One live websocket with its session id; replaced on every reconnect.
 
     Requests do not write to the websocket themselves: they queue their frame in `outbox`
-    and the connection's writer sends whatever is queued in one write. A burst of pipelined
-    requests then costs one TLS record and one system call, and a request cancelled by its
-    timeout can never leave half a frame on the stream.
+    and the connection's writer frames whatever is queued in one pass and sends it as one
+    write (protocol/transport.py). A burst of pipelined requests then costs one TLS record
+    and one system call, and a request cancelled by its timeout can never leave half a
+    frame on the stream.
     """
 
     def __init__(
-        self, ws: trio_websocket.WebSocketConnection, stream: HeldStream, session_id: bytes
+        self, ws: trio_websocket.WebSocketConnection, stream: SharedStream, session_id: bytes
     ) -> None:
         self.ws = ws
         self.stream = stream
@@ -113,7 +110,16 @@ class _Connection:
 
     async def write(self) -> None:
         """Send queued frames until the connection is closed (run as its own task)."""
-        await write_frames(self.ws, self.stream, self._frames)
+        async for first in self._frames:
+            frames = [first]
+            while True:
+                try:
+                    frames.append(self._frames.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            if self.ws.closed:
+                return
+            await self.stream.send_all(encode_frames(frames, mask=True))
 
 
 class QueueClient:
@@ -349,7 +355,7 @@ class QueueClient:
                         raise ServerIdentityError(
                             f"{host}:{port} presented a certificate that is not {self.address}"
                         )
-                held = HeldStream(stream)
+                held = SharedStream(stream)
                 ws = await trio_websocket.wrap_client_stream(
                     nursery,
                     held,
@@ -461,74 +467,3 @@ def _pinning_context() -> ssl.SSLContext:
     context.verify_mode = ssl.CERT_NONE
     context.minimum_version = ssl.TLSVersion.TLSv1_3
     return context
-
-
-# ---------------------------------------------------------------------- the transport
-
-
-class HeldStream(trio.abc.Stream):
-    """A stream under a websocket that can hold back what the websocket writes for a moment.
-
-    Every websocket frame sent costs a TLS record and a system call, and on loopback the
-    system call also wakes the peer, which may take the CPU from us right there: a frame
-    costs more in transport than in protocol work. So a connection's writer holds the
-    stream while it writes every frame it has queued and then releases them as one write
-    (`write_frames`). Anything else the websocket sends meanwhile (a pong, a close) is
-    queued behind them, in order. While nothing is held, writes go straight through.
-    Used by both ends: this client and protocol/server/shell.py.
-    """
-
-    def __init__(self, inner: trio.abc.Stream) -> None:
-        self.inner = inner
-        self._held: list[bytes] = []
-        self._holding = False
-        self._send_lock = trio.StrictFIFOLock()  # a trio stream allows one sender at a time
-
-    def hold(self) -> None:
-        self._holding = True
-
-    async def release(self) -> None:
-        """Send everything held, in order, then let writes go straight through again."""
-        self._holding = False
-        async with self._send_lock:
-            while self._held:
-                data = b"".join(self._held)
-                self._held.clear()
-                await self.inner.send_all(data)
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        if self._holding or self._held:
-            # release() sends it with the rest; the websocket's own send lock was this
-            # call's checkpoint.
-            self._held.append(bytes(data))
-            return
-        async with self._send_lock:
-            await self.inner.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.inner.wait_send_all_might_not_block()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        return await self.inner.receive_some(max_bytes)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-
-async def write_frames(
-    ws: trio_websocket.WebSocketConnection,
-    stream: HeldStream,
-    frames: trio.MemoryReceiveChannel[bytes],
-) -> None:
-    """Write `frames` to `ws` in order until the channel closes; whatever is queued when the
-    writer wakes up leaves in one write on `stream` (the stream under `ws`)."""
-    async for first in frames:
-        stream.hold()
-        frame: bytes | None = first
-        while frame is not None:
-            await ws.send_message(frame)
-            try:
-                frame = frames.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel):
-                frame = None
-        await stream.release()

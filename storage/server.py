@@ -14,10 +14,13 @@ client, and both are stored as opaque bytes.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
+import sqlite3
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -33,6 +36,7 @@ __all__ = [
     "DuplicateLinkId",
     "QueueRecord",
     "QueueStatus",
+    "Quota",
     "ServerStore",
     "StoredMessage",
 ]
@@ -59,6 +63,19 @@ class DuplicateLinkId(StorageError):
     """Another queue already holds this link id; nothing was changed."""
 
     code = "DUPLICATE_LINK"
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """What an append may fill: messages and body bytes of the queue, body bytes of the store.
+
+    `bytes` and `store_bytes` of None mean no such limit. A queue or a store at its limit
+    takes the quota marker (if none waits yet) instead of the message.
+    """
+
+    messages: int
+    bytes: int | None = None
+    store_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +286,13 @@ class _HotSql:
             f"SELECT seq, {cols} FROM server_message WHERE rcv_id = {p} ORDER BY seq LIMIT 2"
         )
         self.delete_seq = f"DELETE FROM server_message WHERE seq = {p}"
+        # Bytes held: of one queue (only asked when its count could reach its byte quota),
+        # of a queue about to be deleted, of messages about to expire, of the whole store.
+        self.queue_bytes = f"SELECT COALESCE(SUM(LENGTH(enc_body)), 0) {message}"
+        self.expired_bytes = (
+            f"SELECT COALESCE(SUM(LENGTH(enc_body)), 0) {message} AND ts < {p}"
+        )
+        self.store_bytes = "SELECT COALESCE(SUM(LENGTH(enc_body)), 0) FROM server_message"
 
 
 def _message(row: Sequence[Any]) -> StoredMessage:
@@ -278,7 +302,22 @@ def _message(row: Sequence[Any]) -> StoredMessage:
 
 class ServerStore:
     """The queue server's store on one open `Database`; every method is one short transaction
-    (`expire_messages` a few) and may be called from any thread."""
+    (`expire_messages` a few) and may be called from any thread.
+
+    Called inside a transaction the caller opened on the same thread (the server stores a
+    burst of commands in one), a method on SQLite runs in that transaction without a
+    savepoint of its own: a savepoint costs two statements and a uuid per call, and SQLite
+    undoes a failed statement by itself. On PostgreSQL, where an error aborts the whole
+    transaction, methods nest as savepoints.
+
+    Deleted messages are overwritten on SQLite (`secure_delete` on every connection that
+    deletes), and `scrub()` truncates the write-ahead log, so that expired, acknowledged and
+    deleted messages do not linger in the files.
+
+    `stored_bytes` is the bytes of message bodies in the store, kept up to date by every
+    method (read once from the store when opened, and again by `recount_bytes()`, which a
+    caller runs after a transaction of its own was rolled back).
+    """
 
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -287,15 +326,51 @@ class ServerStore:
         self._message: type[ServerMessage] = models[ServerMessage]  # type: ignore[assignment]
         self._identity: type[ServerIdentity] = models[ServerIdentity]  # type: ignore[assignment]
         self._sql = _HotSql(db.kind)
+        self._flat = db.kind == "sqlite"
+        self._scrubbing: dict[int, Any] = {}  # id -> connection that has secure_delete on
+        self._bytes_lock = threading.Lock()
+        self.stored_bytes = 0
+        self.recount_bytes()
 
     @property
     def database(self) -> Database:
         return self._db
 
+    @contextlib.contextmanager
+    def _tx(self, *, read_only: bool = False) -> Iterator[peewee.Database]:
+        """A transaction of its own, or on SQLite the caller's one if it has one open."""
+        pool = self._db.peewee
+        if self._flat and not pool.is_closed() and pool.in_transaction():
+            yield pool
+            return
+        with self._db.transaction(read_only=read_only) as db:
+            yield db
+
+    def _deleting(self, db: peewee.Database) -> None:
+        """Make this connection overwrite what it deletes (SQLite; once per connection)."""
+        if not self._flat:
+            return
+        connection = db.connection()
+        if self._scrubbing.get(id(connection)) is not connection:
+            db.execute_sql("PRAGMA secure_delete = ON")
+            self._scrubbing[id(connection)] = connection  # held: its id is not reused
+
+    def _count_bytes(self, delta: int) -> None:
+        with self._bytes_lock:
+            self.stored_bytes += delta
+
+    def recount_bytes(self) -> int:
+        """Read the bytes of message bodies in the store again (one scan); returns them."""
+        with self._tx(read_only=True) as db:
+            (total,) = db.execute_sql(self._sql.store_bytes).fetchone()
+        with self._bytes_lock:
+            self.stored_bytes = int(total)
+        return self.stored_bytes
+
     # ----------------------------------------------------------------------- queues
 
     def _queue_where(self, sql: str, value: bytes) -> QueueRecord | None:
-        with self._db.transaction(read_only=True) as db:
+        with self._tx(read_only=True) as db:
             row = db.execute_sql(sql, (value,)).fetchone()
         return None if row is None else _queue_record(row)
 
@@ -309,7 +384,7 @@ class ServerStore:
         q = self._queue
         by_key = self._sql.queue_by_rcv_auth_key
         try:
-            with self._db.transaction() as db:
+            with self._tx() as db:
                 existing = db.execute_sql(by_key, (record.rcv_auth_key,)).fetchone()
                 if existing is not None:
                     return _queue_record(existing)
@@ -359,7 +434,7 @@ class ServerStore:
         The caller compares the returned key with the one it asked for (KEY/SKEY are
         idempotent with the same key and AUTH with another)."""
         q = self._queue
-        with self._db.transaction() as db:
+        with self._tx() as db:
             q.update(snd_auth_key=snd_auth_key).where(
                 (q.rcv_id == rcv_id) & q.snd_auth_key.is_null()
             ).execute()
@@ -369,18 +444,21 @@ class ServerStore:
     def suspend(self, rcv_id: bytes) -> bool:
         """Turn the queue OFF; False if there is no such queue."""
         q = self._queue
-        with self._db.transaction():
+        with self._tx():
             changed = q.update(status=QueueStatus.OFF.value).where(q.rcv_id == rcv_id).execute()
         return changed > 0
 
     def delete_queue(self, rcv_id: bytes) -> bool:
         """Delete the queue and all its messages; False if there is no such queue."""
         q, m = self._queue, self._message
-        with self._db.transaction():
+        with self._tx() as db:
+            self._deleting(db)
             # The queue row first: on PostgreSQL this waits for an append holding its lock,
             # and an append that comes later finds no queue, so no message is left behind.
             deleted = q.delete().where(q.rcv_id == rcv_id).execute()
+            (freed,) = db.execute_sql(self._sql.queue_bytes, (rcv_id,)).fetchone()
             m.delete().where(m.rcv_id == rcv_id).execute()
+        self._count_bytes(-int(freed))
         return deleted > 0
 
     def set_link(self, rcv_id: bytes, link_id: bytes, data: bytes) -> None:
@@ -389,16 +467,16 @@ class ServerStore:
         DuplicateLinkId, with nothing changed, if another queue holds `link_id`."""
         q = self._queue
         try:
-            with self._db.transaction():
+            with self._tx():
                 q.update(link_id=link_id, link_data=data).where(q.rcv_id == rcv_id).execute()
         except peewee.IntegrityError as exc:
             # The unique index decides, also between two queues setting it at once; the
-            # failed update is rolled back with its transaction.
+            # failed update is undone (its transaction, or on SQLite the statement itself).
             raise DuplicateLinkId("another queue holds this link id") from exc
 
     def delete_link(self, rcv_id: bytes) -> None:
         q = self._queue
-        with self._db.transaction():
+        with self._tx():
             q.update(link_id=None, link_data=None).where(q.rcv_id == rcv_id).execute()
 
     # ----------------------------------------------------------------------- messages
@@ -408,45 +486,60 @@ class ServerStore:
         rcv_id: bytes,
         message: StoredMessage,
         marker: StoredMessage | Callable[[], StoredMessage],
-        quota: int,
+        quota: int | Quota,
         expire_before_ts: int,
     ) -> AppendOutcome:
         """Expire the queue's old messages, then store `message`, or `marker` if the queue is
         full, or nothing if a marker already waits; one transaction, committed on return.
 
-        `marker` may be a function that makes it, called only when the queue is full.
-        Expiry here starts at the front: when the queue's oldest message has expired, every
-        message of the queue older than `expire_before_ts` is deleted; when it has not (a
-        clock that stepped back can put an older timestamp behind it), `expire_messages`
-        deletes the rest on its next round.
+        `quota` is a message count, or a `Quota` that also bounds the bytes of the queue and
+        of the whole store. `marker` may be a function that makes it, called only when the
+        queue is full. Expiry here starts at the front: when the queue's oldest message has
+        expired, every message of the queue older than `expire_before_ts` is deleted; when it
+        has not (a clock that stepped back can put an older timestamp behind it),
+        `expire_messages` deletes the rest on its next round.
 
         A queue deleted since the caller looked it up gets nothing stored and STORED back:
         the SEND is then ordered before the DEL, which would have deleted the message anyway.
         """
         sql = self._sql
-        with self._db.transaction() as db:
+        limit = quota if isinstance(quota, Quota) else Quota(quota)
+        size = len(message.enc_body)
+        with self._tx() as db:
             if db.execute_sql(sql.queue_exists, (rcv_id,)).fetchone() is None:
                 logger.debug("append to a deleted queue dropped", extra={"rcv_id": rcv_id.hex()})
                 return AppendOutcome.STORED
             fill = (rcv_id, rcv_id, rcv_id)
             count, newest_is_marker, oldest_ts = db.execute_sql(sql.fill, fill).fetchone()
             if oldest_ts is not None and oldest_ts < expire_before_ts:
+                self._deleting(db)
+                (expired,) = db.execute_sql(
+                    sql.expired_bytes, (rcv_id, expire_before_ts)
+                ).fetchone()
                 db.execute_sql(sql.delete_expired, (rcv_id, expire_before_ts))
+                self._count_bytes(-int(expired))
                 count, newest_is_marker, _ = db.execute_sql(sql.fill, fill).fetchone()
             if newest_is_marker:
                 return AppendOutcome.QUOTA
-            if count >= quota:
+            full = count >= limit.messages
+            if not full and limit.store_bytes is not None:
+                full = self.stored_bytes + size > limit.store_bytes
+            # Summing a queue's bytes reads its rows, so only when its count could get there.
+            if not full and limit.bytes is not None and (count + 1) * size > limit.bytes // 2:
+                (held,) = db.execute_sql(sql.queue_bytes, (rcv_id,)).fetchone()
+                full = int(held) + size > limit.bytes
+            if full:
                 stored = marker if isinstance(marker, StoredMessage) else marker()
                 outcome = AppendOutcome.QUOTA_MARKER
             else:
                 stored, outcome = message, AppendOutcome.STORED
-            full = outcome is AppendOutcome.QUOTA_MARKER  # the flag follows the outcome
             db.execute_sql(sql.insert, (rcv_id, stored.msg_id, stored.ts, stored.enc_body, full))
+            self._count_bytes(len(stored.enc_body))
         return outcome
 
     def first_message(self, rcv_id: bytes) -> StoredMessage | None:
         """The oldest message of the queue, if any."""
-        with self._db.transaction(read_only=True) as db:
+        with self._tx(read_only=True) as db:
             row = db.execute_sql(self._sql.oldest, (rcv_id,)).fetchone()
         return None if row is None else _message(row)
 
@@ -455,13 +548,15 @@ class ServerStore:
 
         (False, None), with nothing deleted, when it is not the oldest (or not there)."""
         sql = self._sql
-        with self._db.transaction() as db:
+        with self._tx() as db:
             rows = db.execute_sql(sql.oldest_two, (rcv_id,)).fetchall()
             if not rows or _bytes(rows[0][1]) != msg_id:
                 return False, None
+            self._deleting(db)
             deleted = db.execute_sql(sql.delete_seq, (rows[0][0],)).rowcount
         if deleted != 1:  # a concurrent ACK of the same message won (PostgreSQL)
             return False, None
+        self._count_bytes(-len(rows[0][3]))
         return True, _message(rows[1][1:]) if len(rows) > 1 else None
 
     def expire_messages(self, expire_before_ts: int) -> int:
@@ -470,9 +565,16 @@ class ServerStore:
         m = self._message
         total = 0
         while True:
-            with self._db.transaction():
+            with self._tx() as db:
+                self._deleting(db)
                 batch = m.select(m.seq).where(m.ts < expire_before_ts).limit(EXPIRE_BATCH)
+                freed = (
+                    m.select(peewee.fn.COALESCE(peewee.fn.SUM(peewee.fn.LENGTH(m.enc_body)), 0))
+                    .where(m.seq.in_(batch))
+                    .scalar()
+                )
                 deleted = m.delete().where(m.seq.in_(batch)).execute()
+            self._count_bytes(-int(freed or 0))
             total += deleted
             if deleted < EXPIRE_BATCH:
                 break
@@ -480,9 +582,25 @@ class ServerStore:
             logger.info("messages expired", extra={"count": total})
         return total
 
+    def scrub(self) -> None:
+        """Truncate SQLite's write-ahead log after a checkpoint, so that the pages of deleted
+        messages written there are gone from disk too (a no-op on PostgreSQL, and when a
+        reader still holds the log: then the next call does it)."""
+        if not self._flat:
+            return
+        # A checkpoint cannot run inside a transaction, and pooled connections are only
+        # lent inside one: a short connection of its own.
+        connection = sqlite3.connect(self._db.peewee.database, timeout=10)
+        try:
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as exc:
+            raise StorageError(f"checkpoint of {self._db!r} failed: {exc}") from exc
+        finally:
+            connection.close()
+
     def message_count(self, rcv_id: bytes) -> int:
         m = self._message
-        with self._db.transaction(read_only=True):
+        with self._tx(read_only=True):
             return m.select().where(m.rcv_id == rcv_id).count()
 
     # ----------------------------------------------------------------------- identity, stats
@@ -490,7 +608,7 @@ class ServerStore:
     def load_identity(self) -> tuple[bytes, bytes] | None:
         """The server's (certificate PEM, private key PEM), or None before the first save."""
         ident = self._identity
-        with self._db.transaction(read_only=True):
+        with self._tx(read_only=True):
             row = ident.get_or_none(ident.id == _IDENTITY_ROW)
         return None if row is None else (_bytes(row.certificate_pem), _bytes(row.key_pem))
 
@@ -500,7 +618,7 @@ class ServerStore:
         A later save with other values changes nothing and logs a warning: replacing the
         certificate would change the server's address under every client that pinned it."""
         ident = self._identity
-        with self._db.transaction():
+        with self._tx():
             inserted = (
                 ident.insert(
                     id=_IDENTITY_ROW,
@@ -523,7 +641,7 @@ class ServerStore:
 
     def stats(self) -> dict[str, int]:
         """Counts for monitoring: `queues`, `messages` (full counts, not for the hot path)."""
-        with self._db.transaction(read_only=True):
+        with self._tx(read_only=True):
             queues = self._queue.select().count()
             messages = self._message.select().count()
         return {"queues": queues, "messages": messages}

@@ -1,22 +1,38 @@
 """`QueueServer`: the queue protocol served over TLS websockets with trio.
 
-A thin shell around `QueueBroker` (protocol/server/broker.py): it accepts TCP connections, runs TLS
-and the websocket handshake (trio-websocket over the connection's `HeldStream`), performs
-the hello (random session id), runs each received frame through the broker (on the trio
-thread for SQLite, whose short transactions cost less than a thread hop; in worker threads
-for a networked database), and writes the returned frames to their sessions. Each session
-has one writer task fed by a bounded channel, so a slow reader cannot stall anyone else:
-when its channel is full the session is closed (it will resubscribe and get its undelivered
-messages again). The writer sends everything queued when it wakes as one write: a burst of
-replies costs one TLS record and one system call, not one per frame.
+A thin shell around `QueueBroker` (protocol/server/broker.py): it accepts TCP connections,
+runs TLS (1.3 only: an older client gets a `protocol_version` alert at once), the websocket
+handshake (on the configured path only) and the hello (a random session id), runs each
+received burst of frames through the broker and writes the frames it returns to their
+sessions. SQLite's short transactions run on the trio thread (a thread hop costs more than
+they do); a networked database's run in worker threads, one frame at a time.
 
-A session is closed as abusive after `max_consecutive_errors` undecodable frames or
-`max_consecutive_auth_failures` commands answered AUTH in a row (ServerConfig); the replies
-it was already given are sent first.
+A burst is what one session sent that has arrived together: it is prepared (decoded, its
+queues looked up), its signatures are verified on a thread of the server's own (Ed25519
+releases the GIL, so the loop serves other sessions meanwhile), and it is applied in one
+store transaction whose frames are posted only after the commit: an `OK` still means stored.
 
-TLS is on unless a test turns it off. The certificate is generated with `cryptography` on
-first start and kept in the store, so the address — `duplex://<sha256 of cert>@host:port` —
-survives restarts and clients can pin it.
+Bounded memory per session
+--------------------------
+A session costs at most a few hundred KiB, whatever its client does:
+
+* what it sends: the websocket queues at most `receive_queue` parsed frames, and a frame
+  header that announces more than the websocket's limit closes the connection before the
+  body is read (`FrameGuard`);
+* what it is sent: its outbox is bounded in bytes. Replies to its own commands always go in,
+  but the session's next burst is not read while the outbox holds more than
+  `outbox_bytes`; a `MSG` pushed to it while it is that full is not queued at all — the
+  queue is left *pending* and its message is delivered when the outbox has drained;
+* a writer that cannot hand its frames to the network for `send_timeout` seconds (a client
+  that does not read) closes the TCP connection at once, without a goodbye, and the
+  session's subscriptions are released (undelivered messages wait for its next SUB).
+
+A session is closed as abusive after `max_consecutive_errors` undecodable frames in a row or
+`auth_failures` AUTH refusals within `auth_failure_window` seconds (successes in between
+do not reset that count); the replies it was already given are sent first.
+
+The certificate is generated on first start and kept in the store, so the address —
+`duplex://<sha256 of cert>@host:port` — survives restarts and clients can pin it.
 
 Embedding: `QueueServer.start(db="sqlite:///server.db", port=0)` runs the server on its own
 thread and returns once it listens; `.address`, `.stop()`, and `with` work. In a trio program,
@@ -25,14 +41,11 @@ thread and returns once it listens; `.address`, `.stop()`, and `with` work. In a
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import contextlib
-import datetime
 import functools
 import logging
-import os
-import ssl
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -41,14 +54,9 @@ from typing import Any
 
 import trio
 import trio_websocket
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from protocol import crypto
 from protocol.address import ServerAddress
-from protocol.client import MESSAGE_QUEUE, RECEIVE_BYTES, HeldStream, write_frames
 from protocol.errors import ConfigurationError, StorageError
 from protocol.queue import (
     SUPPORTED_VERSIONS,
@@ -58,55 +66,156 @@ from protocol.queue import (
     decode_client_hello,
     encode,
 )
-from protocol.server.broker import (
+from protocol.server import identity
+from protocol.server.broker import Outgoing, Prepared, QueueBroker, Session, verify_prepared
+from protocol.server.guard import FrameGuard, FrameRefused
+from protocol.server.limits import (
+    DEFAULT_AUTH_FAILURE_WINDOW,
+    DEFAULT_AUTH_FAILURES,
     DEFAULT_MESSAGE_TTL,
+    DEFAULT_NEW_QUEUE_WINDOW,
+    DEFAULT_NEW_QUEUES,
     DEFAULT_QUOTA,
-    Outgoing,
-    QueueBroker,
-    Session,
-    SignatureCheck,
-    verify_signatures,
+    DEFAULT_QUOTA_BYTES,
+    DEFAULT_STORE_BYTES,
+    Limits,
 )
+from protocol.transport import RECEIVE_BYTES, SharedStream, encode_frames
 from storage.database import Database, open_database
 from storage.server import SERVER_LAYER, ServerStore
 
 log = logging.getLogger(__name__)
 
-# Frames of one session handled as a burst: verified together, then stored in groups of
-# _GROUP per transaction. A group keeps the loop from the other sessions for its duration
-# (a few milliseconds), which bounds it.
-_BURST = MESSAGE_QUEUE
-_GROUP = 8
 _FAREWELL_TIMEOUT = 1.0  # seconds a closing session's writer has to flush its last replies
+_WRITE_CHUNK = 64 * 1024  # bytes framed and sent in one write at most
+_PENDING_BATCH = 16  # pending MSGs delivered at once when a session's outbox has room
 _CONNECTION_GONE = (
     trio_websocket.ConnectionClosed,
     trio.BrokenResourceError,
     trio.ClosedResourceError,
     OSError,  # reset by the peer, or a TLS failure that trio did not wrap
+    FrameRefused,
 )
 
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
-    """Tunables of a queue server; tests shrink the times."""
+    """Tunables of a queue server; tests shrink the times. `duplex server --help` has the
+    limits as flags."""
 
+    # Limits (see protocol/server/limits.py): messages and body bytes per queue, body bytes
+    # in the store, message lifetime; queues one session may create per window; AUTH
+    # refusals per window that close a session.
     quota: int = DEFAULT_QUOTA
+    quota_bytes: int = DEFAULT_QUOTA_BYTES
+    store_bytes: int = DEFAULT_STORE_BYTES
     message_ttl: float = DEFAULT_MESSAGE_TTL
-    expire_interval: float = 60.0
+    new_queues: int = DEFAULT_NEW_QUEUES
+    new_queue_window: float = DEFAULT_NEW_QUEUE_WINDOW
+    auth_failures: int = DEFAULT_AUTH_FAILURES
+    auth_failure_window: float = DEFAULT_AUTH_FAILURE_WINDOW
+    max_consecutive_errors: int = 64  # undecodable frames; then the session is closed
+
+    expire_interval: float = 60.0  # also how often the SQLite log is truncated (scrub)
     idle_timeout: float = 300.0  # a session silent this long is closed (clients ping)
-    hello_timeout: float = 10.0
-    max_consecutive_errors: int = 64  # undecodable frames; then the session is closed as abusive
-    # Commands refused with AUTH in a row (unknown entities, bad signatures: someone probing)
-    # that close the session. A client whose queues were deleted meanwhile resubscribes them
-    # in one batch and sees one AUTH each, so this is well above a few, not one.
-    max_consecutive_auth_failures: int = 100
-    session_buffer: int = 1024  # frames queued for one session before it counts as stuck
+    hello_timeout: float = 10.0  # for TLS, the websocket handshake and the hello together
+    # Memory per session: bytes queued for it before its next burst waits and pushes to it
+    # are deferred; frames parsed ahead of it. A write that cannot go out for `send_timeout`
+    # seconds closes the connection.
+    outbox_bytes: int = 256 * 1024
+    receive_queue: int = 16
+    send_timeout: float = 15.0
+    path: str = "/"  # the websocket path; another one is refused (HTTP 404)
     worker_threads: int = 8
     tls: bool = True
     # Run the store's short transactions on the trio thread instead of a worker thread.
     # A thread hop costs more than a local SQLite commit (bench/server.py measured it), so
     # None means: in the loop for SQLite, in worker threads for a networked PostgreSQL.
     store_in_loop: bool | None = None
+
+    def limits(self) -> Limits:
+        return Limits(
+            quota=self.quota,
+            quota_bytes=self.quota_bytes,
+            store_bytes=self.store_bytes,
+            message_ttl=self.message_ttl,
+            new_queues=self.new_queues,
+            new_queue_window=self.new_queue_window,
+            auth_failures=self.auth_failures,
+            auth_failure_window=self.auth_failure_window,
+        )
+
+
+class _Outbox:
+    """Frames waiting for one session's writer, counted in bytes until they are sent."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.frames: collections.deque[bytes] = collections.deque()
+        self.bytes = 0  # queued and being written
+        self.closed = False
+        self.too_slow = False
+        self.scope: trio.CancelScope | None = None  # the session's, cancelled when too slow
+        self._queued = trio.Event()
+        self._room = trio.Event()
+
+    def full(self) -> bool:
+        return self.bytes > self.budget
+
+    def put(self, frame: bytes) -> None:
+        self.frames.append(frame)
+        self.bytes += len(frame)
+        self._queued.set()
+
+    def take(self, limit: int) -> list[bytes]:
+        """Queued frames, at least one if there is any, up to `limit` bytes."""
+        taken: list[bytes] = []
+        size = 0
+        frames = self.frames
+        while frames and (not taken or size + len(frames[0]) <= limit):
+            frame = frames.popleft()
+            taken.append(frame)
+            size += len(frame)
+        if not frames:
+            self._queued = trio.Event()
+        return taken
+
+    async def wait_queued(self) -> None:
+        if not self.frames and not self.closed:
+            await self._queued.wait()
+
+    def sent(self, size: int) -> None:
+        self.bytes -= size
+        if not self.full():
+            self._room.set()
+
+    async def wait_for_room(self) -> None:
+        while self.full() and not self.closed:
+            self._room = trio.Event()
+            await self._room.wait()
+
+    def close(self) -> None:
+        self.closed = True
+        self._queued.set()
+        self._room.set()
+
+
+class _GuardedStream(SharedStream):
+    """The server's stream: what the client sends passes the `FrameGuard` first."""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        super().__init__(inner)
+        self.guard = FrameGuard(WEBSOCKET_MAX_MESSAGE)
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        data = await self.inner.receive_some(max_bytes)
+        try:
+            self.guard.feed(data)
+        except FrameRefused as exc:
+            log.warning("refusing an oversized frame", extra={"reason": str(exc)})
+            await trio.aclose_forcefully(self.inner)
+            raise trio.BrokenResourceError(str(exc)) from exc
+        return data
 
 
 class QueueServer:
@@ -125,9 +234,7 @@ class QueueServer:
         self.config = config or ServerConfig()
         self.database = database
         self.store = ServerStore(database)
-        self.broker = QueueBroker(
-            self.store, quota=self.config.quota, message_ttl=self.config.message_ttl, clock=clock
-        )
+        self.broker = QueueBroker(self.store, limits=self.config.limits(), clock=clock)
         self.host = host
         self.port = port
         self._owns_database = owns_database
@@ -138,6 +245,7 @@ class QueueServer:
         self._verifier: concurrent.futures.ThreadPoolExecutor | None = None
         in_loop = self.config.store_in_loop
         self._store_in_loop = database.kind == "sqlite" if in_loop is None else in_loop
+        self._burst = self.config.receive_queue + 1
         self._cancel_scope: trio.CancelScope | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._thread: threading.Thread | None = None
@@ -191,6 +299,11 @@ class QueueServer:
     @property
     def fingerprint(self) -> bytes:
         return crypto.fingerprint(self._certificate_der)
+
+    @property
+    def session_count(self) -> int:
+        """Sessions past their hello and not yet closed."""
+        return len(self._sessions)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Close every session and the listener; idempotent."""
@@ -257,12 +370,13 @@ class QueueServer:
 
     async def _handle_stream(self, tcp: trio.SocketStream) -> None:
         """One connection: TLS, the websocket handshake, then the session until either ends."""
-        transport: trio.abc.Stream = tcp
-        if self._ssl_context is not None:
-            transport = trio.SSLStream(tcp, self._ssl_context, server_side=True)
-        stream = HeldStream(transport)
-        session = Session()
+        session = self.broker.new_session()
+        stream: _GuardedStream | None = None
         try:
+            transport = await self._handshake_tls(tcp)
+            if transport is None:
+                return
+            stream = _GuardedStream(transport)
             async with trio.open_nursery() as nursery:
                 try:
                     await self._accept_session(nursery, stream, session)
@@ -274,35 +388,67 @@ class QueueServer:
             # One session's failure must never take the listener (and every session) down.
             log.exception("session failed", extra={"session": repr(session)})
         finally:
-            with trio.move_on_after(1) as cleanup:
-                cleanup.shield = True
-                await stream.aclose()
+            self._sessions.discard(session)
+            self._close_session(session)
+            outbox = session.outbox
+            if stream is None or (outbox is not None and outbox.too_slow):
+                # A client that does not read gets no goodbye (it would not read that either).
+                await trio.aclose_forcefully(stream or tcp)
+            else:
+                with trio.move_on_after(1) as cleanup:
+                    cleanup.shield = True
+                    await stream.aclose()
+                if cleanup.cancelled_caught:
+                    await trio.aclose_forcefully(stream)
+
+    async def _handshake_tls(self, tcp: trio.SocketStream) -> trio.abc.Stream | None:
+        """The TLS stream after its handshake; None (connection closed) if it failed."""
+        if self._ssl_context is None:
+            return tcp
+        tls = trio.SSLStream(tcp, self._ssl_context, server_side=True)
+        with trio.move_on_after(self.config.hello_timeout):
+            try:
+                await tls.do_handshake()
+                return tls
+            except trio.BrokenResourceError:
+                # trio drops what OpenSSL wrote when the handshake failed: the alert that
+                # tells the client why (protocol_version for TLS below 1.3). Send it.
+                outgoing = getattr(tls, "_outgoing", None)
+                alert = outgoing.read() if outgoing is not None else b""
+                if alert:
+                    with trio.move_on_after(1), contextlib.suppress(*_CONNECTION_GONE):
+                        await tcp.send_all(alert)
+        await trio.aclose_forcefully(tcp)
+        return None
 
     async def _accept_session(
-        self, nursery: trio.Nursery, stream: HeldStream, session: Session
+        self, nursery: trio.Nursery, stream: _GuardedStream, session: Session
     ) -> None:
         ws: trio_websocket.WebSocketConnection | None = None
         with trio.move_on_after(self.config.hello_timeout):
             request = await trio_websocket.wrap_server_stream(
                 nursery,
                 stream,
-                message_queue_size=MESSAGE_QUEUE,
+                message_queue_size=self.config.receive_queue,
                 max_message_size=WEBSOCKET_MAX_MESSAGE,
                 receive_buffer_size=RECEIVE_BYTES,
             )
+            if request.path != self.config.path:
+                await request.reject(404)
+                return
             ws = await request.accept()
         if ws is None:
             return  # no websocket handshake within the hello timeout
         try:
             await self._run_session(ws, stream, session)
         finally:
-            self._sessions.discard(session)
-            self._close_session(session)
-            with trio.move_on_after(1):
-                await ws.aclose()
+            outbox = session.outbox
+            if outbox is None or not outbox.too_slow:
+                with trio.move_on_after(1):
+                    await ws.aclose()
 
     async def _run_session(
-        self, ws: trio_websocket.WebSocketConnection, stream: HeldStream, session: Session
+        self, ws: trio_websocket.WebSocketConnection, stream: SharedStream, session: Session
     ) -> None:
         low, high = SUPPORTED_VERSIONS
         await ws.send_message(encode(ServerHello(low, high, session.session_id)))
@@ -317,10 +463,11 @@ class QueueServer:
         if not low <= hello.version <= high:
             return
         self._sessions.add(session)
-        send, receive = trio.open_memory_channel[bytes](self.config.session_buffer)
-        session.outbox = send
+        outbox = _Outbox(self.config.outbox_bytes)
+        session.outbox = outbox
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._write_session, ws, stream, receive)
+            outbox.scope = nursery.cancel_scope
+            nursery.start_soon(self._write_session, ws, stream, session)
             try:
                 await self._read_session(ws, session)
             except BaseException:
@@ -329,7 +476,7 @@ class QueueServer:
             # Closed from this side (idle or abusive): the replies already made still go out,
             # then the writer closes the websocket; a peer that does not read them is not
             # waited for long.
-            send.close()
+            outbox.close()
             nursery.cancel_scope.deadline = trio.current_time() + _FAREWELL_TIMEOUT
 
     def _close_session(self, session: Session) -> None:
@@ -340,14 +487,33 @@ class QueueServer:
         if outbox is not None:
             outbox.close()
 
+    def _too_slow(self, session: Session, why: str) -> None:
+        """Drop a session whose client does not read: its connection is closed at once."""
+        outbox = session.outbox
+        if outbox is None or outbox.too_slow:
+            return
+        log.warning("session too slow, closing it", extra={"session": repr(session), "why": why})
+        outbox.too_slow = True
+        self._close_session(session)
+        if outbox.scope is not None:
+            outbox.scope.cancel()
+
     async def _read_session(self, ws: trio_websocket.WebSocketConnection, session: Session) -> None:
+        outbox: _Outbox = session.outbox
         while True:
+            if outbox.full():
+                # Its replies are not read: read nothing more from it until they are.
+                with trio.move_on_after(self.config.send_timeout):
+                    await outbox.wait_for_room()
+                if outbox.full():
+                    self._too_slow(session, "its replies were not read")
+                    return
             with trio.move_on_after(self.config.idle_timeout) as idle:
                 frame = await ws.get_message()
             if idle.cancelled_caught:
                 log.info("closing idle session", extra={"session": repr(session)})
                 return
-            frames = [_binary(frame), *_received(ws, _BURST - 1)]
+            frames = [_binary(frame), *_received(ws, self._burst - 1)]
             if not self._store_in_loop:
                 for frame in frames:
                     outgoing = await trio.to_thread.run_sync(
@@ -356,127 +522,144 @@ class QueueServer:
                     if self._deliver(session, outgoing):
                         return
                 continue
-            if len(frames) > 1:
-                # Verified on a worker thread, where Ed25519 does not hold the GIL: the loop
-                # serves the other sessions meanwhile.
-                checks = self.broker.signature_checks(session, frames)
-                if len(checks) > 1:
-                    session.verified = await self._verify(checks)
-            try:
-                for start in range(0, len(frames), _GROUP):
-                    if start:
-                        await trio.lowlevel.checkpoint()  # let the other sessions in
-                    if self._deliver(session, self._handle_group(session, frames, start)):
-                        return
-            finally:
-                session.verified.clear()
+            prepared = [self.broker.prepare(session, frame) for frame in frames]
+            checks = [p for p in prepared if p.check is not None]
+            if len(checks) > 1:
+                # Verified on a thread of our own, where Ed25519 does not hold the GIL: the
+                # loop serves the other sessions meanwhile.
+                await self._verify(checks)
+            if self._deliver(session, self._apply_burst(session, prepared)):
+                return
 
-    async def _verify(self, checks: list[SignatureCheck]) -> dict[SignatureCheck, bool]:
-        """The checks' outcomes, made on the verifier thread while the loop serves others."""
+    async def _verify(self, prepared: list[Prepared]) -> None:
+        """Verify the prepared frames' signatures on the verifier thread."""
         assert self._verifier is not None
-        future = self._verifier.submit(verify_signatures, checks)
+        future = self._verifier.submit(verify_prepared, prepared)
         token, done = trio.lowlevel.current_trio_token(), trio.Event()
         future.add_done_callback(lambda _: token.run_sync_soon(done.set))
         with trio.CancelScope(shield=True):  # a burst takes milliseconds: wait for it
             await done.wait()
-        return future.result()
+        future.result()
 
-    def _handle_group(self, session: Session, frames: list[bytes], start: int) -> list[Outgoing]:
-        """Frames `start`… of a burst (at most _GROUP, fewer if the session turns abusive), in
-        one transaction: its one commit is most of what a SEND or ACK costs the store.
+    def _apply_burst(self, session: Session, prepared: list[Prepared]) -> list[Outgoing]:
+        """A burst (fewer frames if the session turns abusive) in one transaction: its one
+        commit is most of what a SEND or ACK costs the store.
 
         Nothing is posted before the commit, so an OK still means stored. If the commit
-        fails, nothing of the group is stored, but the broker's memory may say otherwise
+        fails, nothing of the burst is stored, but the broker's memory may say otherwise
         (a MSG counted as delivered, a queue cached that was never committed): the sessions
         it would have written to are closed and the cached queues forgotten, so they start
         again from the store when they reconnect.
         """
-        group = frames[start : start + _GROUP]
-        if len(group) == 1:  # its own transactions are cheaper than savepoints in one
-            return self.broker.handle(session, group[0])
+        if len(prepared) == 1:  # its own transactions are as cheap
+            return self.broker.apply(session, prepared[0])
         outgoing: list[Outgoing] = []
         try:
             with self.database.transaction():
-                for frame in group:
-                    outgoing += self.broker.handle(session, frame)
+                for p in prepared:
+                    outgoing += self.broker.apply(session, p)
                     if self._abusive(session):
                         break
         except StorageError:
             self.broker.forget_cached_queues()
             for other in {item.session for item in outgoing} - {session}:
                 self._close_session(other)
+            with contextlib.suppress(StorageError):
+                self.store.recount_bytes()
             raise
         return outgoing
 
     def _deliver(self, session: Session, outgoing: list[Outgoing]) -> bool:
         """Post the frames; True if `session` is to be closed as abusive."""
         for item in outgoing:
-            self._post(item.session, item.frame)
+            self._post(item)
         if self._abusive(session):
             log.warning("closing abusive session", extra={"session": repr(session)})
             return True
         return False
 
     def _abusive(self, session: Session) -> bool:
-        return (
-            session.consecutive_errors > self.config.max_consecutive_errors
-            or session.consecutive_auth_failures >= self.config.max_consecutive_auth_failures
-        )
+        return session.abusive or session.consecutive_errors > self.config.max_consecutive_errors
 
-    def _post(self, session: Session, frame: bytes) -> None:
-        outbox = session.outbox
-        if outbox is None or session.closed:
+    def _post(self, item: Outgoing) -> None:
+        session = item.session
+        outbox: _Outbox | None = session.outbox
+        if outbox is None or session.closed or outbox.closed:
             return  # gone: what it was sent stays stored and is delivered on its next SUB
-        try:
-            outbox.send_nowait(frame)
-        except trio.WouldBlock:
-            log.warning("session too slow, closing it", extra={"session": repr(session)})
-            outbox.close()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+        if item.pushed is not None and outbox.full():
+            self.broker.defer(item)  # delivered when the outbox has room again
+            return
+        outbox.put(item.frame)
+        if outbox.bytes > 4 * outbox.budget:  # only replies and ENDs get here: a flood
+            self._too_slow(session, "its outbox overflowed")
 
-    @staticmethod
     async def _write_session(
-        ws: trio_websocket.WebSocketConnection,
-        stream: HeldStream,
-        frames: trio.MemoryReceiveChannel[bytes],
+        self, ws: trio_websocket.WebSocketConnection, stream: SharedStream, session: Session
     ) -> None:
-        await write_frames(ws, stream, frames)
-        await ws.aclose()  # the channel was closed: a stuck session is dropped
+        """Send what the session's outbox holds, framed in one pass per write, until it is
+        closed; deliver its pending MSGs when it has room. A write that does not go out
+        within `send_timeout` closes the connection (`_too_slow`)."""
+        outbox: _Outbox = session.outbox
+        while True:
+            await outbox.wait_queued()
+            frames = outbox.take(_WRITE_CHUNK)
+            if not frames:
+                break  # closed, and everything was sent
+            if ws.closed:
+                return
+            size = sum(len(frame) for frame in frames)
+            with trio.move_on_after(self.config.send_timeout) as write:
+                await stream.send_all(encode_frames(frames, mask=False))
+            if write.cancelled_caught:
+                self._too_slow(session, "a write did not go out")
+                return
+            outbox.sent(size)
+            if session.pending and not outbox.full() and not outbox.closed:
+                await self._deliver_pending(session)
+        with trio.move_on_after(_FAREWELL_TIMEOUT):
+            await ws.aclose()
+
+    async def _deliver_pending(self, session: Session) -> None:
+        if self._store_in_loop:
+            outgoing = self.broker.deliver_pending(session, _PENDING_BATCH)
+        else:
+            outgoing = await trio.to_thread.run_sync(
+                self.broker.deliver_pending, session, _PENDING_BATCH, limiter=self._limiter
+            )
+        for item in outgoing:
+            self._post(item)
 
     async def _expire_periodically(self) -> None:
         while True:
             await trio.sleep(self.config.expire_interval)
-            cutoff = int((self.broker.clock() - self.config.message_ttl) * 1000)
-            removed = await trio.to_thread.run_sync(self.store.expire_messages, cutoff)
-            if removed:
-                log.info("expired messages", extra={"count": removed})
+            await self.expire_now()
+
+    async def expire_now(self) -> int:
+        """Delete expired messages and scrub the store's files (the periodic sweep, which
+        runs every `expire_interval` seconds); returns how many messages were deleted."""
+        cutoff = int((self.broker.clock() - self.config.message_ttl) * 1000)
+        removed = await trio.to_thread.run_sync(self.store.expire_messages, cutoff)
+        if removed:
+            log.info("expired messages", extra={"count": removed})
+        try:
+            await trio.to_thread.run_sync(self.store.scrub)
+        except StorageError:
+            log.warning("scrubbing the store failed", exc_info=True)
+        return removed
 
     # ------------------------------------------------------------------ identity
 
-    def _load_identity(self) -> tuple[bytes, ssl.SSLContext | None]:
-        identity = self.store.load_identity()
-        if identity is None:
-            self.store.save_identity(*_self_signed_certificate())
-            identity = self.store.load_identity()
-            assert identity is not None
-        certificate_pem, key_pem = identity
-        der = x509.load_pem_x509_certificate(certificate_pem).public_bytes(
-            serialization.Encoding.DER
-        )
+    def _load_identity(self) -> tuple[bytes, Any]:
+        saved = self.store.load_identity()
+        if saved is None:
+            self.store.save_identity(*identity.self_signed_certificate())
+            saved = self.store.load_identity()
+            assert saved is not None
+        certificate_pem, key_pem = saved
+        der = identity.certificate_der(certificate_pem)
         if not self.config.tls:
             return der, None
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.minimum_version = ssl.TLSVersion.TLSv1_3
-        # ssl can only load a key from a file: write both to a private temp dir, load, delete.
-        with tempfile.TemporaryDirectory(prefix="duplex-tls-") as tmp:
-            cert_path, key_path = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
-            with open(cert_path, "wb") as f:
-                f.write(certificate_pem)
-            with os.fdopen(os.open(key_path, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as f:
-                f.write(key_pem)
-            context.load_cert_chain(cert_path, key_path)
-        return der, context
+        return der, identity.server_tls_context(certificate_pem, key_pem)
 
 
 def _binary(frame: bytes | str) -> bytes:
@@ -498,25 +681,3 @@ def _received(ws: trio_websocket.WebSocketConnection, limit: int) -> list[bytes]
         except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
             break
     return frames
-
-
-def _self_signed_certificate() -> tuple[bytes, bytes]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "duplex queue server")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=3650))
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return certificate.public_bytes(serialization.Encoding.PEM), key_pem

@@ -38,7 +38,8 @@ from protocol.queue import (
     encode_transmission,
 )
 from protocol.server import QueueServer, ServerConfig
-from protocol.server.broker import Session
+from protocol.server.broker import Prepared
+from protocol.server.shell import _Outbox
 from storage.database import open_database
 from storage.server import SERVER_LAYER
 from tests.protocol.queues import QueueOwner, RawSession
@@ -379,13 +380,13 @@ async def test_malformed_commands_get_their_error_with_the_corr_id(
     assert await raw.command(Ping()) == Pong()  # the session is still serving
 
 
-# ---------------------------------------------------------------------- bursts (grouped handling)
+# ---------------------------------------------------------------------- bursts
 
 
 async def test_a_pipelined_burst_keeps_order_quota_and_signatures(
     server: QueueServer, nursery: trio.Nursery
 ) -> None:
-    """Frames that arrive together are verified together and stored in shared transactions;
+    """Frames that arrive together are verified together and stored in one transaction;
     each still gets its own answer, in order, as if it had come alone."""
     recipient = await RawSession.open(nursery, server.address)
     sender = await RawSession.open(nursery, server.address)
@@ -421,15 +422,15 @@ async def test_a_pipelined_burst_keeps_order_quota_and_signatures(
 async def test_a_group_whose_commit_fails_answers_nothing_and_stores_nothing(
     tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The durability rule for grouped handling: no frame of a group is posted before its
-    commit. When the commit fails, the sessions it would have written to are closed (the
-    broker's memory may be ahead of the store) and the next group starts from the store."""
+    """The durability rule for a burst: no frame of it is posted before its commit. When the
+    commit fails, the sessions it would have written to are closed (the broker's memory may
+    be ahead of the store) and the next burst starts from the store."""
     database = open_database(f"sqlite:///{tmp_path / 'commit.db'}", layers=[SERVER_LAYER])
     server = QueueServer(database, config=ServerConfig(tls=False), owns_database=True)
-    sessions = {name: Session() for name in ("recipient", "sender")}
-    outboxes = {}
+    sessions = {name: server.broker.new_session() for name in ("recipient", "sender")}
+    outboxes = {name: _Outbox(1 << 20) for name in sessions}
     for name, session in sessions.items():
-        session.outbox, outboxes[name] = trio.open_memory_channel[bytes](64)
+        session.outbox = outboxes[name]
     # Frames are signed for these sessions by RawSession's codec; no websocket is needed.
     recipient = RawSession(None, sessions["recipient"].session_id)  # type: ignore[arg-type]
     sender = RawSession(None, sessions["sender"].session_id)  # type: ignore[arg-type]
@@ -463,19 +464,20 @@ async def test_a_group_whose_commit_fails_answers_nothing_and_stores_nothing(
             depth -= 1
 
     monkeypatch.setattr(database, "transaction", commit_fails)
+    def burst() -> list[Prepared]:
+        return [server.broker.prepare(sessions["sender"], frame) for frame in sends]
+
     with pytest.raises(StorageError):
-        server._handle_group(sessions["sender"], sends, 0)
+        server._apply_burst(sessions["sender"], burst())
     monkeypatch.setattr(database, "transaction", real)
 
     assert server.store.message_count(ids.rcv_id) == 0
-    with pytest.raises(trio.WouldBlock):
-        outboxes["sender"].receive_nowait()  # no OK for what was not stored
-    with pytest.raises(trio.EndOfChannel):
-        outboxes["recipient"].receive_nowait()  # closed, without the MSG
+    assert not outboxes["sender"].frames  # no OK for what was not stored
+    assert outboxes["recipient"].closed and not outboxes["recipient"].frames  # no MSG
     assert sessions["recipient"].closed
 
-    # The next group is stored and answered; the queue waits for its recipient's next SUB.
-    outgoing = server._handle_group(sessions["sender"], sends, 0)
+    # The next burst is stored and answered; the queue waits for its recipient's next SUB.
+    outgoing = server._apply_burst(sessions["sender"], burst())
     assert [decode_server_frame(item.frame)[1] for item in outgoing] == [Ok(), Ok(), Ok()]
     assert server.store.message_count(ids.rcv_id) == 3
     server.stop()

@@ -665,7 +665,9 @@ async def test_fuzzed_transmissions_get_errors_and_store_nothing(
         hellos.append(frame)
 
     collect_hello()
-    server = start_server("fuzz", config=ServerConfig())
+    # Most fuzzed commands are well-formed and refused AUTH: the probe limit (tested on its
+    # own below) would close every fuzzing session, so here it is out of the way.
+    server = start_server("fuzz", config=ServerConfig(auth_failures=1_000_000))
     db_path = tmp_path / "fuzz.db"
     limit = server.config.max_consecutive_errors
     assert limit + 1 < ABUSIVE_BATCH and limit > BATCH  # abusive batches exceed it, others not
@@ -917,12 +919,15 @@ async def test_signatures_under_small_order_keys_are_refused(
 async def test_a_session_that_keeps_failing_auth_is_closed(
     start_server: Callable[..., QueueServer], nursery: trio.Nursery
 ) -> None:
-    """`max_consecutive_auth_failures` commands answered AUTH in a row (a session probing for
-    queues or keys) close the session after their replies; a command that passes ends the
-    run, undecodable frames in between do not, and other sessions are not touched."""
-    server = start_server("probe", config=ServerConfig())
-    limit = server.config.max_consecutive_auth_failures
-    assert limit == 100  # the documented default
+    """`auth_failures` AUTH refusals within `auth_failure_window` seconds (a session probing
+    for queues or keys) close the session after their replies. Nothing in between resets the
+    count — not a PING, not a command that passes, not garbage (which is answered and not
+    counted) — and failures older than the window no longer count. Other sessions are not
+    touched."""
+    now = [1_000_000.0]
+    server = start_server("probe", config=ServerConfig(), clock=lambda: now[0])
+    limit, window = server.config.auth_failures, server.config.auth_failure_window
+    assert (limit, window) == (100, 60.0)  # the documented defaults
     raw = await RawSession.open(nursery, server.address)
     bystander = await RawSession.open(nursery, server.address)
     owner = QueueOwner()
@@ -945,17 +950,23 @@ async def test_a_session_that_keeps_failing_auth_is_closed(
     def refused(count: int) -> list[bytes]:
         return [probes[i % len(probes)]() for i in range(count)]
 
-    # One short of the limit, then a command that passes: the run is over.
-    assert await pipelined(refused(limit - 1)) == [Err(ErrorCode.AUTH)] * (limit - 1)
-    assert await raw.command(Sub(), owner.rcv_id, owner.auth) == Ok()
-    # One short again, with garbage in the middle: answered, neither counted nor a reset.
+    # Half the limit, then a minute passes: those no longer count.
+    assert await pipelined(refused(limit // 2)) == [Err(ErrorCode.AUTH)] * (limit // 2)
+    now[0] += window + 1
+    # One short of the limit, with a PING, a command that passes and garbage in between
+    # (the issue's bypass: a PING between failures used to start the count again).
     frames = refused(limit - 1)
-    frames.insert(limit // 2, garbage)
+    for at, frame in ((10, raw.frame(Ping())), (50, raw.frame(Sub(), owner.rcv_id, owner.auth))):
+        frames.insert(at, frame)
+    frames.insert(70, garbage)
     replies = await pipelined(frames)
-    assert replies.pop(limit // 2) == Err(ErrorCode.CMD_SYNTAX)
+    assert replies.pop(70) == Err(ErrorCode.CMD_SYNTAX)
+    assert replies.pop(50) == Ok()
+    assert replies.pop(10) == Pong()
     assert replies == [Err(ErrorCode.AUTH)] * (limit - 1)
+    assert await raw.command(Ping()) == Pong()  # still serving, one failure from the limit
     assert await bystander.command(Ping()) == Pong()
-    # The limit-th failure in a row is answered, then the server closes the session.
+    # The limit-th failure within the window is answered, then the server closes the session.
     assert await raw.exchange(refused(1)[0]) == Err(ErrorCode.AUTH)
     with trio.fail_after(5), pytest.raises(trio_websocket.ConnectionClosed):
         unexpected = await raw.ws.get_message()
