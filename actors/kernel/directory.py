@@ -155,8 +155,9 @@ class Directory:
                 try:
                     entry.actor.actor_ref.tell(message)
                 except pykka.ActorDeadError:
-                    # It crashed and its on_failure has not moved the mailbox yet; that move
-                    # puts the older messages in front of this one.
+                    # It crashed or stopped and has not moved its mailbox here yet
+                    # (actor_crashed / actor_stopped); that move puts the older messages
+                    # in front of this one.
                     entry.buffer.append(message)
                     return True
                 if entry.virtual:

@@ -362,6 +362,15 @@ class VirtualSupervisor(Actor):
             VirtualKind(self.address, self.child_factory, self.passivate_after)
         )
 
+    def started(self) -> None:
+        # Children that a previous activation left crashed, waiting for its restart timer:
+        # timers die with their activation, so without this they would wait (and buffer
+        # every message told to them) forever.
+        directory = self.runtime.directory
+        for view in directory.virtual_children(self.address):
+            if view.actor is None and view.state is EntryState.PENDING:
+                directory.restart(view.address)
+
     def stopped(self) -> None:
         self.runtime.directory.stop_children_of(self.address)
 

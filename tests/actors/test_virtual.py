@@ -9,9 +9,12 @@ import threading
 import pytest
 
 from actors.kernel import (
+    ChildSpec,
     Intensity,
     Runtime,
     RuntimeConfig,
+    Strategy,
+    supervisor_spec,
     virtual_supervisor_spec,
 )
 from tests.actors.kernel_probes import Crash, Probe, Record, Worker, WorkQueue
@@ -100,3 +103,28 @@ def test_a_poison_work_item_is_dead_lettered_after_max_attempts(probe: Probe) ->
         view = runtime.directory.view("client/conns/q")
         assert view is not None and view.restarts == 3  # three crashes, then it carried on
         assert runtime.directory.crash_count("client/conns/q", "poison") == (0, None)
+
+
+def test_a_crashed_child_waiting_for_a_restart_outlives_its_supervisors_restart(
+    probe: Probe,
+) -> None:
+    slow = Intensity(max_restarts=50, period=30.0, backoff_initial=60.0, backoff_max=60.0)
+    group = supervisor_spec(
+        "g",
+        [
+            ChildSpec("w", functools.partial(Worker, probe=probe)),
+            virtual_supervisor_spec("v", functools.partial(Worker, probe=probe), slow),
+        ],
+        Strategy.ONE_FOR_ALL,
+        Intensity(max_restarts=10, period=10.0, backoff_initial=0.01, backoff_max=0.05),
+    )
+    with Runtime.start([group]) as runtime:
+        runtime.tell("client/g/v/k", Crash())  # the first restart is immediate
+        eventually(lambda: probe.starts("client/g/v/k") == 2)
+        runtime.tell("client/g/v/k", Crash())  # the second waits for a 60 s timer
+        eventually(lambda: runtime.directory.view("client/g/v/k").actor is None)
+        runtime.tell("client/g/v/k", Record("waiting"))
+
+        runtime.tell("client/g/w", Crash())  # one_for_all: v restarts, its timer is gone
+        eventually(lambda: probe.values("client/g/v/k") == ["waiting"], timeout=10)
+        assert probe.starts("client/g/v/k") == 3
