@@ -11,7 +11,12 @@ Every network-touching call has two forms. The async form persists the command a
 the connection id at once; its completion arrives as an event carrying the `corr_id`, is
 retried through temporary failures, survives crashes, and is re-emitted until
 `ack_command_event`. The sync form does the same work once and waits: it raises
-`AgentError` (or a `QueueFault`) so that a user can retry.
+`AgentError` (or a `QueueFault`) so that a user can retry. `ack_message` is durable in
+both forms: it returns once the ACK is stored; the connection delivers it to the server
+with retries, also after a restart.
+
+Every error raised here is a `DuplexError`; the kernel's own errors are mapped at this edge
+(`ActorUnavailable`, `AskTimeout`).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pykka
@@ -27,8 +32,6 @@ import pykka
 from actors.agent import events as ev
 from actors.agent.agent import (
     AcceptContact,
-    AckEvent,
-    AckMessage,
     AgentActor,
     AllowConnection,
     CreateConnection,
@@ -39,19 +42,22 @@ from actors.agent.agent import (
     SetLinkData,
 )
 from actors.agent.connection import (
-    SYNC_PREFIX,
     AbortSwitch,
-    AgentError,
+    AckCommandEvent,
+    AckMessage,
     GetInfo,
     GetStatus,
     SendMessage,
     StartSwitch,
 )
+from actors.agent.model import CommandOrigin
 from actors.agent.services import AgentConfig, AgentServices, EventStream, QueueClients
 from actors.agent.sessions import connection_address
-from actors.kernel import ChildSpec, Runtime, RuntimeConfig, TreeNode
+from actors.kernel import ActorUnavailable as KernelUnavailable
+from actors.kernel import AskTimeout as KernelAskTimeout
+from actors.kernel import ChildSpec, KernelError, Runtime, RuntimeConfig, TreeNode
 from protocol.address import b64url
-from protocol.errors import AskTimeout
+from protocol.errors import ActorUnavailable, AgentError, AskTimeout, RuntimeFault
 from protocol.queue import QueueMode
 from storage.agent import AGENT_LAYER, AgentStore
 from storage.database import Database, open_database
@@ -79,9 +85,18 @@ class Client:
         *,
         config: AgentConfig | None = None,
         runtime_config: RuntimeConfig | None = None,
+        passphrase: str | None = None,
     ) -> Client:
-        """Open (or create) a client database and resume everything it had in progress."""
-        database = open_database(db, layers=[AGENT_LAYER]) if isinstance(db, str) else db
+        """Open (or create) a client database and resume everything it had in progress.
+
+        `db` is a URL (`sqlite:///path`, `postgresql://…`) or a `Database` opened for the
+        agent layer. With `passphrase`, a SQLite file is encrypted with SQLCipher (the
+        `duplex[encrypted]` extra); a wrong one raises `WrongPassphrase` and changes nothing.
+        """
+        if isinstance(db, str):
+            database = open_database(db, layers=[AGENT_LAYER], passphrase=passphrase)
+        else:
+            database = db
         config = config or AgentConfig()
         runtime = Runtime(config=runtime_config, database=database)
         services = AgentServices(
@@ -93,7 +108,8 @@ class Client:
         )
         runtime.services["agent"] = services
         try:
-            runtime.boot([ChildSpec("agent", AgentActor)])
+            with _mapped_kernel_errors():
+                runtime.boot([ChildSpec("agent", AgentActor)])
         except BaseException:
             if isinstance(db, str):
                 database.close()
@@ -104,7 +120,7 @@ class Client:
 
     def create_connection(self, mode: QueueMode = QueueMode.MESSAGING) -> tuple[str, str]:
         """Create a connection and its link (an invitation, or a contact address)."""
-        event = self._sync(lambda corr: CreateConnection(corr, mode))
+        event = self._sync(lambda corr: CreateConnection(corr, mode, _SYNC))
         assert isinstance(event, ev.Inv)
         return event.conn_id, event.link
 
@@ -112,13 +128,13 @@ class Client:
         return self._ask(CreateConnection(corr_id, mode))
 
     def join_connection(self, link: str, info: bytes = b"") -> str:
-        return self._sync(lambda corr: JoinConnection(corr, link, info)).conn_id
+        return self._sync(lambda corr: JoinConnection(corr, link, info, _SYNC)).conn_id
 
     def join_connection_async(self, corr_id: str, link: str, info: bytes = b"") -> str:
         return self._ask(JoinConnection(corr_id, link, info))
 
     def allow_connection(self, conn_id: str, conf_id: str, info: bytes = b"") -> None:
-        self._sync(lambda corr: AllowConnection(corr, conn_id, conf_id, info))
+        self._sync(lambda corr: AllowConnection(corr, conn_id, conf_id, info, _SYNC))
 
     def allow_connection_async(
         self, corr_id: str, conn_id: str, conf_id: str, info: bytes = b""
@@ -126,7 +142,7 @@ class Client:
         return self._ask(AllowConnection(corr_id, conn_id, conf_id, info))
 
     def accept_contact(self, inv_id: str, info: bytes = b"") -> str:
-        return self._sync(lambda corr: AcceptContact(corr, inv_id, info)).conn_id
+        return self._sync(lambda corr: AcceptContact(corr, inv_id, info, _SYNC)).conn_id
 
     def accept_contact_async(self, corr_id: str, inv_id: str, info: bytes = b"") -> str:
         return self._ask(AcceptContact(corr_id, inv_id, info))
@@ -135,32 +151,33 @@ class Client:
         self._ask(RejectContact(inv_id))
 
     def delete_connection(self, conn_id: str) -> None:
-        self._sync(lambda corr: DeleteConnection(corr, conn_id))
+        self._sync(lambda corr: DeleteConnection(corr, conn_id, _SYNC))
 
     def delete_connection_async(self, corr_id: str, conn_id: str) -> str:
         return self._ask(DeleteConnection(corr_id, conn_id))
 
     def set_link_data(self, conn_id: str, user_data: bytes = b"") -> str:
         """Publish `user_data` behind a short link to a contact address; returns the link."""
-        return self._sync(lambda corr: SetLinkData(corr, conn_id, user_data)).short_link
+        return self._sync(lambda corr: SetLinkData(corr, conn_id, user_data, _SYNC)).short_link
 
     def set_link_data_async(self, corr_id: str, conn_id: str, user_data: bytes = b"") -> str:
         return self._ask(SetLinkData(corr_id, conn_id, user_data))
 
     def get_link_data(self, short_link: str) -> tuple[str, bytes]:
         """Resolve a short link: (the connection link, the user data behind it)."""
-        event = self._sync(lambda corr: GetLinkData(corr, short_link))
+        event = self._sync(lambda corr: GetLinkData(corr, short_link, _SYNC))
         return event.link, event.user_data
 
     def get_link_data_async(self, corr_id: str, short_link: str) -> str:
         return self._ask(GetLinkData(corr_id, short_link))
 
-    def connection_status(self, conn_id: str) -> dict[str, Any] | None:
-        return self.runtime.ask(connection_address(conn_id), GetStatus())
+    def connection_status(self, conn_id: str) -> ev.ConnectionStatus | None:
+        """The connection's summary, or None if there is no such connection."""
+        return self._ask(GetStatus(), connection_address(conn_id))
 
     def connection_info(self, conn_id: str) -> ev.ConnectionInfo:
         """The connection's queues and where a queue rotation stands (AgentError if none)."""
-        return self.runtime.ask(connection_address(conn_id), GetInfo())
+        return self._ask(GetInfo(), connection_address(conn_id))
 
     # ------------------------------------------------------------------ queue rotation
 
@@ -169,30 +186,36 @@ class Client:
         client's servers, when it has one); returns once the switch has started, with the
         connection's info. The rest runs in the background and is told as SWITCH events."""
         address = connection_address(conn_id)
-        return self._sync(lambda corr: StartSwitch(corr, server), address).info
+        return self._sync(lambda corr: StartSwitch(corr, server, _SYNC), address).info
 
     def switch_connection_async(self, corr_id: str, conn_id: str, server: str | None = None) -> str:
-        return self.runtime.ask(connection_address(conn_id), StartSwitch(corr_id, server))
+        return self._ask(StartSwitch(corr_id, server), connection_address(conn_id))
 
     def abort_switch(self, conn_id: str) -> ev.ConnectionInfo:
         """Undo a switch the peer does not know of yet (`can_abort_switch`); PROHIBITED after."""
-        return self.runtime.ask(connection_address(conn_id), AbortSwitch())
+        return self._ask(AbortSwitch(), connection_address(conn_id))
 
     # ------------------------------------------------------------------ messages
 
     def send_message(self, conn_id: str, body: bytes) -> int:
         """Store `body` for delivery on the connection; returns its message id."""
-        return self.runtime.ask(connection_address(conn_id), SendMessage(body))
+        return self._ask(SendMessage(body), connection_address(conn_id))
 
     def ack_message(self, conn_id: str, msg_id: int) -> None:
-        self._sync(lambda corr: AckMessage(corr, conn_id, msg_id))
+        """The user processed MSG `msg_id`: returns once the ACK is stored. The connection
+        delivers it to the server (which then hands out the next message), with retries."""
+        self._ask(AckMessage(msg_id), connection_address(conn_id))
 
     def ack_message_async(self, corr_id: str, conn_id: str, msg_id: int) -> str:
-        return self._ask(AckMessage(corr_id, conn_id, msg_id))
+        """As `ack_message`; `OK` with `corr_id` is told once the server took the ACK."""
+        self._ask(AckMessage(msg_id, corr_id), connection_address(conn_id))
+        return conn_id
 
     def ack_command_event(self, corr_id: str) -> None:
-        """The completion event of `corr_id` was processed: forget it."""
-        self._ask(AckEvent(corr_id))
+        """The completion event of `corr_id` was processed: forget it (returns once it is)."""
+        conn_id = self.services.store.conn_of_command(corr_id)
+        if conn_id is not None:
+            self._ask(AckCommandEvent(corr_id), connection_address(conn_id))
 
     # ------------------------------------------------------------------ runtime
 
@@ -216,16 +239,17 @@ class Client:
 
     # ------------------------------------------------------------------ internals
 
-    def _ask(self, message: Any) -> Any:
-        return self.runtime.ask(AGENT, message)
+    def _ask(self, message: Any, address: str = AGENT) -> Any:
+        with _mapped_kernel_errors():
+            return self.runtime.ask(address, message)
 
     def _sync(self, build: Any, address: str = AGENT) -> Any:
-        corr_id = f"{SYNC_PREFIX}{b64url(os.urandom(12))}"
+        corr_id = f"sync-{b64url(os.urandom(12))}"
         future: pykka.Future[Any] = pykka.ThreadingFuture()
         with self.services.waiters_lock:
             self.services.waiters[corr_id] = future
         try:
-            self.runtime.ask(address, build(corr_id))
+            self._ask(build(corr_id), address)
             deadline = time.monotonic() + self.services.config.sync_timeout
             try:
                 return future.get(timeout=max(0.0, deadline - time.monotonic()))
@@ -233,6 +257,22 @@ class Client:
                 raise AskTimeout("the command did not finish in time") from exc
         finally:
             self.services.take_waiter(corr_id)
+
+
+_SYNC = CommandOrigin.SYNC
+
+
+@contextlib.contextmanager
+def _mapped_kernel_errors() -> Iterator[None]:
+    """The kernel's errors as duplex errors (the kernel knows nothing of duplex)."""
+    try:
+        yield
+    except KernelUnavailable as exc:
+        raise ActorUnavailable(str(exc)) from exc
+    except KernelAskTimeout as exc:
+        raise AskTimeout(str(exc)) from exc
+    except KernelError as exc:
+        raise RuntimeFault(str(exc)) from exc
 
 
 __all__ = ["AgentError", "Client"]

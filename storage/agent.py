@@ -1,10 +1,10 @@
 """The agent's tables: connections, their queues, commands with durable events, messages.
 
-Owns the schema (migrations 100-199 of the shared database) and the few queries that span
-tables. Each `ConnectionActor` writes only its own connection's rows, in short transactions
-through `AgentStore.transaction()`; the `AgentActor` inserts new connections and commands.
-Nothing here imports actors/ or touches the network. Private keys are stored here and never
-leave the client's database.
+Owns the agent layer's schema (`AGENT_LAYER`, migrations 100-199) and every read and write
+the agent makes on it (`AgentStore`). Each `ConnectionActor` writes only its own
+connection's rows, in short transactions through `AgentStore.transaction()`; the
+`AgentActor` inserts new connections and commands. Nothing here imports actors/ or touches
+the network. Private keys are stored here and never leave the client's database.
 
 Rows and what they mean:
 
@@ -13,18 +13,28 @@ Rows and what they mean:
   where a queue rotation stands on either side (`rcv_switch_status`, `snd_switch_status`).
 * ``AgentRcvQueue`` / ``AgentSndQueue``  the queues of a connection with every key, stored
   *before* the network call that uses them, so a retry after a crash repeats the same request.
-* ``AgentCommand``  an API command in progress (or done with its `event` kept until the chat
-  acknowledges it): kind, payload, the lane (server) it runs on, attempts and next attempt.
+* ``AgentCommand``  an API command in progress (or done with its `event` kept until the
+  caller acknowledges it): kind, payload, the `server` whose lane it runs in (None: the
+  connection's local lane), its `origin` (who learns its outcome), attempts, next attempt.
 * ``AgentSndMessage``  an outgoing message, stored sealed (the exact SEND body) before it is
   sent, deleted once the server said OK.
 * ``AgentRcvMessage``  a received user message waiting for the user's `ack_message`.
 * ``AgentContactRequest``  an invitation received on a contact address (`REQ`).
+
+The statements that run for every message (the chain positions, the message rows, the ACK
+command) are SQL text written once per database kind (`_HotSql`): building them with
+peewee's query builder costs many times what the database spends running them. The rarer
+writes use the models. A row's fields mirror the model's, so the actor holds model instances.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
+from typing import Any, NamedTuple
 
+import msgspec
 import peewee
 from playhouse.migrate import SchemaMigrator, migrate
 
@@ -62,8 +72,7 @@ class AgentRcvQueue(peewee.Model):
     snd_id = peewee.BlobField(null=True)
     srv_dh_public = peewee.BlobField(null=True)
     e2e_peer_public = peewee.BlobField(null=True)
-    # "new" until NEW answered, then "active"; "deleting" once a switch has drained it
-    status = peewee.CharField(max_length=16)
+    status = peewee.CharField(max_length=16)  # RcvQueueStatus value
     replaces = peewee.IntegerField(null=True)  # a switch's new queue: the queue it replaces
     sender_auth_public = peewee.BlobField(null=True)  # from QKEY, for the switch's KEY
 
@@ -80,9 +89,7 @@ class AgentSndQueue(peewee.Model):
     auth_private = peewee.BlobField()
     e2e_private = peewee.BlobField()
     e2e_peer_public = peewee.BlobField()
-    # "new" → "secured" (SKEY answered, or QUSE said the recipient KEYed it); "retiring"
-    # once a switch replaced it: it only drains what was queued on it before
-    status = peewee.CharField(max_length=16)
+    status = peewee.CharField(max_length=16)  # SndQueueStatus value
     quota_blocked = peewee.BooleanField(default=False)
     replaces = peewee.IntegerField(null=True)  # a switch's new queue: the queue it replaces
 
@@ -94,9 +101,11 @@ class AgentCommand(peewee.Model):
     id = peewee.AutoField()
     corr_id = peewee.CharField(max_length=200, null=True, unique=True)
     conn_id = peewee.CharField(max_length=64, index=True)
-    kind = peewee.CharField(max_length=32)
-    payload = peewee.BlobField()
-    lane = peewee.CharField(max_length=400)
+    kind = peewee.CharField(max_length=32)  # CommandKind value
+    payload = peewee.BlobField()  # the kind's payload Struct, MessagePack
+    lane = peewee.CharField(max_length=400)  # read only by migration 103 (now `server`)
+    server = peewee.CharField(max_length=400, null=True)  # its lane; None: the local lane
+    origin = peewee.CharField(max_length=16, default="async")  # CommandOrigin value
     attempts = peewee.IntegerField(default=0)
     next_attempt_at = peewee.FloatField(default=0.0)
     deadline = peewee.FloatField()
@@ -112,7 +121,7 @@ class AgentSndMessage(peewee.Model):
     conn_id = peewee.CharField(max_length=64, index=True)
     snd_queue_id = peewee.IntegerField(index=True)
     seq = peewee.IntegerField()
-    kind = peewee.CharField(max_length=16)
+    kind = peewee.CharField(max_length=16)  # MessageKind value
     body = peewee.BlobField()
     attempts = peewee.IntegerField(default=0)
     next_attempt_at = peewee.FloatField(default=0.0)
@@ -209,17 +218,109 @@ def _drop_server_tables(db: peewee.Database) -> None:
     db.execute_sql("DELETE FROM schema_migrations WHERE version >= 300 AND version < 400")
 
 
+def _add_command_columns(db: peewee.Database) -> None:
+    # The lane and the origin of a command were once read from strings: a lane named like a
+    # server address, a corr id starting with "sync:". They are columns of their own now.
+    present = {column.name for column in db.get_columns("agent_command")}
+    migrator = SchemaMigrator.from_database(db)
+    operations = []
+    if "server" not in present:
+        server = peewee.CharField(max_length=400, null=True)
+        operations.append(migrator.add_column("agent_command", "server", server))
+    if "origin" not in present:
+        operations.append(
+            migrator.add_column(
+                "agent_command", "origin", peewee.CharField(max_length=16, default="async")
+            )
+        )
+    migrate(*operations)
+    db.execute_sql("UPDATE agent_command SET server = lane WHERE lane LIKE 'duplex://%'")
+    db.execute_sql("UPDATE agent_command SET origin = 'sync' WHERE corr_id LIKE 'sync:%'")
+    db.execute_sql("UPDATE agent_command SET origin = 'internal' WHERE corr_id IS NULL")
+
+
 AGENT_MIGRATIONS = (
     Migration(100, "agent tables", _create_agent_tables),
     Migration(101, "queue rotation", _add_switch_columns),
     Migration(102, "drop the queue server's tables", _drop_server_tables),
+    Migration(103, "command lanes and origins as columns", _add_command_columns),
 )
 AGENT_LAYER = Layer("agent", LAYER_VERSION_BLOCKS["agent"], AGENT_MIGRATIONS)
 """The agent's storage layer: pass it to `open_database(url, layers=[AGENT_LAYER])`."""
 
 
+class ConnectionRows(NamedTuple):
+    """Every row of one connection, as `AgentStore.load_connection` reads them."""
+
+    conn: AgentConnection | None
+    rcv_queues: list[AgentRcvQueue]
+    snd_queues: list[AgentSndQueue]
+    commands: list[AgentCommand]
+    snd_messages: list[AgentSndMessage]
+    rcv_messages: list[AgentRcvMessage]
+
+
+class _HotSql:
+    """The statements of the per-message path, written once per database kind."""
+
+    def __init__(self, kind: str) -> None:
+        p = "?" if kind == "sqlite" else "%s"
+        returning = " RETURNING id"
+
+        def insert(table: str, columns: str) -> str:
+            values = ", ".join([p] * len(columns.split(",")))
+            return f"INSERT INTO {table} ({columns}) VALUES ({values}){returning}"
+
+        self.snd_position = (
+            f"UPDATE agent_connection SET snd_seq = {p}, snd_hash = {p} WHERE conn_id = {p}"
+        )
+        self.rcv_position = (
+            f"UPDATE agent_connection SET rcv_seq = {p}, rcv_hash = {p} WHERE conn_id = {p}"
+        )
+        self.insert_snd_message = insert(
+            "agent_snd_message",
+            "conn_id, snd_queue_id, seq, kind, body, attempts, next_attempt_at, expires_at, "
+            "created_at",
+        )
+        self.delete_snd_message = f"DELETE FROM agent_snd_message WHERE id = {p}"
+        self.snd_attempts = (
+            f"UPDATE agent_snd_message SET attempts = {p}, next_attempt_at = {p} WHERE id = {p}"
+        )
+        self.insert_rcv_message = insert(
+            "agent_rcv_message", "conn_id, rcv_queue_id, seq, broker_msg_id, body, integrity"
+        )
+        self.delete_rcv_message = f"DELETE FROM agent_rcv_message WHERE id = {p}"
+        self.insert_command = insert(
+            "agent_command",
+            "corr_id, conn_id, kind, payload, lane, server, origin, attempts, next_attempt_at, "
+            "deadline, created_at",
+        )
+        self.delete_command = f"DELETE FROM agent_command WHERE id = {p}"
+        self.command_event = f"UPDATE agent_command SET event = {p} WHERE id = {p}"
+        self.command_attempts = (
+            f"UPDATE agent_command SET attempts = {p}, next_attempt_at = {p} WHERE id = {p}"
+        )
+        self.command_payload = f"UPDATE agent_command SET payload = {p} WHERE id = {p}"
+        self.command_exists = f"SELECT 1 FROM agent_command WHERE corr_id = {p}"
+        self.delete_acknowledged = (
+            f"DELETE FROM agent_command WHERE corr_id = {p} AND event IS NOT NULL"
+        )
+        self.quota_blocked = f"UPDATE agent_snd_queue SET quota_blocked = {p} WHERE id = {p}"
+        self.switch_status = (
+            f"UPDATE agent_connection SET rcv_switch_status = {p}, snd_switch_status = {p} "
+            f"WHERE conn_id = {p}"
+        )
+
+
+_encoder = msgspec.msgpack.Encoder()
+
+
 class AgentStore:
-    """The agent's bound models on one database, and the queries that span connections."""
+    """The agent's reads and writes on one database; see the module docstring.
+
+    Every method runs inside the caller's transaction (`transaction()`), except the few
+    lookups that open their own read-only one (they say so).
+    """
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -231,17 +332,271 @@ class AgentStore:
         self.SndMessage = models.AgentSndMessage
         self.RcvMessage = models.AgentRcvMessage
         self.ContactRequest = models.AgentContactRequest
+        self._sql = _HotSql(db.kind)
 
     def transaction(self, *, read_only: bool = False) -> AbstractContextManager[peewee.Database]:
         return self.db.transaction(read_only=read_only)
 
+    def _run(self, sql: str, params: tuple[Any, ...]) -> Any:
+        return self.db.peewee.execute_sql(sql, params)
+
+    def _insert(self, sql: str, params: tuple[Any, ...]) -> int:
+        return int(self._run(sql, params).fetchone()[0])
+
+    # ------------------------------------------------------------------ one connection
+
+    def load_connection(self, conn_id: str) -> ConnectionRows:
+        """Every row of `conn_id`, in one read-only transaction of its own."""
+        with self.transaction(read_only=True):
+            return ConnectionRows(
+                self.Connection.get_or_none(self.Connection.conn_id == conn_id),
+                list(self.RcvQueue.select().where(self.RcvQueue.conn_id == conn_id)),
+                list(self.SndQueue.select().where(self.SndQueue.conn_id == conn_id)),
+                list(
+                    self.Command.select()
+                    .where(self.Command.conn_id == conn_id)
+                    .order_by(self.Command.id)
+                ),
+                list(
+                    self.SndMessage.select()
+                    .where(self.SndMessage.conn_id == conn_id)
+                    .order_by(self.SndMessage.id)
+                ),
+                list(
+                    self.RcvMessage.select()
+                    .where(self.RcvMessage.conn_id == conn_id)
+                    .order_by(self.RcvMessage.seq)
+                ),
+            )
+
+    def pending_commands(self, conn_id: str) -> list[AgentCommand]:
+        """The commands of `conn_id` without an event (own read-only transaction)."""
+        with self.transaction(read_only=True):
+            return list(
+                self.Command.select()
+                .where((self.Command.conn_id == conn_id) & self.Command.event.is_null())
+                .order_by(self.Command.id)
+            )
+
+    def insert_connection(self, conn_id: str, status: str, mode: str) -> AgentConnection:
+        return self.Connection.create(
+            conn_id=conn_id, status=status, mode=mode, created_at=time.time()
+        )
+
+    def connection(self, conn_id: str) -> AgentConnection | None:
+        """The connection's row (own read-only transaction)."""
+        with self.transaction(read_only=True):
+            return self.Connection.get_or_none(self.Connection.conn_id == conn_id)
+
+    def save_connection(self, conn: AgentConnection) -> None:
+        conn.save()
+
+    def delete_connection(self, conn_id: str) -> None:
+        """Every row of the connection."""
+        for model in (self.RcvQueue, self.SndQueue, self.SndMessage, self.RcvMessage):
+            model.delete().where(model.conn_id == conn_id).execute()
+        self.Connection.delete().where(self.Connection.conn_id == conn_id).execute()
+
+    def save_snd_position(self, conn: AgentConnection) -> None:
+        self._run(self._sql.snd_position, (conn.snd_seq, conn.snd_hash, conn.conn_id))
+
+    def save_rcv_position(self, conn: AgentConnection) -> None:
+        self._run(self._sql.rcv_position, (conn.rcv_seq, conn.rcv_hash, conn.conn_id))
+
+    def save_switch_status(self, conn: AgentConnection) -> None:
+        status = (conn.rcv_switch_status, conn.snd_switch_status, conn.conn_id)
+        self._run(self._sql.switch_status, status)
+
+    # ------------------------------------------------------------------ queues
+
+    def insert_rcv_queue(self, **fields: Any) -> AgentRcvQueue:
+        return self.RcvQueue.create(**fields)
+
+    def save_rcv_queue(self, queue: AgentRcvQueue) -> None:
+        queue.save()
+
+    def delete_rcv_queue(self, queue: AgentRcvQueue) -> None:
+        """The queue and the messages received on it."""
+        self.RcvMessage.delete().where(self.RcvMessage.rcv_queue_id == queue.id).execute()
+        self.RcvQueue.delete().where(self.RcvQueue.id == queue.id).execute()
+
+    def insert_snd_queue(self, **fields: Any) -> AgentSndQueue:
+        return self.SndQueue.create(**fields)
+
+    def save_snd_queue(self, queue: AgentSndQueue) -> None:
+        queue.save()
+
+    def delete_snd_queue(self, queue: AgentSndQueue) -> None:
+        self.SndMessage.delete().where(self.SndMessage.snd_queue_id == queue.id).execute()
+        self.SndQueue.delete().where(self.SndQueue.id == queue.id).execute()
+
+    def save_quota_blocked(self, queue: AgentSndQueue) -> None:
+        self._run(self._sql.quota_blocked, (bool(queue.quota_blocked), queue.id))
+
+    # ------------------------------------------------------------------ messages
+
+    def insert_snd_message(
+        self,
+        *,
+        conn_id: str,
+        snd_queue_id: int,
+        seq: int,
+        kind: str,
+        body: bytes,
+        expires_at: float,
+        created_at: float,
+    ) -> AgentSndMessage:
+        params = (conn_id, snd_queue_id, seq, str(kind), body, 0, 0.0, expires_at, created_at)
+        row_id = self._insert(self._sql.insert_snd_message, params)
+        return self.SndMessage(
+            id=row_id,
+            conn_id=conn_id,
+            snd_queue_id=snd_queue_id,
+            seq=seq,
+            kind=str(kind),
+            body=body,
+            attempts=0,
+            next_attempt_at=0.0,
+            expires_at=expires_at,
+            created_at=created_at,
+        )
+
+    def delete_snd_message(self, message: AgentSndMessage) -> None:
+        self._run(self._sql.delete_snd_message, (message.id,))
+
+    def save_snd_attempts(self, message: AgentSndMessage) -> None:
+        params = (message.attempts, message.next_attempt_at, message.id)
+        self._run(self._sql.snd_attempts, params)
+
+    def insert_rcv_message(
+        self,
+        *,
+        conn_id: str,
+        rcv_queue_id: int,
+        seq: int,
+        broker_msg_id: bytes,
+        body: bytes,
+        integrity: str,
+    ) -> AgentRcvMessage:
+        params = (conn_id, rcv_queue_id, seq, broker_msg_id, body, integrity)
+        row_id = self._insert(self._sql.insert_rcv_message, params)
+        return self.RcvMessage(
+            id=row_id,
+            conn_id=conn_id,
+            rcv_queue_id=rcv_queue_id,
+            seq=seq,
+            broker_msg_id=broker_msg_id,
+            body=body,
+            integrity=integrity,
+        )
+
+    def delete_rcv_message(self, message: AgentRcvMessage) -> None:
+        self._run(self._sql.delete_rcv_message, (message.id,))
+
+    # ------------------------------------------------------------------ commands
+
+    def insert_command(
+        self,
+        *,
+        conn_id: str,
+        kind: str,
+        payload: msgspec.Struct,
+        server: str | None,
+        origin: str,
+        corr_id: str | None,
+        ttl: float,
+    ) -> AgentCommand:
+        now = time.time()
+        encoded = _encoder.encode(payload)
+        lane = server or ""
+        params = (
+            corr_id,
+            conn_id,
+            str(kind),
+            encoded,
+            lane,
+            server,
+            str(origin),
+            0,
+            0.0,
+            now + ttl,
+            now,
+        )
+        row_id = self._insert(self._sql.insert_command, params)
+        return self.Command(
+            id=row_id,
+            corr_id=corr_id,
+            conn_id=conn_id,
+            kind=str(kind),
+            payload=encoded,
+            lane=lane,
+            server=server,
+            origin=str(origin),
+            attempts=0,
+            next_attempt_at=0.0,
+            deadline=now + ttl,
+            event=None,
+            created_at=now,
+        )
+
+    def command_exists(self, corr_id: str) -> bool:
+        return self._run(self._sql.command_exists, (corr_id,)).fetchone() is not None
+
+    def command_by_corr_id(self, corr_id: str) -> AgentCommand | None:
+        return self.Command.get_or_none(self.Command.corr_id == corr_id)
+
+    def delete_command(self, command: AgentCommand) -> None:
+        self._run(self._sql.delete_command, (command.id,))
+
+    def set_command_event(self, command: AgentCommand, event: bytes) -> None:
+        command.event = event
+        self._run(self._sql.command_event, (event, command.id))
+
+    def save_command_attempts(self, command: AgentCommand) -> None:
+        params = (command.attempts, command.next_attempt_at, command.id)
+        self._run(self._sql.command_attempts, params)
+
+    def save_command_payload(self, command: AgentCommand, payload: msgspec.Struct) -> None:
+        command.payload = _encoder.encode(payload)
+        self._run(self._sql.command_payload, (command.payload, command.id))
+
+    def delete_acknowledged_command(self, corr_id: str) -> None:
+        self._run(self._sql.delete_acknowledged, (corr_id,))
+
+    # ------------------------------------------------------------------ contact requests
+
+    def add_contact_request(
+        self, conn_id: str, inv_id: str, link: str, info: bytes, now: float
+    ) -> str | None:
+        """Keep an invitation received on a contact address; None if it is known already."""
+        known = self.ContactRequest.get_or_none(
+            (self.ContactRequest.conn_id == conn_id) & (self.ContactRequest.link == link)
+        )
+        if known is not None:
+            return None
+        self.ContactRequest.create(
+            inv_id=inv_id, conn_id=conn_id, link=link, info=info, created_at=now
+        )
+        return inv_id
+
+    def take_contact_request(self, inv_id: str) -> AgentContactRequest | None:
+        """Remove and return a contact request (inside the caller's transaction)."""
+        request = self.ContactRequest.get_or_none(self.ContactRequest.inv_id == inv_id)
+        if request is not None:
+            request.delete_instance()
+        return request
+
+    # ------------------------------------------------------------------ across connections
+
     def connections_with_work(self) -> list[str]:
         """Connections that must be activated at boot: pending commands, unacknowledged
-        events, or messages waiting to be sent."""
+        events, messages waiting to be sent or received ones waiting for the user's ACK
+        (own read-only transaction)."""
         with self.transaction(read_only=True):
-            commands = {row.conn_id for row in self.Command.select(self.Command.conn_id)}
-            messages = {row.conn_id for row in self.SndMessage.select(self.SndMessage.conn_id)}
-        return sorted(commands | messages)
+            found = set()
+            for model in (self.Command, self.SndMessage, self.RcvMessage):
+                found.update(row.conn_id for row in model.select(model.conn_id).distinct())
+        return sorted(found)
 
     def subscriptions(self) -> dict[str, list[tuple[bytes, bytes, str]]]:
         """Every active receive queue per server: (rcv_id, auth_private, conn_id)."""
@@ -259,11 +614,11 @@ class AgentStore:
         they retry at once when that server answers, not at their stored retry time)."""
         waiting: dict[str, set[str]] = {}
         with self.transaction(read_only=True):
-            pending = self.Command.select(self.Command.conn_id, self.Command.lane).where(
-                self.Command.event.is_null() & self.Command.lane.startswith("duplex://")
+            pending = self.Command.select(self.Command.conn_id, self.Command.server).where(
+                self.Command.event.is_null() & self.Command.server.is_null(False)
             )
             for row in pending:
-                waiting.setdefault(row.lane, set()).add(row.conn_id)
+                waiting.setdefault(row.server, set()).add(row.conn_id)
             queues = (
                 self.SndQueue.select(self.SndQueue.conn_id, self.SndQueue.server)
                 .join(self.SndMessage, on=(self.SndMessage.snd_queue_id == self.SndQueue.id))
@@ -282,3 +637,9 @@ class AgentStore:
         with self.transaction(read_only=True):
             row = self.Command.get_or_none(self.Command.corr_id == corr_id)
         return row.conn_id if row is not None else None
+
+    def rcv_ids(self, conn_id: str) -> Iterator[bytes]:
+        """The server ids of the connection's receive queues (own read-only transaction)."""
+        with self.transaction(read_only=True):
+            rows = list(self.RcvQueue.select().where(self.RcvQueue.conn_id == conn_id))
+        return (bytes(row.rcv_id) for row in rows if row.rcv_id is not None)

@@ -1,34 +1,42 @@
 """`AgentActor`: the agent's API, its routing, and the resume at boot.
 
 The agent node of the tree is a supervisor (of `conns`, the virtual `ConnectionActor`s, and
-`servers`, the virtual `ServerSessionActor`s) that also answers the API. Each API call is a
-short transaction here — the connection row (for create/join/accept) and the command row,
-keyed by the caller's `corr_id` — followed by a `Wake` to the owning connection actor, which
+`servers`, the virtual `ServerSessionActor`s) that also answers the API calls that create
+connections or commands for them. Each such call is one short transaction here — the
+connection row (for create/join/accept) and the command row, keyed by the caller's
+`corr_id` — followed by a `Wake` carrying the command to the owning connection actor, which
 does the network work. So an async call returns at once with the connection id, and a call
 repeated with the same `corr_id` (after the caller crashed) returns the same connection
-instead of doing the work twice.
+instead of doing the work twice. Calls about one existing connection that need no new row
+here (send, ack, switch, status) go straight to its actor, not through this one.
 
-At boot it activates every connection with pending commands, unacknowledged events or
-messages to send, and subscribes every receive queue, one batch per server.
+At boot it activates every connection with pending commands, unacknowledged events,
+messages to send or messages waiting for the user's ACK, and subscribes every receive queue,
+one batch per server.
 """
 
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
-from actors.agent.connection import (
-    LINKS_CONN_ID,
-    AckCommandEvent,
-    AgentError,
-    CommandKind,
-    ConnectionActor,
+from actors.agent.connection import ConnectionActor, Wake
+from actors.agent.link_data import LINKS_CONN_ID
+from actors.agent.model import (
+    KIND_OF,
+    Allow,
+    CommandOrigin,
+    CommandPayload,
+    ConnMode,
     ConnStatus,
-    Wake,
+    Create,
+    Delete,
+    GetLink,
+    Join,
+    SetLink,
 )
 from actors.agent.services import AgentServices
 from actors.agent.sessions import (
@@ -47,7 +55,8 @@ from actors.kernel import (
     VirtualSupervisor,
 )
 from protocol.address import b64url
-from protocol.links import parse_link, parse_short_link
+from protocol.errors import AgentError
+from protocol.links import QueueAddress, parse_link, parse_short_link
 from protocol.queue import QueueMode
 
 # ---------------------------------------------------------------------- API messages (asks)
@@ -57,6 +66,7 @@ from protocol.queue import QueueMode
 class CreateConnection:
     corr_id: str
     mode: QueueMode = QueueMode.MESSAGING
+    origin: CommandOrigin = CommandOrigin.ASYNC
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +74,7 @@ class JoinConnection:
     corr_id: str
     link: str
     info: bytes
+    origin: CommandOrigin = CommandOrigin.ASYNC
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +83,7 @@ class AllowConnection:
     conn_id: str
     conf_id: str
     info: bytes
+    origin: CommandOrigin = CommandOrigin.ASYNC
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +91,7 @@ class AcceptContact:
     corr_id: str
     inv_id: str
     info: bytes
+    origin: CommandOrigin = CommandOrigin.ASYNC
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,16 +100,10 @@ class RejectContact:
 
 
 @dataclass(frozen=True, slots=True)
-class AckMessage:
-    corr_id: str
-    conn_id: str
-    msg_id: int
-
-
-@dataclass(frozen=True, slots=True)
 class DeleteConnection:
     corr_id: str
     conn_id: str
+    origin: CommandOrigin = CommandOrigin.ASYNC
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,17 +111,14 @@ class SetLinkData:
     corr_id: str
     conn_id: str
     user_data: bytes
+    origin: CommandOrigin = CommandOrigin.ASYNC
 
 
 @dataclass(frozen=True, slots=True)
 class GetLinkData:
     corr_id: str
     link: str
-
-
-@dataclass(frozen=True, slots=True)
-class AckEvent:
-    corr_id: str
+    origin: CommandOrigin = CommandOrigin.ASYNC
 
 
 def _new_conn_id() -> str:
@@ -156,103 +160,59 @@ class AgentActor(Supervisor):
 
     def receive(self, message: Any) -> Any:
         match message:
-            case CreateConnection(corr_id=corr_id, mode=mode):
+            case CreateConnection(corr_id=corr_id, mode=mode, origin=origin):
+                conn_mode = ConnMode.CONTACT if mode is QueueMode.CONTACT else ConnMode.INVITATION
                 server = self.services.pick_server()
-                kind = "contact" if mode is QueueMode.CONTACT else "invitation"
                 return self._new_command(
-                    corr_id,
-                    _new_conn_id(),
-                    CommandKind.CREATE,
-                    server,
-                    payload={"mode": mode.value},
-                    mode=kind,
+                    corr_id, origin, _new_conn_id(), Create(mode), server, mode=conn_mode
                 )
-            case JoinConnection(corr_id=corr_id, link=link, info=info):
+            case JoinConnection(corr_id=corr_id, link=link, info=info, origin=origin):
                 target = parse_link(link).queues[0]  # LinkError goes back to the caller
+                payload = Join(link, info, self.services.pick_server())
+                conn_id = _new_conn_id()
                 return self._new_command(
-                    corr_id,
-                    _new_conn_id(),
-                    CommandKind.JOIN,
-                    target.server,
-                    payload={
-                        "link": link,
-                        "info": info,
-                        "reply_server": self.services.pick_server(),
-                    },
-                    mode="invitation",
+                    corr_id, origin, conn_id, payload, target.server, mode=ConnMode.INVITATION
                 )
-            case AllowConnection(corr_id=corr_id, conn_id=conn_id, conf_id=conf_id, info=info):
+            case AllowConnection(
+                corr_id=corr_id, conn_id=conn_id, conf_id=conf_id, info=info, origin=origin
+            ):
                 conn = self._connection(conn_id)
                 if conn.status != ConnStatus.CONFIRMED:
                     raise AgentError(
                         f"connection is {conn.status}, not confirmed", code="PROHIBITED"
                     )
-                reply = msgspec.msgpack.decode(bytes(conn.pending_conf))[1]
-                return self._new_command(
-                    corr_id,
-                    conn_id,
-                    CommandKind.ALLOW,
-                    reply[0],
-                    payload={"conf_id": conf_id, "info": info},
+                _, reply = msgspec.msgpack.decode(
+                    bytes(conn.pending_conf), type=tuple[str, QueueAddress]
                 )
-            case AcceptContact(corr_id=corr_id, inv_id=inv_id, info=info):
-                return self._accept(corr_id, inv_id, info)
+                payload = Allow(conf_id, info)
+                return self._new_command(corr_id, origin, conn_id, payload, reply.server)
+            case AcceptContact(corr_id=corr_id, inv_id=inv_id, info=info, origin=origin):
+                return self._accept(corr_id, origin, inv_id, info)
             case RejectContact(inv_id=inv_id):
-                s = self.store
-                with s.transaction():
-                    deleted = s.ContactRequest.delete_by_id(inv_id)
-                if not deleted:
+                with self.store.transaction():
+                    request = self.store.take_contact_request(inv_id)
+                if request is None:
                     raise AgentError(f"no contact request {inv_id!r}", code="NO_REQUEST")
                 return None
-            case AckMessage(corr_id=corr_id, conn_id=conn_id, msg_id=msg_id):
-                s = self.store
-                with s.transaction():
-                    row = s.RcvMessage.get_or_none(
-                        (s.RcvMessage.conn_id == conn_id) & (s.RcvMessage.seq == msg_id)
-                    )
-                    queue = (
-                        s.RcvQueue.get_or_none(s.RcvQueue.id == row.rcv_queue_id)
-                        if row is not None
-                        else None
-                    )
+            case DeleteConnection(corr_id=corr_id, conn_id=conn_id, origin=origin):
                 self._connection(conn_id)
-                lane = queue.server if queue is not None else "local"
-                return self._new_command(
-                    corr_id, conn_id, CommandKind.ACK, lane, payload={"msg_id": msg_id}
-                )
-            case DeleteConnection(corr_id=corr_id, conn_id=conn_id):
-                self._connection(conn_id)
-                return self._new_command(corr_id, conn_id, CommandKind.DELETE, "delete", payload={})
-            case SetLinkData(corr_id=corr_id, conn_id=conn_id, user_data=user_data):
+                return self._new_command(corr_id, origin, conn_id, Delete(), None)
+            case SetLinkData(corr_id=corr_id, conn_id=conn_id, user_data=user_data, origin=origin):
                 conn = self._connection(conn_id)
-                if conn.mode != "contact":
+                if conn.mode != ConnMode.CONTACT:
                     raise AgentError("link data belongs to contact addresses", code="PROHIBITED")
-                return self._new_command(
-                    corr_id,
-                    conn_id,
-                    CommandKind.SET_LINK,
-                    "links",
-                    payload={"user_data": user_data},
-                )
-            case GetLinkData(corr_id=corr_id, link=link):
+                payload = SetLink(user_data)
+                return self._new_command(corr_id, origin, conn_id, payload, None)
+            case GetLinkData(corr_id=corr_id, link=link, origin=origin):
                 server = str(parse_short_link(link).server)  # LinkError to the caller
-                return self._new_command(
-                    corr_id, LINKS_CONN_ID, CommandKind.GET_LINK, server, payload={"link": link}
-                )
-            case AckEvent(corr_id=corr_id):
-                conn_id = self.store.conn_of_command(corr_id)
-                if conn_id is not None:
-                    self.tell(connection_address(conn_id), AckCommandEvent(corr_id))
-                return None
+                return self._new_command(corr_id, origin, LINKS_CONN_ID, GetLink(link), server)
             case _:
                 return super().receive(message)
 
     # ------------------------------------------------------------------ helpers
 
     def _connection(self, conn_id: str) -> Any:
-        s = self.store
-        with s.transaction(read_only=True):
-            conn = s.Connection.get_or_none(s.Connection.conn_id == conn_id)
+        conn = self.store.connection(conn_id)
         if conn is None:
             raise AgentError(f"no connection {conn_id!r}", code="NO_CONNECTION")
         return conn
@@ -260,62 +220,58 @@ class AgentActor(Supervisor):
     def _new_command(
         self,
         corr_id: str,
+        origin: CommandOrigin,
         conn_id: str,
-        kind: str,
-        lane: str,
+        payload: CommandPayload,
+        server: str | None,
         *,
-        payload: dict[str, Any],
-        mode: str | None = None,
+        mode: ConnMode | None = None,
     ) -> str:
         """Insert (connection and) command in one transaction; idempotent by corr_id."""
-        s = self.store
-        now = time.time()
-        with s.transaction():
-            existing = s.Command.get_or_none(s.Command.corr_id == corr_id)
+        store = self.store
+        with store.transaction():
+            existing = store.command_by_corr_id(corr_id)
             if existing is not None:
                 return existing.conn_id
             if mode is not None:
-                s.Connection.create(
-                    conn_id=conn_id, status=ConnStatus.NEW, mode=mode, created_at=now
-                )
-            s.Command.create(
-                corr_id=corr_id,
-                conn_id=conn_id,
-                kind=kind,
-                payload=msgspec.msgpack.encode(payload),
-                lane=lane,
-                deadline=now + self.services.config.command_ttl,
-                created_at=now,
-            )
-        self.tell(connection_address(conn_id), Wake())
+                store.insert_connection(conn_id, ConnStatus.NEW, mode)
+            command = self._insert(corr_id, origin, conn_id, payload, server)
+        self.tell(connection_address(conn_id), Wake(command))
         return conn_id
 
-    def _accept(self, corr_id: str, inv_id: str, info: bytes) -> str:
-        s = self.store
-        with s.transaction():
-            existing = s.Command.get_or_none(s.Command.corr_id == corr_id)
+    def _insert(
+        self,
+        corr_id: str,
+        origin: CommandOrigin,
+        conn_id: str,
+        payload: CommandPayload,
+        server: str | None,
+    ) -> Any:
+        return self.store.insert_command(
+            conn_id=conn_id,
+            kind=KIND_OF[type(payload)],
+            payload=payload,
+            server=server,
+            origin=origin,
+            corr_id=corr_id,
+            ttl=self.services.config.command_ttl,
+        )
+
+    def _accept(self, corr_id: str, origin: CommandOrigin, inv_id: str, info: bytes) -> str:
+        """Accept a contact request: join the requester's invitation, in one transaction
+        with taking the request."""
+        store = self.store
+        with store.transaction():
+            existing = store.command_by_corr_id(corr_id)
             if existing is not None:
                 return existing.conn_id
-            request = s.ContactRequest.get_or_none(s.ContactRequest.inv_id == inv_id)
+            request = store.take_contact_request(inv_id)
             if request is None:
                 raise AgentError(f"no contact request {inv_id!r}", code="NO_REQUEST")
-            link = request.link
-            target = parse_link(link).queues[0]
+            target = parse_link(request.link).queues[0]
             conn_id = _new_conn_id()
-            now = time.time()
-            s.Connection.create(
-                conn_id=conn_id, status=ConnStatus.NEW, mode="invitation", created_at=now
-            )
-            payload = {"link": link, "info": info, "reply_server": self.services.pick_server()}
-            s.Command.create(
-                corr_id=corr_id,
-                conn_id=conn_id,
-                kind=CommandKind.JOIN,
-                payload=msgspec.msgpack.encode(payload),
-                lane=target.server,
-                deadline=now + self.services.config.command_ttl,
-                created_at=now,
-            )
-            request.delete_instance()
-        self.tell(connection_address(conn_id), Wake())
+            store.insert_connection(conn_id, ConnStatus.NEW, ConnMode.INVITATION)
+            payload = Join(request.link, info, self.services.pick_server())
+            command = self._insert(corr_id, origin, conn_id, payload, target.server)
+        self.tell(connection_address(conn_id), Wake(command))
         return conn_id

@@ -19,6 +19,8 @@ command (durable until `ack_command_event`) and re-emitted after a restart byte 
     SWITCH          a queue rotation moved on: direction rcv|snd, phase started|confirmed|
                     secured|completed|failed, with the connection's info after the step
                     (switch_connection completes with `SWITCH rcv started`)
+    DOWN / UP       a queue server stopped answering / answers again, with the connections
+                    that have queues or work there (once per transition)
 """
 
 from __future__ import annotations
@@ -132,8 +134,47 @@ class Switch(msgspec.Struct, tag="SWITCH", **_EVENT):
     corr_id: str | None = None
 
 
+class Down(msgspec.Struct, tag="DOWN", **_EVENT):
+    server: str
+    conn_ids: list[str]
+
+
+class Up(msgspec.Struct, tag="UP", **_EVENT):
+    server: str
+    conn_ids: list[str]
+
+
+class ConnectionStatus(msgspec.Struct, frozen=True):
+    """A connection's summary (`connection_status`)."""
+
+    conn_id: str
+    status: str
+    error: str | None
+    rcv_servers: list[str]
+    snd_servers: list[str]
+    rcv_switch_status: str | None
+    snd_switch_status: str | None
+    pending_commands: int
+    pending_messages: int
+
+
 AgentEvent = (
-    Inv | Joined | Ok | Err | Conf | Req | Info | Con | Msg | Sent | MErr | Link | LData | Switch
+    Inv
+    | Joined
+    | Ok
+    | Err
+    | Conf
+    | Req
+    | Info
+    | Con
+    | Msg
+    | Sent
+    | MErr
+    | Link
+    | LData
+    | Switch
+    | Down
+    | Up
 )
 CommandEvent = Inv | Joined | Ok | Err | Link | LData | Switch
 

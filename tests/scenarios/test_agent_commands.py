@@ -61,7 +61,7 @@ def test_a_join_while_the_server_is_down_completes_when_it_returns(
 
     eventually(lambda: attempts() >= 3, timeout=10, what="join retried")
     assert not b_events.of(ev.Err) and not b_events.of(ev.Joined)
-    assert bob.connection_status(b_conn)["status"] == "new"
+    assert bob.connection_status(b_conn).status == "new"
 
     start_server(port=port)  # the same server comes back (same store, same address)
     b_events.wait_for(ev.Joined, corr_id="join", timeout=15)
@@ -82,7 +82,7 @@ def test_a_permanent_error_ends_the_command_with_err(server: QueueServer, open_c
     error = b_events.wait_for(ev.Err, corr_id="join")
     assert error.conn_id == b_conn and error.code == "AUTH"
     status = bob.connection_status(b_conn)
-    assert status["status"] == "failed" and "AUTH" in status["error"]
+    assert status.status == "failed" and "AUTH" in status.error
     assert not b_events.of(ev.Joined)
 
 
@@ -135,7 +135,7 @@ def test_a_dead_server_delays_neither_other_connections_nor_other_servers(
     carol.send_message(c_conn, b"unrelated")  # another connection
     d_events.wait_for(ev.Msg, conn_id=d_conn, body=b"unrelated", timeout=5)
     assert time.monotonic() - started < 3.0
-    assert bob.connection_status(b_conn)["pending_messages"] == 1
+    assert bob.connection_status(b_conn).pending_messages == 1
     assert not b_events.of(ev.Sent, conn_id=b_conn)
 
 

@@ -32,7 +32,7 @@ def test_quota_pauses_delivery_and_qcont_resumes_it(start_server, open_client) -
     )
     # seven wait, or eight when bob left before his own ACK of alice's connection info went
     # out (that message still takes a place in the queue; redelivered, it is a duplicate)
-    eventually(lambda: alice.connection_status(a_conn)["pending_messages"] >= 7)
+    eventually(lambda: alice.connection_status(a_conn).pending_messages >= 7)
 
     bob, b_events = open_client("bob", [server], config=slow_quota)
     received = []
@@ -55,7 +55,7 @@ def test_an_undeliverable_message_expires(start_server, open_client) -> None:
     msg_id = alice.send_message(a_conn, b"never delivered")
     error = a_events.wait_for(ev.MErr, conn_id=a_conn, timeout=10)
     assert (error.msg_id, error.code) == (msg_id, "EXPIRED")
-    assert alice.connection_status(a_conn)["pending_messages"] == 0
+    assert alice.connection_status(a_conn).pending_messages == 0
 
 
 def test_a_command_past_its_ttl_ends_with_err_timeout(start_server, open_client) -> None:
@@ -70,5 +70,5 @@ def test_a_command_past_its_ttl_ends_with_err_timeout(start_server, open_client)
     b_conn = bob.join_connection_async("join", link, b"")
     error = b_events.wait_for(ev.Err, corr_id="join", timeout=10)
     assert error.conn_id == b_conn and error.code == "TIMEOUT"
-    assert bob.connection_status(b_conn)["status"] == "failed"
+    assert bob.connection_status(b_conn).status == "failed"
     assert a_conn

@@ -14,8 +14,8 @@ def test_invitation_handshake_and_messages_both_ways(server: QueueServer, open_c
     a_conn, b_conn = connect(alice, a_events, bob, b_events)
     info = b_events.wait_for(ev.Info, conn_id=b_conn)
     assert info.info == b"alice"
-    assert alice.connection_status(a_conn)["status"] == "ready"
-    assert bob.connection_status(b_conn)["status"] == "ready"
+    assert alice.connection_status(a_conn).status == "ready"
+    assert bob.connection_status(b_conn).status == "ready"
 
     sent = [alice.send_message(a_conn, b"a->b %d" % i) for i in range(20)]
     assert sent == list(range(sent[0], sent[0] + 20))  # sequential ids

@@ -112,7 +112,7 @@ def connected_pair(open_client, old_server, new_server) -> tuple[Any, Any, Any, 
 
 def sent_all(client: Any, conn_id: str) -> None:
     """Wait until everything queued on the connection went out (before taking it offline)."""
-    eventually(lambda: client.connection_status(conn_id)["pending_messages"] == 0)
+    eventually(lambda: client.connection_status(conn_id).pending_messages == 0)
 
 
 def switch_status(client: Any, conn_id: str, side: str = "rcv") -> str | None:

@@ -95,7 +95,7 @@ def test_an_agent_file_with_the_servers_tables_opens_and_loses_them(
     database = open_database(database_url, layers=[AGENT_LAYER])
     opened.append(database)
     assert tables(database) == AGENT_TABLES | {"schema_migrations"}
-    assert versions(database) == [100, 101, 102]
+    assert versions(database) == [step.version for step in AGENT_LAYER.migrations]
 
 
 def test_server_tables_with_rows_in_an_agent_database_are_kept(

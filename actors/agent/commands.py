@@ -1,0 +1,249 @@
+"""`CommandRunner`: a connection's persisted commands, run in lanes, retried, completed once.
+
+Theory of operation
+-------------------
+Every network-touching API call is a row in `agent_command` before anything is sent. The
+runner keeps the connection's pending rows in creation order and runs them in *lanes*: one
+lane per queue server (`command_lane(server)`), plus the connection's local lane (server
+None) for commands that visit several servers in turn. A lane runs one step at a time, so a
+dead server delays only the commands aimed at it.
+
+A command is a small state machine in its collaborator (handshake, inbound, rotation): the
+handler registered for its kind looks at what is already persisted and does the next step.
+A step's temporary failure (network, timeout, the I/O thread restarting) is retried on the
+connection's timer with the attempt count and the next attempt time persisted; a permanent
+one — or temporary ones past the command's TTL — ends the command with `ERR`.
+
+`complete` stores the command's effects and its outcome in **one transaction**: for an async
+command (`CommandOrigin.ASYNC`) the event is kept in the row until `ack_command_event`; a
+synchronous or internal command's row goes with its effects. A command with a stored event
+is never run again; the actor re-emits such events on every activation.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+import msgspec
+
+from actors.agent import events as ev
+from actors.agent import faults
+from actors.agent.model import (
+    KIND_OF,
+    CommandKind,
+    CommandOrigin,
+    CommandPayload,
+    command_lane,
+    decode_payload,
+)
+from actors.agent.ports import ConnectionPort, EventLike, OnFail
+from actors.kernel import IoError
+from protocol.errors import AgentError, DuplexError, QueueFault
+from storage.agent import AgentCommand
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[AgentCommand, CommandPayload], None]
+# A failure hook handles a permanent failure of its kind itself (True) or leaves it to the
+# default, `ERR` with the code (False).
+FailureHook = Callable[[AgentCommand, str, str], bool]
+
+# Kinds that may run with no connection row: a delete of a connection that is half gone,
+# and link lookups, which run on a pseudo-connection.
+_WITHOUT_CONNECTION = frozenset({CommandKind.DELETE, CommandKind.GET_LINK})
+
+
+class CommandRunner:
+    """A connection's pending commands; see the module docstring."""
+
+    def __init__(self, port: ConnectionPort) -> None:
+        self.port = port
+        self._handlers: dict[CommandKind, Handler] = {}
+        self._failure_hooks: dict[CommandKind, FailureHook] = {}
+
+    def register(
+        self, kind: CommandKind, handler: Handler, on_failure: FailureHook | None = None
+    ) -> None:
+        self._handlers[kind] = handler
+        if on_failure is not None:
+            self._failure_hooks[kind] = on_failure
+
+    # ------------------------------------------------------------------ the pump
+
+    def pump(self, now: float) -> float:
+        """Run the first due command of every idle lane; the earliest later due time."""
+        earliest = float("inf")
+        seen = set()
+        for command in list(self.port.state.commands):
+            lane = command_lane(command.server)
+            if lane in seen:
+                continue
+            seen.add(lane)
+            if self.port.lane_busy(lane):
+                continue
+            if command.next_attempt_at > now:
+                earliest = min(earliest, command.next_attempt_at)
+                continue
+            self.run(command)
+        return earliest
+
+    def server_up(self, server: str, now: float) -> None:
+        """`server` answers again: its commands retry now rather than at their timers."""
+        for command in self.port.state.commands:
+            if command.server == server:
+                command.next_attempt_at = min(command.next_attempt_at, now)
+
+    def add(self, command: AgentCommand) -> None:
+        """A command the AgentActor stored for this connection."""
+        commands = self.port.state.commands
+        if all(c.id != command.id for c in commands):
+            commands.append(command)
+            commands.sort(key=lambda c: c.id)
+
+    def reload(self) -> None:
+        """Pick up commands stored by others since the activation began."""
+        for command in self.port.store.pending_commands(self.port.conn_id):
+            self.add(command)
+
+    def run(self, command: AgentCommand) -> None:
+        kind = CommandKind(command.kind)
+        if self.port.state.conn is None and kind not in _WITHOUT_CONNECTION:
+            self.fail(command, "NO_CONNECTION", "the connection does not exist")
+            return
+        handler = self._handlers.get(kind)
+        if handler is None:
+            self.fail(command, "PROHIBITED", f"no handler for command {kind}")
+            return
+        try:
+            payload = decode_payload(kind, bytes(command.payload))
+        except msgspec.ValidationError as exc:
+            self.fail(command, "INTERNAL", f"unreadable stored payload: {exc}")
+            return
+        faults.hit(faults.BEFORE_RUN, kind)
+        try:
+            handler(command, payload)
+        except DuplexError as exc:
+            self.fail(command, exc.code, str(exc))
+
+    # ------------------------------------------------------------------ failures and retries
+
+    def step_failed(self, command: AgentCommand, server: str) -> OnFail:
+        def on_fail(error: BaseException) -> None:
+            temporary = isinstance(error, IoError) or (
+                isinstance(error, QueueFault) and error.temporary
+            )
+            if not isinstance(error, QueueFault | IoError):
+                log.error(
+                    "command step raised",
+                    exc_info=error,
+                    extra={"conn_id": self.port.conn_id, "kind": command.kind},
+                )
+            # A synchronous caller is waiting: it learns of the failure and may retry.
+            if temporary and command.origin != CommandOrigin.SYNC:
+                self._retry(command, server, error)
+            else:
+                self.fail(command, getattr(error, "code", "INTERNAL"), str(error))
+
+        return on_fail
+
+    def _retry(self, command: AgentCommand, server: str, error: BaseException) -> None:
+        now = time.time()
+        if now > command.deadline:
+            self.fail(command, "TIMEOUT", f"still failing after the command TTL: {error}")
+            return
+        command.attempts += 1
+        delay = self.port.config.retry.delay(command.attempts, now - command.created_at)
+        command.next_attempt_at = now + delay
+        with self.port.store.transaction():
+            self.port.store.save_command_attempts(command)
+        self.port.server_unavailable(server)
+        log.info(
+            "command will be retried",
+            extra={"conn_id": self.port.conn_id, "kind": command.kind, "delay": delay},
+        )
+
+    def fail(self, command: AgentCommand, code: str, message: str) -> None:
+        log.info(
+            "command failed",
+            extra={"conn_id": self.port.conn_id, "kind": command.kind, "code": code},
+        )
+        hook = self._failure_hooks.get(CommandKind(command.kind))
+        if hook is not None and hook(command, code, message):
+            return
+        corr_id = self.public_corr_id(command)
+        self.complete(command, ev.Err(self.port.conn_id, code, message, corr_id))
+
+    # ------------------------------------------------------------------ completion
+
+    def complete(
+        self,
+        command: AgentCommand,
+        event: EventLike | None,
+        effects: Callable[[], None] | None = None,
+        extra_events: Sequence[EventLike] = (),
+    ) -> None:
+        """Store the command's effects and its outcome in one transaction, then tell it.
+
+        `event` may be a function, called after the effects (so it can describe them), and
+        so may each of `extra_events` (called after the commit).
+        """
+        store = self.port.store
+        origin = CommandOrigin(command.origin)
+        with store.transaction():
+            if effects is not None:
+                effects()
+            if callable(event):
+                event = event()
+            if origin is CommandOrigin.ASYNC and event is not None:
+                store.set_command_event(command, ev.encode_event(event))
+            else:
+                store.delete_command(command)
+        if command in self.port.state.commands:
+            self.port.state.commands.remove(command)
+        kind = CommandKind(command.kind)
+        faults.hit(faults.AFTER_EFFECTS, kind)
+        if event is not None:
+            if origin is CommandOrigin.SYNC:
+                self.port.resolve_waiter(command.corr_id, event)
+            elif origin is CommandOrigin.ASYNC:
+                self.port.emit(event)
+        for extra in extra_events:
+            self.port.emit(extra() if callable(extra) else extra)
+        faults.hit(faults.AFTER_EMIT, kind)
+
+    def ack_event(self, corr_id: str) -> None:
+        """The caller processed this command's event: forget it."""
+        with self.port.store.transaction():
+            self.port.store.delete_acknowledged_command(corr_id)
+
+    # ------------------------------------------------------------------ helpers
+
+    def add_internal(self, payload: CommandPayload, server: str | None) -> AgentCommand:
+        """Store an agent-internal command (inside the caller's transaction)."""
+        command = self.port.store.insert_command(
+            conn_id=self.port.conn_id,
+            kind=KIND_OF[type(payload)],
+            payload=payload,
+            server=server,
+            origin=CommandOrigin.INTERNAL,
+            corr_id=None,
+            ttl=self.port.config.command_ttl,
+        )
+        self.port.state.commands.append(command)
+        return command
+
+    def save_payload(self, command: AgentCommand, payload: CommandPayload) -> None:
+        """Persist what a step is about to send inside the payload (its own transaction)."""
+        with self.port.store.transaction():
+            self.port.store.save_command_payload(command, payload)
+
+    @staticmethod
+    def public_corr_id(command: AgentCommand) -> str | None:
+        """The corr id the caller gave (None for synchronous and internal commands)."""
+        return command.corr_id if command.origin == CommandOrigin.ASYNC else None
+
+
+def refuse(message: str, code: str = "PROHIBITED") -> AgentError:
+    return AgentError(message, code=code)
