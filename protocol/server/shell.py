@@ -46,6 +46,8 @@ import concurrent.futures
 import contextlib
 import functools
 import logging
+import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -88,6 +90,7 @@ log = logging.getLogger(__name__)
 
 _FAREWELL_TIMEOUT = 1.0  # seconds a closing session's writer has to flush its last replies
 _WRITE_CHUNK = 64 * 1024  # bytes framed and sent in one write at most
+_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
 _PENDING_BATCH = 16  # pending MSGs delivered at once when a session's outbox has room
 _CONNECTION_GONE = (
     trio_websocket.ConnectionClosed,
@@ -391,9 +394,15 @@ class QueueServer:
             self._sessions.discard(session)
             self._close_session(session)
             outbox = session.outbox
-            if stream is None or (outbox is not None and outbox.too_slow):
-                # A client that does not read gets no goodbye (it would not read that either).
+            if outbox is not None and outbox.too_slow:
+                # A client that does not read gets no goodbye (it would not read that either),
+                # and what it left unread is dropped at once (a reset, not a FIN queued
+                # behind megabytes that the kernel would keep trying to deliver).
+                with contextlib.suppress(OSError):
+                    tcp.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
                 await trio.aclose_forcefully(stream or tcp)
+            elif stream is None:
+                await trio.aclose_forcefully(tcp)
             else:
                 with trio.move_on_after(1) as cleanup:
                     cleanup.shield = True
