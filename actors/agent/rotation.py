@@ -38,16 +38,14 @@ regardless. Bob's QERR (QTEST was refused) undoes the switch the same way.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 
 from actors.agent import events as ev
+from actors.agent.info import connection_info
 from actors.agent.model import (
     CommandKind,
     CommandOrigin,
     ConnStatus,
-    Lane,
-    LaneKind,
     MessageKind,
     RcvQueueStatus,
     Switch,
@@ -60,15 +58,15 @@ from actors.agent.model import (
 from actors.agent.ports import Chain, Commands, ConnectionPort, EventLike, QueueRequest
 from actors.agent.queues import QueueSteps
 from actors.agent.rotation_sender import SendingSwitch
+from actors.agent.switch_hold import NewQueueHold
 from actors.agent.switch_states import (
-    ABORTABLE,
     RCV_TRANSITIONS,
     RcvSwitchEvent,
     next_rcv_status,
 )
 from protocol.envelope import QAdd, QErr, QKey, QUse
 from protocol.errors import AgentError, ServerError
-from protocol.queue import Del, Get, Key, Msg, Ok, QueueMode
+from protocol.queue import Del, Key, Msg, QueueMode
 from storage.agent import AgentCommand, AgentRcvQueue
 
 log = logging.getLogger(__name__)
@@ -90,9 +88,7 @@ class ReceivingSwitch:
         self.chain = chain
         self.process = process  # the inbound side: what a released message goes to
         self.sender = SendingSwitch(port, queues, chain, self.switch_event)
-        self.held: list[tuple[AgentRcvQueue, Msg]] = []  # from the new queue, not ACKed
-        self._drain_in_flight = False
-        self._recover_pending = False  # the GET of recover_held failed: try again
+        self.hold = NewQueueHold(port, process, self._drained)
 
     def install(self, runner: object, delivery: object) -> None:
         register = runner.register  # type: ignore[attr-defined]
@@ -116,23 +112,7 @@ class ReceivingSwitch:
         return ev.Switch(self.port.conn_id, direction, phase, self.connection_info(), corr_id)
 
     def connection_info(self) -> ev.ConnectionInfo:
-        state = self.port.state
-        conn = state.conn
-        if conn is None:
-            raise AgentError(f"no connection {self.port.conn_id!r}", code="NO_CONNECTION")
-        rcv = sorted(state.rcv_queues.values(), key=lambda q: q.id)
-        snd = sorted(state.snd_queues.values(), key=lambda q: q.id)
-        return ev.ConnectionInfo(
-            conn_id=self.port.conn_id,
-            status=conn.status,
-            rcv_servers=sorted({q.server for q in rcv if q.status != RcvQueueStatus.DELETING}),
-            snd_servers=sorted({q.server for q in snd if q.status != "retiring"}),
-            rcv_switch_status=conn.rcv_switch_status,
-            snd_switch_status=conn.snd_switch_status,
-            can_abort_switch=conn.rcv_switch_status in ABORTABLE,
-            queues=[ev.QueueInfo("rcv", q.server, q.status) for q in rcv]
-            + [ev.QueueInfo("snd", q.server, q.status) for q in snd],
-        )
+        return connection_info(self.port.state)
 
     # ------------------------------------------------------------------ asks
 
@@ -403,94 +383,20 @@ class ReceivingSwitch:
 
     # ------------------------------------------------------------------ holding the new queue
 
+    @property
+    def held(self) -> list[tuple[AgentRcvQueue, Msg]]:
+        return self.hold.held
+
     def hold_if_switching(self, queue: AgentRcvQueue, reply: Msg) -> bool:
-        """A message on a new queue waits, un-ACKed, until the old queue is drained."""
-        old = self.port.state.rcv_queues.get(queue.replaces) if queue.replaces is not None else None
-        if old is None or old.status != RcvQueueStatus.ACTIVE:
-            return False
-        if not any(held.msg_id == reply.msg_id for _, held in self.held):
-            self.held.append((queue, reply))
-        return True
-
-    def check_drained(self) -> None:
-        """With messages held: ask the old queue's server whether anything is left on it,
-        once nothing of ours is in flight there (a GET would hand that message out again)."""
-        if not self.held or self._drain_in_flight:
-            return
-        state = self.port.state
-        new = self.held[0][0]
-        old = state.rcv_queues.get(new.replaces) if new.replaces is not None else None
-        if old is None or old.status != RcvQueueStatus.ACTIVE:
-            self._release()
-            return
-        if any(r.rcv_queue_id == old.id for r in state.received.values()):
-            return  # the user's ack of it will bring the next one, or leave the queue empty
-
-        def answered(reply: object) -> None:
-            self._drain_in_flight = False
-            if isinstance(reply, Ok):
-                self._drained(old)
-            # a MSG answer is also pushed to us: its processing checks again
-
-        def failed(error: BaseException) -> None:
-            self._drain_in_flight = False
-            if isinstance(error, ServerError) and not error.temporary:
-                self._drained(old)  # it is gone: nothing can be left on it
-            else:
-                self.port.wake_at(time.time() + self.port.config.retry.initial)
-
-        self._drain_in_flight = True
-        self.port.submit(
-            Lane(LaneKind.DRAIN, old.id),
-            QueueRequest(
-                old.server, Get(), bytes(old.rcv_id), state.keys.signer(bytes(old.auth_private))
-            ),
-            answered,
-            failed,
-        )
-
-    def _drained(self, old: AgentRcvQueue) -> None:
-        with self.port.store.transaction():
-            self._delete_later(old, SwitchOutcome.COMPLETED)
-            self._set(E.OLD_DRAINED)
-        self._release()
-
-    def _release(self) -> None:
-        held, self.held = self.held, []
-        for queue, reply in held:
-            self.process(queue, reply)
+        return self.hold.hold_if_switching(queue, reply)
 
     def recover_held(self) -> None:
-        """At activation: a message held by the previous activation (which crashed) was
-        never ACKed, and a live subscription does not hand it out again by itself; a GET on
-        the new queue from the subscribed session does. Retried until it answers."""
-        state = self.port.state
-        new = state.switch_new_rcv_queue()
-        old = state.rcv_queues.get(new.replaces) if new is not None and new.replaces else None
-        if new is None or new.rcv_id is None or old is None or old.status != RcvQueueStatus.ACTIVE:
-            return
-
-        def answered(reply: object) -> None:
-            if isinstance(reply, Msg):
-                self.hold_if_switching(new, reply)  # held again (a pushed copy is ignored)
-
-        def failed(error: BaseException) -> None:
-            log.info("switch: GET on the new queue failed", extra={"error": repr(error)})
-            self.port.server_unavailable(new.server)
-            self.port.wake_at(time.time() + self.port.config.retry.initial)
-            self._recover_pending = True
-
-        self._recover_pending = False
-        self.port.submit(
-            Lane(LaneKind.REDELIVER, new.id),
-            QueueRequest(
-                new.server, Get(), bytes(new.rcv_id), state.keys.signer(bytes(new.auth_private))
-            ),
-            answered,
-            failed,
-        )
+        self.hold.recover_held()
 
     def pump(self) -> None:
-        if self._recover_pending:
-            self.recover_held()
-        self.check_drained()
+        self.hold.pump()
+
+    def _drained(self, old: AgentRcvQueue) -> None:
+        """Nothing is left on the old queue: DEL it (inside the hold's transaction)."""
+        self._delete_later(old, SwitchOutcome.COMPLETED)
+        self._set(E.OLD_DRAINED)
