@@ -126,22 +126,22 @@ SND_TRANSITIONS: dict[tuple[SndSwitchStatus | None, SndSwitchEvent], SndSwitchSt
 def next_rcv_status(
     status: RcvSwitchStatus | str | None, event: RcvSwitchEvent
 ) -> RcvSwitchStatus | None:
-    current = None if status is None else RcvSwitchStatus(status)
     try:
+        current = None if status is None else RcvSwitchStatus(status)
         return RCV_TRANSITIONS[(current, event)]
-    except KeyError:
+    except (KeyError, ValueError):
         raise InvalidSwitchTransition(
-            f"receiving switch: {event.value} is not allowed at {current}"
+            f"receiving switch: {event.value} is not allowed at {status}"
         ) from None
 
 
 def next_snd_status(
     status: SndSwitchStatus | str | None, event: SndSwitchEvent
 ) -> SndSwitchStatus | None:
-    current = None if status is None else SndSwitchStatus(status)
     try:
+        current = None if status is None else SndSwitchStatus(status)
         return SND_TRANSITIONS[(current, event)]
-    except KeyError:
+    except (KeyError, ValueError):
         raise InvalidSwitchTransition(
-            f"sending switch: {event.value} is not allowed at {current}"
+            f"sending switch: {event.value} is not allowed at {status}"
         ) from None
