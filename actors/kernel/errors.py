@@ -8,7 +8,7 @@ message is not) so that the mapping is one lookup:
     KernelError         KERNEL
     ├── ActorUnavailable  UNAVAILABLE  no live actor at an address, the runtime stopped or
     │                                  failed, a service (database, I/O thread) is absent
-    ├── AskTimeout        TIMEOUT      an `ask` (or a blocking I/O call at the edge) got no
+    ├── AskTimeout        ASK_TIMEOUT  an `ask` (or a blocking I/O call at the edge) got no
     │                                  answer within its timeout
     └── IoError           IO           submitted I/O could not run or did not finish: the I/O
                                        thread was restarting or stopping, the task could not
@@ -34,7 +34,7 @@ class ActorUnavailable(KernelError):
 class AskTimeout(KernelError):
     """An `ask` or a blocking edge call got no answer within its timeout."""
 
-    code = "TIMEOUT"
+    code = "ASK_TIMEOUT"
 
 
 class IoError(KernelError):

@@ -7,7 +7,15 @@ import functools
 import pytest
 import trio
 
-from actors.kernel import ActorUnavailable, AskTimeout, ChildSpec, IoError, IoResult, Runtime
+from actors.kernel import (
+    ActorUnavailable,
+    AskTimeout,
+    ChildSpec,
+    IoError,
+    IoResult,
+    KernelError,
+    Runtime,
+)
 from tests.actors.kernel_probes import Probe, Record, Worker
 from tests.helpers import eventually
 
@@ -107,4 +115,8 @@ def test_ask_errors_are_typed(runtime: Runtime) -> None:
     assert unavailable.value.code == "UNAVAILABLE"
     with pytest.raises(AskTimeout) as timeout:
         runtime.ask("client/w", ("io", answer), timeout=0)
-    assert timeout.value.code == "TIMEOUT"
+    assert timeout.value.code == "ASK_TIMEOUT"
+    # the kernel's own errors, one base, nothing of duplex (the facade maps them)
+    assert isinstance(unavailable.value, KernelError) and isinstance(timeout.value, KernelError)
+    assert issubclass(IoError, KernelError)
+    assert all(c.__module__ == "actors.kernel.errors" for c in type(timeout.value).__mro__[:-3])
