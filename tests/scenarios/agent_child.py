@@ -4,12 +4,16 @@
 
 The spec names the database, the servers, the command and its arguments. With
 DUPLEX_FAULTS=point:kind:kill in the environment the process kills itself with SIGKILL at
-that point; otherwise it prints the completion event as a JSON line and exits 0.
+that point; otherwise it prints the completion event as a JSON line and exits 0. The command
+`ack_then_kill` acknowledges a message (the sync form) and kills the process with SIGKILL
+the moment the call returned.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 
 import msgspec
@@ -25,6 +29,9 @@ def main() -> int:
     events = Events(client)
     corr_id = spec["corr_id"]
     args = spec.get("args", {})
+    if spec["command"] == "ack_then_kill":
+        client.ack_message(args["conn_id"], args["msg_id"])
+        os.kill(os.getpid(), signal.SIGKILL)
     try:
         match spec["command"]:
             case "create":
