@@ -22,6 +22,7 @@ Every error raised here is a `DuplexError`; the kernel's own errors are mapped a
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -57,12 +58,14 @@ from actors.kernel import ActorUnavailable as KernelUnavailable
 from actors.kernel import AskTimeout as KernelAskTimeout
 from actors.kernel import ChildSpec, KernelError, Runtime, RuntimeConfig, TreeNode
 from protocol.address import b64url
-from protocol.errors import ActorUnavailable, AgentError, AskTimeout, RuntimeFault
+from protocol.errors import ActorUnavailable, AgentError, AskTimeout, DuplexError, RuntimeFault
 from protocol.queue import QueueMode
 from storage.agent import AGENT_LAYER, AgentStore
 from storage.database import Database, open_database
 
 AGENT = "client/agent"
+
+log = logging.getLogger(__name__)
 
 
 class Client:
@@ -223,10 +226,13 @@ class Client:
         return self.runtime.tree()
 
     def close(self) -> None:
-        bridge = self.runtime._io
-        if bridge is not None:
-            with contextlib.suppress(Exception):  # closing: nothing to tell the caller
-                bridge.run(self.services.clients.close_all, timeout=5)
+        """Close the queue sessions, stop the runtime (no thread of it is left running) and
+        close the database if this client opened it. Idempotent."""
+        if self.runtime.io_running:
+            try:
+                self.runtime.io.run(self.services.clients.close_all, timeout=5)
+            except (KernelError, DuplexError, OSError) as exc:  # closing anyway
+                log.warning("closing the queue sessions failed", extra={"error": repr(exc)})
         self.runtime.shutdown()
         if self._owns_database:
             self.database.close()
