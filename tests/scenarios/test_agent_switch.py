@@ -280,7 +280,7 @@ def test_a_new_queue_lost_before_qtest_ends_the_switch_with_qerr(start_server, o
     store = alice.services.store
     with store.transaction():
         new = store.RcvQueue.get(store.RcvQueue.replaces.is_null(False))
-    alice.runtime._io.run(
+    alice.runtime.io.run(
         alice.services.clients.request,
         new.server,
         Del(),
