@@ -38,17 +38,12 @@ from actors.agent.model import (
     command_lane,
     decode_payload,
 )
-from actors.agent.ports import ConnectionPort, EventLike, OnFail
+from actors.agent.ports import ConnectionPort, EventLike, FailureHook, Handler, OnFail
 from actors.kernel import IoError
 from protocol.errors import AgentError, DuplexError, QueueFault
 from storage.agent import AgentCommand
 
 log = logging.getLogger(__name__)
-
-Handler = Callable[[AgentCommand, CommandPayload], None]
-# A failure hook handles a permanent failure of its kind itself (True) or leaves it to the
-# default, `ERR` with the code (False).
-FailureHook = Callable[[AgentCommand, str, str], bool]
 
 # Kinds that may run with no connection row: a delete of a connection that is half gone,
 # and link lookups, which run on a pseudo-connection.

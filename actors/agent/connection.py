@@ -163,10 +163,7 @@ class ConnectionActor(Actor):
         self.rotation = ReceivingSwitch(
             self, self.commands, queues, self.delivery, self.inbound.process
         )
-        self.handshake.register(self.commands)
-        LinkData(self, self.commands, queues).register(self.commands)
-        self.inbound.register(self.commands)
-        self.rotation.install(self.commands, self.delivery)
+        LinkData(self, self.commands, queues)
         for command in unacknowledged:
             self.emit(ev.decode_event(bytes(command.event)))  # not acknowledged: again
         self.rotation.recover_held()

@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 from actors.agent import events as ev
 from actors.agent.model import Lane, LaneKind, MessageKind
-from actors.agent.ports import ConnectionPort, QueueRequest
+from actors.agent.ports import ConnectionPort, DeliveryHook, QueueRequest
 from actors.kernel import IoError
 from protocol.envelope import GENESIS_HASH, AgentMessage, encode_agent_message, message_hash
 from protocol.envelope import seal_envelope as seal
@@ -31,17 +30,16 @@ from protocol.errors import QueueFault, ServerError
 from protocol.queue import Send
 from storage.agent import AgentSndMessage, AgentSndQueue
 
-# Called inside the transaction that deletes the message; may change more rows.
-DeliveryHook = Callable[[AgentSndQueue, AgentSndMessage], None]
-
 
 class Delivery:
     """The outbox of one connection; see the module docstring."""
 
     def __init__(self, port: ConnectionPort) -> None:
         self.port = port
+        # on_*: inside the transaction that deletes the message (may change more rows);
+        # after_*: once it is committed (may tell events)
         self.on_sent: dict[MessageKind, DeliveryHook] = {}
-        self.after_sent: dict[MessageKind, DeliveryHook] = {}  # after the commit
+        self.after_sent: dict[MessageKind, DeliveryHook] = {}
         self.on_dropped: dict[MessageKind, DeliveryHook] = {}
         self.after_dropped: dict[MessageKind, DeliveryHook] = {}
 

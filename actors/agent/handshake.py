@@ -61,13 +61,10 @@ class Handshake:
         self.queues = queues
         self.chain = chain
         self.on_ready = on_ready  # the connection became READY: release what waited for it
-
-    def register(self, runner: object) -> None:
-        register = runner.register  # type: ignore[attr-defined]
-        register(CommandKind.CREATE, self.step_create, self._failed)
-        register(CommandKind.JOIN, self.step_join, self._failed)
-        register(CommandKind.ALLOW, self.step_allow)
-        register(CommandKind.DELETE, self.step_delete)
+        commands.register(CommandKind.CREATE, self.step_create, self._failed)
+        commands.register(CommandKind.JOIN, self.step_join, self._failed)
+        commands.register(CommandKind.ALLOW, self.step_allow)
+        commands.register(CommandKind.DELETE, self.step_delete)
 
     def _failed(self, command: AgentCommand, code: str, message: str) -> bool:
         """A create or join that failed for good leaves the connection FAILED, never

@@ -83,12 +83,10 @@ class Inbound:
         self.emitted: set[int] = set()  # MSG seqs told in this activation
         self.acking: set[int] = set()  # seqs whose ACK command is stored, not yet done
         self._internal_acks: list[tuple[float, AgentRcvQueue, bytes]] = []  # to retry
+        commands.register(CommandKind.ACK, self.step_ack)
         for command in port.state.commands:
             if command.kind == CommandKind.ACK:
                 self.acking.add(decode_payload(CommandKind.ACK, bytes(command.payload)).msg_id)
-
-    def register(self, runner: object) -> None:
-        runner.register(CommandKind.ACK, self.step_ack)  # type: ignore[attr-defined]
 
     # ------------------------------------------------------------------ pushes
 

@@ -29,10 +29,8 @@ class LinkData:
         self.port = port
         self.commands = commands
         self.queues = queues
-
-    def register(self, runner: object) -> None:
-        runner.register(CommandKind.SET_LINK, self.step_set)  # type: ignore[attr-defined]
-        runner.register(CommandKind.GET_LINK, self.step_get)  # type: ignore[attr-defined]
+        commands.register(CommandKind.SET_LINK, self.step_set)
+        commands.register(CommandKind.GET_LINK, self.step_get)
 
     def step_set(self, command: AgentCommand, payload: SetLink) -> None:
         queue = next(

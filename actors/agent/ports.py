@@ -14,16 +14,22 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from actors.agent.events import AgentEvent
-from actors.agent.model import CommandPayload, Lane
+from actors.agent.model import CommandKind, CommandPayload, Lane, MessageKind
 from actors.agent.services import AgentConfig
 from actors.agent.state import ConnectionState
 from protocol import crypto
 from protocol.queue import Command
-from storage.agent import AgentCommand, AgentRcvQueue, AgentSndQueue, AgentStore
+from storage.agent import AgentCommand, AgentRcvQueue, AgentSndMessage, AgentSndQueue, AgentStore
 
 OnDone = Callable[[Any], None]
 OnFail = Callable[[BaseException], None]
 EventLike = AgentEvent | Callable[[], AgentEvent]
+# What runs a command's next step, given the command and its decoded payload.
+Handler = Callable[[AgentCommand, Any], None]
+# A permanent failure handled by the command's owner (True), or left to the default ERR.
+FailureHook = Callable[[AgentCommand, str, str], bool]
+# A delivery outcome of one kind of message (see delivery.py for when each runs).
+DeliveryHook = Callable[[AgentSndQueue, AgentSndMessage], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +90,10 @@ class ConnectionPort(Protocol):
 class Commands(Protocol):
     """The command runner (commands.py), as the others see it."""
 
+    def register(
+        self, kind: CommandKind, handler: Handler, on_failure: FailureHook | None = None
+    ) -> None: ...
+
     def complete(
         self,
         command: AgentCommand,
@@ -105,6 +115,11 @@ class Commands(Protocol):
 
 class Chain(Protocol):
     """The delivery side (delivery.py): the connection's outgoing hash chain."""
+
+    on_sent: dict[MessageKind, DeliveryHook]
+    after_sent: dict[MessageKind, DeliveryHook]
+    on_dropped: dict[MessageKind, DeliveryHook]
+    after_dropped: dict[MessageKind, DeliveryHook]
 
     def enqueue(self, queue: AgentSndQueue, payload: Any, kind: Any) -> Any: ...
 

@@ -67,7 +67,7 @@ from actors.agent.switch_states import (
 from protocol.envelope import QAdd, QErr, QKey, QUse
 from protocol.errors import AgentError, ServerError
 from protocol.queue import Del, Key, Msg, QueueMode
-from storage.agent import AgentCommand, AgentRcvQueue
+from storage.agent import AgentCommand, AgentRcvQueue, AgentSndMessage, AgentSndQueue
 
 log = logging.getLogger(__name__)
 E = RcvSwitchEvent
@@ -89,14 +89,10 @@ class ReceivingSwitch:
         self.process = process  # the inbound side: what a released message goes to
         self.sender = SendingSwitch(port, queues, chain, self.switch_event)
         self.hold = NewQueueHold(port, process, self._drained)
-
-    def install(self, runner: object, delivery: object) -> None:
-        register = runner.register  # type: ignore[attr-defined]
-        register(CommandKind.SWITCH, self.step_switch, self._failed)
-        register(CommandKind.SWITCH_SECURE, self.step_secure, self._failed)
-        register(CommandKind.SWITCH_DELETE, self.step_delete, self._delete_failed)
-        delivery.on_sent[MessageKind.QADD] = self._qadd_sent  # type: ignore[attr-defined]
-        self.sender.install(delivery)
+        commands.register(CommandKind.SWITCH, self.step_switch, self._failed)
+        commands.register(CommandKind.SWITCH_SECURE, self.step_secure, self._failed)
+        commands.register(CommandKind.SWITCH_DELETE, self.step_delete, self._delete_failed)
+        chain.on_sent[MessageKind.QADD] = self._qadd_sent
 
     # ------------------------------------------------------------------ statuses and events
 
@@ -348,7 +344,7 @@ class ReceivingSwitch:
                 return self._qerr(payload)
         return []  # QTEST: it only had to arrive
 
-    def _qadd_sent(self, queue: object, message: object) -> None:
+    def _qadd_sent(self, queue: AgentSndQueue, message: AgentSndMessage) -> None:
         if self._allowed(E.QADD_SENT):  # (QKEY may have come back first)
             self._set(E.QADD_SENT)
 

@@ -47,15 +47,13 @@ class SendingSwitch:
         self.queues = queues
         self.chain = chain
         self.switch_event = switch_event
-
-    def install(self, delivery: object) -> None:
-        """Hook into the delivery outcomes of the rotation's messages."""
-        delivery.on_sent[MessageKind.QTEST] = self._qtest_sent  # type: ignore[attr-defined]
-        delivery.after_sent[MessageKind.QTEST] = self._told("completed")  # type: ignore[attr-defined]
-        delivery.on_dropped[MessageKind.QKEY] = self._qkey_failed  # type: ignore[attr-defined]
-        delivery.on_dropped[MessageKind.QTEST] = self._qtest_failed  # type: ignore[attr-defined]
+        # what becomes of the rotation's messages once delivered or dropped
+        chain.on_sent[MessageKind.QTEST] = self._qtest_sent
+        chain.after_sent[MessageKind.QTEST] = self._told("completed")
+        chain.on_dropped[MessageKind.QKEY] = self._qkey_failed
+        chain.on_dropped[MessageKind.QTEST] = self._qtest_failed
         for kind in (MessageKind.QKEY, MessageKind.QTEST):
-            delivery.after_dropped[kind] = self._told("failed")  # type: ignore[attr-defined]
+            chain.after_dropped[kind] = self._told("failed")
 
     def _told(self, phase: str) -> Callable[[AgentSndQueue, AgentSndMessage], None]:
         return lambda queue, message: self.port.emit(self.switch_event("snd", phase))
