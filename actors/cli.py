@@ -15,7 +15,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-BENCHMARKS = ("limits", "actors", "server", "messaging", "connect", "recovery")
+BENCHMARKS = ("limits", "actors", "server", "server_abuse", "messaging", "connect", "recovery")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import signal
 import sys
 
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--config", default="{}", help="ServerConfig fields as JSON")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.ERROR)  # the server's warnings are expected here
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
     config = ServerConfig(**json.loads(args.config))
     with QueueServer.start(args.db, host=args.host, port=0, config=config) as server:
