@@ -478,3 +478,15 @@ async def test_a_huge_frame_header_closes_the_connection_before_any_body(
         await ws.get_message()
     await legit.cycle()
     assert await legit.client.request(Ping()) is not None
+
+
+def test_duplex_server_takes_the_limits_as_flags() -> None:
+    from actors.cli import _parser, _server_config
+
+    args = _parser().parse_args(
+        ["server", "--new-queues", "5", "--quota-bytes", "1000", "--message-ttl", "60"]
+    )
+    config = _server_config(args, ServerConfig)
+    assert isinstance(config, ServerConfig)
+    assert (config.new_queues, config.quota_bytes, config.message_ttl) == (5, 1000, 60.0)
+    assert config.auth_failures == ServerConfig().auth_failures  # the rest: the defaults
