@@ -234,8 +234,10 @@ def _add_command_columns(db: peewee.Database) -> None:
             )
         )
     migrate(*operations)
-    db.execute_sql("UPDATE agent_command SET server = lane WHERE lane LIKE 'duplex://%'")
-    db.execute_sql("UPDATE agent_command SET origin = 'sync' WHERE corr_id LIKE 'sync:%'")
+    # The patterns go as parameters: psycopg reads a literal % in the SQL as a placeholder.
+    like = f"LIKE {db.param}"
+    db.execute_sql(f"UPDATE agent_command SET server = lane WHERE lane {like}", ("duplex://%",))
+    db.execute_sql(f"UPDATE agent_command SET origin = 'sync' WHERE corr_id {like}", ("sync:%",))
     db.execute_sql("UPDATE agent_command SET origin = 'internal' WHERE corr_id IS NULL")
 
 
