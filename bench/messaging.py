@@ -3,11 +3,12 @@ SEND→MSG→ACK cycles/s measured in the same run.
 
 What it measures (quality.md, the `bench/messaging.py` row; agent.md for the agent):
 
-- **the queue server** runs as in production in its own process (``python -m actors.cli
-  server``, TLS, SQLite in WAL, quota 128); **alice and bob** are two `Client`s in this
-  process, each on its own SQLite file in a temporary directory, connected by 8 connections
-  set up with the async invitation handshake before anything is timed; both run the agent's
-  defaults (`bench._agents.BENCH_CONFIG`: only the timeouts are more generous);
+- **the queue server** runs in its own process as ``duplex server`` runs it (`bench.server`'s
+  ``bench._queue_server`` child: TLS, SQLite in WAL, quota 128, its store's counters on
+  request); **alice and bob** are two `Client`s in this process, each on its own SQLite file
+  in a temporary directory, connected by 8 connections set up with the async invitation
+  handshake before anything is timed; both run the agent's defaults
+  (`bench._agents.BENCH_CONFIG`: only the timeouts are more generous);
 - **throughput**: alice calls `send_message` N times (1 connection: from one thread; 8
   connections: one sending thread per connection, N/8 each); every message is stored, sealed
   end to end and delivered by alice's delivery loop; bob's event thread takes each `MSG`,
@@ -23,7 +24,14 @@ What it measures (quality.md, the `bench/messaging.py` row; agent.md for the age
   100 msg/s, the 100 msg/s run measures a growing backlog, and the 50 msg/s run still shows
   the latency of the path itself;
 - where the time goes: CPU µs per message of this process (alice + bob + the bench's
-  threads) and of the server process, median over repeats.
+  threads) and of the server process, median over repeats;
+- **SQL per message on each side**: the statements and transactions of alice's database
+  (``sender_*``) and of bob's (``receiver_*``) over each throughput run, divided by its
+  messages (`Database.counters`: every statement through the store, BEGIN/COMMIT counted as
+  one transaction), and the server's for comparison. They do not depend on the load: every
+  run gives the same figures, up to a retry. Targets on the receiving side: ≤ 8 statements
+  and ≤ 4 transactions per message (its MSG stored, the user's ACK stored, the ACK done,
+  the OK completion acknowledged).
 
 **Baseline, in the same run**: `bench.server`'s measurement (`Bench.cycles`, with its sender
 and recipient `bench._queue_peer` children, on the same server process): raw SEND→MSG→ACK
@@ -48,38 +56,28 @@ value unit`` lines. Progress bars go to stderr.
 from __future__ import annotations
 
 import statistics
-import struct
 import tempfile
-import threading
-import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import psutil
 from rich.progress import Progress
 
-from actors.agent import events as ev
-from actors.client import Client
-from bench._agents import (
-    EventPump,
-    ServerProcess,
-    connect_all,
-    open_client,
-    wait_until,
-)
-from bench._report import Report, best, machine, median, note, parse_args, progress, rate, stopwatch
+from bench._agents import QUOTA, connect_all, open_client
+from bench._report import Report, best, machine, median, note, parse_args, progress, stopwatch
+from bench._traffic import Agents
 from bench.limits import MESSAGE_BYTES
-from bench.server import Bench, CpuMeter, Layout, peer
+from bench.server import Bench, CpuMeter, Layout, ServerChild, peer, queue_server
+from storage.database import CounterSnapshot
 
-WAIT_TIMEOUT = 180.0  # a run that takes this long is broken, not slow
 CONNECTIONS = 8
 FIXED_RATE = 100.0  # msg/s of the latency run that the target is about
 LOWER_RATE = 50.0  # and a run at half of it: the latency when not near saturation
 TARGET_RATIO = 0.3
 TARGET_P99_MS = 50.0
-HEADER = struct.Struct(">II")  # run, message number: the first bytes of every body
+TARGET_RECEIVER_STATEMENTS = 8.0  # per message, on bob's database
+TARGET_RECEIVER_TRANSACTIONS = 4.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,153 +94,6 @@ FULL = Sizes(600, 1_200, 100, 1_500, 5.0, 2)
 QUICK = Sizes(60, 120, 10, 200, 1.0, 1)
 
 
-# ---------------------------------------------------------------------------- the agent side
-
-
-@dataclass(slots=True)
-class Run:
-    """What bob saw of one run: arrival times by message number."""
-
-    run: int
-    messages: int
-    arrived: list[float]
-    received: int = 0
-    acked: int = 0
-    duplicates: int = 0
-    foreign: int = 0
-    bad_integrity: int = 0
-    last_at: float = 0.0
-    done: threading.Event = field(default_factory=threading.Event)
-
-
-class Agents:
-    """alice → bob over `connections`; bob's event thread acks every MSG it counts."""
-
-    def __init__(self, alice: Client, bob: Client, connections: list[tuple[str, str]]) -> None:
-        self.alice, self.bob = alice, bob
-        self.connections = connections
-        self.padding = bytes(MESSAGE_BYTES - HEADER.size)
-        self.runs = 0
-        self.run: Run | None = None
-        self.sent = 0  # SENT events alice emitted
-        self.queued = 0  # messages alice accepted
-        self._lock = threading.Lock()
-        self.alice_pump = EventPump(alice, "alice", self._on_alice)
-        self.bob_pump = EventPump(bob, "bob", self._on_bob)
-        self.pumps = (self.alice_pump, self.bob_pump)
-
-    def stop(self) -> None:
-        for pump in self.pumps:
-            pump.stop()
-
-    def _on_alice(self, event: Any, at: float) -> None:
-        match event:
-            case ev.Sent():
-                with self._lock:
-                    self.sent += 1
-            case ev.MErr() | ev.Err():
-                raise RuntimeError(f"alice: {event}")
-
-    def _on_bob(self, event: Any, at: float) -> None:
-        match event:
-            case ev.Msg(conn_id=conn_id, msg_id=msg_id, body=body, integrity=integrity):
-                self.bob.ack_message_async(f"ack-{conn_id}-{msg_id}", conn_id, msg_id)
-                run = self.run
-                number_of_run, number = HEADER.unpack_from(body)
-                if run is None or number_of_run != run.run or number >= run.messages:
-                    if run is not None:
-                        run.foreign += 1
-                    return
-                if integrity != "ok":
-                    run.bad_integrity += 1
-                if run.arrived[number]:
-                    run.duplicates += 1
-                    return
-                run.arrived[number] = at
-                run.received += 1
-                if run.received == run.messages:
-                    run.last_at = at
-                    run.done.set()
-            case ev.Ok(corr_id=corr_id) if corr_id:
-                self.bob.ack_command_event(corr_id)
-                if self.run is not None:
-                    self.run.acked += 1
-            case ev.Err():
-                raise RuntimeError(f"bob: {event}")
-
-    def _body(self, run: int, number: int) -> bytes:
-        return HEADER.pack(run, number) + self.padding
-
-    def _arm(self, messages: int) -> Run:
-        self.runs += 1
-        run = Run(self.runs, messages, [0.0] * messages)
-        self.run = run
-        return run
-
-    def _finish(self, run: Run) -> None:
-        """Wait until bob got every message and acked it, and alice saw every SENT."""
-        wait_until(run.done.is_set, WAIT_TIMEOUT, f"run {run.run}: bob's MSGs", self.pumps)
-        wait_until(
-            lambda: run.acked >= run.messages, WAIT_TIMEOUT, f"run {run.run}: acks", self.pumps
-        )
-        wait_until(
-            lambda: self.sent >= self.queued, WAIT_TIMEOUT, f"run {run.run}: SENT", self.pumps
-        )
-        if run.duplicates or run.foreign or run.bad_integrity:
-            raise RuntimeError(
-                f"run {run.run}: {run.duplicates} duplicates, {run.foreign} foreign,"
-                f" {run.bad_integrity} with bad integrity"
-            )
-
-    def throughput(self, connections: int, messages: int) -> float:
-        """Send `messages` as fast as alice takes them; messages/s until bob has them all."""
-        run = self._arm(messages)
-        conns = [a for a, _ in self.connections[:connections]]
-        failures: list[BaseException] = []
-
-        def send(lane: int) -> None:
-            try:
-                for number in range(lane, messages, connections):
-                    self.alice.send_message(conns[lane], self._body(run.run, number))
-            except BaseException as exc:  # noqa: BLE001 (re-raised below, in the bench's thread)
-                failures.append(exc)
-
-        threads = [threading.Thread(target=send, args=(lane,)) for lane in range(connections)]
-        started = time.perf_counter()
-        if connections == 1:
-            send(0)
-        else:
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-        if failures:
-            raise RuntimeError(f"send_message failed: {failures[0]!r}") from failures[0]
-        self.queued += messages
-        self._finish(run)
-        return rate(messages, run.last_at - started)
-
-    def fixed_rate(self, per_second: float, seconds: float) -> tuple[list[float], float]:
-        """Send on one connection by a schedule; the latencies (s) and the rate achieved."""
-        messages = max(1, round(per_second * seconds))
-        run = self._arm(messages)
-        sent_at = [0.0] * messages
-        conn = self.connections[0][0]
-        started = time.perf_counter()
-        for number in range(messages):
-            delay = started + number / per_second - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            sent_at[number] = time.perf_counter()
-            self.alice.send_message(conn, self._body(run.run, number))
-        self.queued += messages
-        achieved = rate(messages - 1, sent_at[-1] - started) if messages > 1 else per_second
-        self._finish(run)
-        return [
-            arrived - sent for arrived, sent in zip(run.arrived, sent_at, strict=True)
-        ], achieved
-
-
 # ---------------------------------------------------------------------------- measurement
 
 
@@ -250,6 +101,7 @@ class Agents:
 class Figures:
     rates: dict[str, list[float]] = field(default_factory=dict)
     cpu: dict[str, list[float]] = field(default_factory=dict)
+    sql: dict[str, list[float]] = field(default_factory=dict)  # per message, by side
 
     def add(self, name: str, value: float) -> None:
         self.rates.setdefault(name, []).append(value)
@@ -257,9 +109,22 @@ class Figures:
     def add_cpu(self, name: str, value: float) -> None:
         self.cpu.setdefault(name, []).append(value)
 
+    def add_sql(self, name: str, value: float) -> None:
+        self.sql.setdefault(name, []).append(value)
+
 
 def cpu_seconds(processes: dict[str, psutil.Process]) -> dict[str, float]:
     return {name: sum(p.cpu_times()[:2]) for name, p in processes.items()}
+
+
+def sql_counters(agents: Agents, server: ServerChild) -> dict[str, CounterSnapshot]:
+    """The statements and transactions so far of each side's database and the server's."""
+    stats = server.stats()
+    return {
+        "sender": agents.alice.database.counters.snapshot(),
+        "receiver": agents.bob.database.counters.snapshot(),
+        "server": CounterSnapshot(stats["statements"], stats["transactions"]),
+    }
 
 
 def agent_run(
@@ -267,13 +132,19 @@ def agent_run(
     connections: int,
     messages: int,
     figures: Figures,
+    *,
     processes: dict[str, psutil.Process],
+    server: ServerChild,
 ) -> None:
-    before = cpu_seconds(processes)
+    before, sql_before = cpu_seconds(processes), sql_counters(agents, server)
     figures.add(f"agent_{connections}", agents.throughput(connections, messages))
-    after = cpu_seconds(processes)
+    after, sql_after = cpu_seconds(processes), sql_counters(agents, server)
     for name in processes:
         figures.add_cpu(f"{name}_{connections}", (after[name] - before[name]) / messages * 1e6)
+    for side, counters in sql_after.items():
+        done = counters - sql_before[side]
+        figures.add_sql(f"{side}_sql_statements_per_msg", done.statements / messages)
+        figures.add_sql(f"{side}_sql_transactions_per_msg", done.transactions / messages)
 
 
 def measure(
@@ -283,10 +154,10 @@ def measure(
     *,
     baseline: Bench,
     agents: Agents,
-    server_pid: int,
+    server: ServerChild,
 ) -> dict[str, float]:
     layouts = {1: Layout(1, 0), CONNECTIONS: Layout(CONNECTIONS, 1)}
-    processes = {"bench_process": psutil.Process(), "server": psutil.Process(server_pid)}
+    processes = {"bench_process": psutil.Process(), "server": psutil.Process(server.pid)}
     figures = Figures()
 
     setup = bars.add_task("baseline queues, warm-up", total=1 + 2 * len(layouts))
@@ -306,9 +177,11 @@ def measure(
         for queues, layout in layouts.items():
             figures.add(f"server_{queues}", baseline.cycles(layout, sizes.server_cycles))
             bars.advance(task)
-        agent_run(agents, 1, sizes.messages_1, figures, processes)
+        agent_run(agents, 1, sizes.messages_1, figures, processes=processes, server=server)
         bars.advance(task)
-        agent_run(agents, CONNECTIONS, sizes.messages_8, figures, processes)
+        agent_run(
+            agents, CONNECTIONS, sizes.messages_8, figures, processes=processes, server=server
+        )
         bars.advance(task)
     bars.remove_task(task)
 
@@ -344,6 +217,15 @@ def measure(
     for name, values in figures.cpu.items():
         base, _, queues = name.rpartition("_")
         report.add(f"{base}_cpu_us_per_msg_{queues}conn", statistics.median(values), "us")
+    for queues, layout in layouts.items():
+        if layout.statements_per_cycle:
+            per_cycle = statistics.median(layout.statements_per_cycle)
+            report.add(f"server_sql_statements_per_cycle_{queues}q", per_cycle)
+            per_cycle = statistics.median(layout.transactions_per_cycle)
+            report.add(f"server_sql_transactions_per_cycle_{queues}q", per_cycle)
+    sql = {name: statistics.median(values) for name, values in figures.sql.items()}
+    for name, value in sql.items():
+        report.add(name, value)
     ratio = best_of["agent_1"] / best_of["server_1"]
     report.add("ratio_to_server_cycles", ratio)
     report.add(
@@ -360,7 +242,12 @@ def measure(
         report.add(f"p50_ms_at_{at}", statistics.median(latencies_ms), "ms")
         report.add(f"p99_ms_at_{at}", p99[per_second], "ms")
         report.add(f"max_ms_at_{at}", latencies_ms[-1], "ms")
-    return {"ratio": ratio, "p99_ms": p99[FIXED_RATE]}
+    return {
+        "ratio": ratio,
+        "p99_ms": p99[FIXED_RATE],
+        "receiver_statements": sql["receiver_sql_statements_per_msg"],
+        "receiver_transactions": sql["receiver_sql_transactions_per_msg"],
+    }
 
 
 # ---------------------------------------------------------------------------- main
@@ -374,10 +261,10 @@ def main(argv: list[str] | None = None) -> int:
     total = stopwatch()
     with tempfile.TemporaryDirectory(prefix="duplex-bench-") as tmp, ExitStack() as stack:
         directory = Path(tmp)
-        server = stack.enter_context(ServerProcess(directory / "server.db"))
+        server = stack.enter_context(queue_server(directory, quota=QUOTA))
         recipient = stack.enter_context(peer("recipient", server.address))
         sender = stack.enter_context(peer("sender", server.address))
-        baseline = Bench(recipient, sender, CpuMeter({"server": server.pid}))
+        baseline = Bench(server, recipient, sender, CpuMeter({"server": server.pid}))
         alice = open_client(directory, "alice", [server.address])
         stack.callback(alice.close)
         bob = open_client(directory, "bob", [server.address])
@@ -389,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
             agents = Agents(alice, bob, pairs)
             try:
                 outcome = measure(
-                    report, sizes, bars, baseline=baseline, agents=agents, server_pid=server.pid
+                    report, sizes, bars, baseline=baseline, agents=agents, server=server
                 )
             finally:
                 agents.stop()
@@ -397,6 +284,16 @@ def main(argv: list[str] | None = None) -> int:
     report.add("target_ratio_met", outcome["ratio"] >= TARGET_RATIO)
     report.add("target_p99_ms", TARGET_P99_MS, "ms")
     report.add("target_p99_met", outcome["p99_ms"] < TARGET_P99_MS)
+    report.add("target_receiver_statements_per_msg", TARGET_RECEIVER_STATEMENTS)
+    report.add(
+        "target_receiver_statements_met",
+        outcome["receiver_statements"] <= TARGET_RECEIVER_STATEMENTS,
+    )
+    report.add("target_receiver_transactions_per_msg", TARGET_RECEIVER_TRANSACTIONS)
+    report.add(
+        "target_receiver_transactions_met",
+        outcome["receiver_transactions"] <= TARGET_RECEIVER_TRANSACTIONS,
+    )
     report.add("repeats", sizes.repeats)
     report.add("total_seconds", total(), "s")
     report.emit(args.json)
