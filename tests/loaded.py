@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import re
 import subprocess
 import sys
 import time
@@ -45,10 +46,14 @@ def main() -> int:
             )
             elapsed = time.monotonic() - started
             lines = done.stdout.strip().splitlines()
-            closing = lines[-1] if lines else "(no output)"
+            summaries = [line for line in lines if re.search(r"\d+ (passed|failed|error)", line)]
+            closing = (summaries or lines or ["(no output)"])[-1]
             outcomes.append((done.returncode, elapsed, closing))
-            print(f"loaded run {run}/{options.runs}: exit {done.returncode} in {elapsed:.0f}s: "
-                  f"{closing}", flush=True)
+            print(
+                f"loaded run {run}/{options.runs}: exit {done.returncode} in {elapsed:.0f}s: "
+                f"{closing}",
+                flush=True,
+            )
             if done.returncode != 0:
                 failures = [line for line in lines if line.startswith(("FAILED", "ERROR"))]
                 print("\n".join(failures or lines[-40:]), flush=True)
