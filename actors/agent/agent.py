@@ -18,11 +18,13 @@ one batch per server.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
+from actors.agent import events as ev
 from actors.agent.connection import ConnectionActor, Wake
 from actors.agent.link_data import LINKS_CONN_ID
 from actors.agent.model import (
@@ -55,7 +57,7 @@ from actors.kernel import (
     VirtualSupervisor,
 )
 from protocol.address import b64url
-from protocol.errors import AgentError
+from protocol.errors import AgentError, DuplexError
 from protocol.links import QueueAddress, parse_link, parse_short_link
 from protocol.queue import QueueMode
 
@@ -67,6 +69,7 @@ class CreateConnection:
     corr_id: str
     mode: QueueMode = QueueMode.MESSAGING
     origin: CommandOrigin = CommandOrigin.ASYNC
+    conn_id: str | None = None  # the caller's choice (a layer above keeps it first)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +78,7 @@ class JoinConnection:
     link: str
     info: bytes
     origin: CommandOrigin = CommandOrigin.ASYNC
+    conn_id: str | None = None  # the caller's choice (a layer above keeps it first)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +96,7 @@ class AcceptContact:
     inv_id: str
     info: bytes
     origin: CommandOrigin = CommandOrigin.ASYNC
+    conn_id: str | None = None  # the caller's choice (a layer above keeps it first)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +126,35 @@ class GetLinkData:
     origin: CommandOrigin = CommandOrigin.ASYNC
 
 
-def _new_conn_id() -> str:
-    return b64url(os.urandom(12))
+ApiCommand = (
+    CreateConnection
+    | JoinConnection
+    | AllowConnection
+    | AcceptContact
+    | RejectContact
+    | DeleteConnection
+    | SetLinkData
+    | GetLinkData
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Submit:
+    """Tell (not ask) an API command, from an actor above the agent: what an ask would raise
+    (a bad link, no such connection …) is told as `ERR` with the command's corr id."""
+
+    command: ApiCommand
+
+
+_CONN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _new_conn_id(chosen: str | None = None) -> str:
+    if chosen is None:
+        return b64url(os.urandom(12))
+    if not _CONN_ID.fullmatch(chosen):
+        raise AgentError(f"a connection id is 1-64 of A-Z a-z 0-9 _ -, not {chosen!r}")
+    return chosen
 
 
 class AgentActor(Supervisor):
@@ -160,16 +192,20 @@ class AgentActor(Supervisor):
 
     def receive(self, message: Any) -> Any:
         match message:
-            case CreateConnection(corr_id=corr_id, mode=mode, origin=origin):
+            case Submit(command=command):
+                self._submitted(command)
+            case CreateConnection(corr_id=corr_id, mode=mode, origin=origin, conn_id=conn_id):
                 conn_mode = ConnMode.CONTACT if mode is QueueMode.CONTACT else ConnMode.INVITATION
                 server = self.services.pick_server()
                 return self._new_command(
-                    corr_id, origin, _new_conn_id(), Create(mode), server, mode=conn_mode
+                    corr_id, origin, _new_conn_id(conn_id), Create(mode), server, mode=conn_mode
                 )
-            case JoinConnection(corr_id=corr_id, link=link, info=info, origin=origin):
+            case JoinConnection(
+                corr_id=corr_id, link=link, info=info, origin=origin, conn_id=conn_id
+            ):
                 target = parse_link(link).queues[0]  # LinkError goes back to the caller
                 payload = Join(link, info, self.services.pick_server())
-                conn_id = _new_conn_id()
+                conn_id = _new_conn_id(conn_id)
                 return self._new_command(
                     corr_id, origin, conn_id, payload, target.server, mode=ConnMode.INVITATION
                 )
@@ -186,8 +222,10 @@ class AgentActor(Supervisor):
                 )
                 payload = Allow(conf_id, info)
                 return self._new_command(corr_id, origin, conn_id, payload, reply.server)
-            case AcceptContact(corr_id=corr_id, inv_id=inv_id, info=info, origin=origin):
-                return self._accept(corr_id, origin, inv_id, info)
+            case AcceptContact(
+                corr_id=corr_id, inv_id=inv_id, info=info, origin=origin, conn_id=conn_id
+            ):
+                return self._accept(corr_id, origin, inv_id, info, _new_conn_id(conn_id))
             case RejectContact(inv_id=inv_id):
                 with self.store.transaction():
                     request = self.store.take_contact_request(inv_id)
@@ -208,6 +246,15 @@ class AgentActor(Supervisor):
                 return self._new_command(corr_id, origin, LINKS_CONN_ID, GetLink(link), server)
             case _:
                 return super().receive(message)
+        return None
+
+    def _submitted(self, command: ApiCommand) -> None:
+        try:
+            self.receive(command)
+        except DuplexError as exc:
+            conn_id = getattr(command, "conn_id", None) or ""
+            corr_id = getattr(command, "corr_id", None)
+            self.services.events.put(ev.Err(conn_id, exc.code, str(exc), corr_id))
 
     # ------------------------------------------------------------------ helpers
 
@@ -234,6 +281,8 @@ class AgentActor(Supervisor):
             if existing is not None:
                 return existing.conn_id
             if mode is not None:
+                if store.connection(conn_id) is not None:
+                    raise AgentError(f"connection {conn_id!r} exists already", code="DUPLICATE")
                 store.insert_connection(conn_id, ConnStatus.NEW, mode)
             command = self._insert(corr_id, origin, conn_id, payload, server)
         self.tell(connection_address(conn_id), Wake(command))
@@ -257,7 +306,9 @@ class AgentActor(Supervisor):
             ttl=self.services.config.command_ttl,
         )
 
-    def _accept(self, corr_id: str, origin: CommandOrigin, inv_id: str, info: bytes) -> str:
+    def _accept(
+        self, corr_id: str, origin: CommandOrigin, inv_id: str, info: bytes, conn_id: str
+    ) -> str:
         """Accept a contact request: join the requester's invitation, in one transaction
         with taking the request."""
         store = self.store
@@ -269,7 +320,8 @@ class AgentActor(Supervisor):
             if request is None:
                 raise AgentError(f"no contact request {inv_id!r}", code="NO_REQUEST")
             target = parse_link(request.link).queues[0]
-            conn_id = _new_conn_id()
+            if store.connection(conn_id) is not None:
+                raise AgentError(f"connection {conn_id!r} exists already", code="DUPLICATE")
             store.insert_connection(conn_id, ConnStatus.NEW, ConnMode.INVITATION)
             payload = Join(request.link, info, self.services.pick_server())
             command = self._insert(corr_id, origin, conn_id, payload, target.server)
