@@ -27,6 +27,15 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from protocol.errors import CryptoError
 
+try:  # libsodium, if installed: Ed25519 in about half the time of OpenSSL (see `verify`)
+    from nacl.bindings import crypto_sign as _sodium_sign
+    from nacl.bindings import crypto_sign_open as _sodium_open
+    from nacl.bindings import crypto_sign_seed_keypair as _sodium_seed_keypair
+    from nacl.exceptions import CryptoError as _SodiumError
+except ImportError:  # pragma: no cover - PyNaCl is a dependency; OpenSSL does it all then
+    _sodium_sign = _sodium_open = _sodium_seed_keypair = None
+    _SodiumError = Exception
+
 T = TypeVar("T")
 
 KEY_SIZE = 32
@@ -68,6 +77,8 @@ class SigningKey:
         return cls(private, key.public_key().public_bytes(_RAW, _RAW_PUBLIC))
 
     def sign(self, data: bytes) -> bytes:
+        if _sodium_sign is not None:
+            return _sodium_sign(data, _sodium_secret_key(self.private))[:SIGNATURE_SIZE]
         return _signing_key(self.private).sign(data)
 
     def __repr__(self) -> str:  # never print private key material
@@ -75,7 +86,19 @@ class SigningKey:
 
 
 def verify(public: bytes, signature: bytes, data: bytes) -> None:
-    """Raise CryptoError unless `signature` is `public`'s signature of `data`."""
+    """Raise CryptoError unless `signature` is `public`'s signature of `data`.
+
+    Through libsodium (PyNaCl) when it is installed: it verifies in about half the time
+    OpenSSL takes here, and a queue server makes two verifications per message.
+    """
+    if _sodium_open is not None:
+        if len(public) != KEY_SIZE or len(signature) != SIGNATURE_SIZE:
+            raise CryptoError("bad signature")
+        try:
+            _sodium_open(bytes(signature) + data, bytes(public))
+        except (_SodiumError, ValueError, TypeError) as exc:
+            raise CryptoError("bad signature") from exc
+        return
     key = _verifying_key(bytes(public)) if len(public) == KEY_SIZE else None
     if key is None:
         raise CryptoError(f"a key is {KEY_SIZE} raw bytes")
@@ -238,6 +261,13 @@ def _verifying_key(public: bytes) -> Ed25519PublicKey | None:
 @functools.lru_cache(maxsize=4096)
 def _signing_key(private: bytes) -> Ed25519PrivateKey:
     return Ed25519PrivateKey.from_private_bytes(private)
+
+
+@functools.lru_cache(maxsize=4096)
+def _sodium_secret_key(private: bytes) -> bytes:
+    """libsodium's 64-byte signing key (seed ‖ public) for a raw 32-byte private key."""
+    assert _sodium_seed_keypair is not None
+    return _sodium_seed_keypair(private)[1]
 
 
 def _load(loader: Callable[[bytes], T], raw: bytes) -> T:
