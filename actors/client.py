@@ -44,7 +44,6 @@ from actors.agent.agent import (
 )
 from actors.agent.connection import (
     AbortSwitch,
-    AckCommandEvent,
     AckMessage,
     GetInfo,
     GetStatus,
@@ -215,10 +214,11 @@ class Client:
         return conn_id
 
     def ack_command_event(self, corr_id: str) -> None:
-        """The completion event of `corr_id` was processed: forget it (returns once it is)."""
-        conn_id = self.services.store.conn_of_command(corr_id)
-        if conn_id is not None:
-            self._ask(AckCommandEvent(corr_id), connection_address(conn_id))
+        """The completion event of `corr_id` was processed: forget it (returns once it is).
+
+        A command with a stored event is done: no connection actor holds or changes its row
+        any more, so the row is deleted here, in one transaction on the caller's thread."""
+        self.services.store.forget_command_event(corr_id)
 
     # ------------------------------------------------------------------ runtime
 

@@ -562,8 +562,11 @@ class AgentStore:
         command.payload = _encoder.encode(payload)
         self._run(self._sql.command_payload, (command.payload, command.id))
 
-    def delete_acknowledged_command(self, corr_id: str) -> None:
-        self._run(self._sql.delete_acknowledged, (corr_id,))
+    def forget_command_event(self, corr_id: str) -> None:
+        """The caller acknowledged the event of `corr_id`: delete the command, in a
+        transaction of its own. A command still in progress (no event yet) is left alone."""
+        with self.transaction():
+            self._run(self._sql.delete_acknowledged, (corr_id,))
 
     # ------------------------------------------------------------------ contact requests
 

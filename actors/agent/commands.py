@@ -208,11 +208,6 @@ class CommandRunner:
             self.port.emit(extra() if callable(extra) else extra)
         faults.hit(faults.AFTER_EMIT, kind)
 
-    def ack_event(self, corr_id: str) -> None:
-        """The caller processed this command's event: forget it."""
-        with self.port.store.transaction():
-            self.port.store.delete_acknowledged_command(corr_id)
-
     # ------------------------------------------------------------------ helpers
 
     def add_internal(self, payload: CommandPayload, server: str | None) -> AgentCommand:

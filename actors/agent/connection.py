@@ -86,11 +86,6 @@ class AckMessage:
 
 
 @dataclass(frozen=True, slots=True)
-class AckCommandEvent:
-    corr_id: str
-
-
-@dataclass(frozen=True, slots=True)
 class GetStatus:
     """Ask: the connection's `ConnectionStatus` (None if it does not exist)."""
 
@@ -208,9 +203,6 @@ class ConnectionActor(Actor):
                 self.commands.server_up(server, now)
                 self.delivery.server_up(server, now)
                 self.inbound.server_up(server, now)
-            case AckCommandEvent(corr_id=corr_id):
-                self.commands.ack_event(corr_id)
-                return None
             case GetStatus():
                 return self._status()
             case GetInfo():
