@@ -38,7 +38,7 @@ from actors.agent.delivery import Delivery
 from actors.agent.handshake import Handshake
 from actors.agent.inbound import Inbound
 from actors.agent.link_data import LinkData
-from actors.agent.model import CommandOrigin, ConnStatus, Lane, MessageKind
+from actors.agent.model import CommandOrigin, ConnStatus, Lane, MessageKind, Tell
 from actors.agent.ports import OnDone, OnFail, QueueRequest
 from actors.agent.queues import QueueSteps
 from actors.agent.rotation import ReceivingSwitch
@@ -54,7 +54,7 @@ from actors.agent.sessions import (
 from actors.agent.state import ConnectionState
 from actors.kernel import Actor, ActorContext, IoResult, TimerHandle
 from protocol.envelope import UserMessage
-from protocol.errors import AgentError
+from protocol.errors import AgentError, DuplexError
 from storage.agent import AgentCommand, AgentRcvQueue, AgentStore
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,15 @@ class AckMessage:
 
     msg_id: int
     corr_id: str | None = None  # the async form's: OK is told (and kept) once it is done
+
+
+@dataclass(frozen=True, slots=True)
+class AckCommandEvent:
+    """Told (in a `Tell`) by an actor above the agent: the completion event of `corr_id`
+    was processed; forget it. (`Client.ack_command_event` deletes it on the caller's
+    thread.)"""
+
+    corr_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,10 +216,28 @@ class ConnectionActor(Actor):
                 return self._status()
             case GetInfo():
                 return self.rotation.connection_info()
+            case Tell(message=told):
+                self._told(told)
+                return None
             case _:
                 return self._ask(message)
         self._pump()
         return None
+
+    def _told(self, message: Any) -> None:
+        """An ask-type message told by an actor above the agent: nobody waits for its
+        answer, and what the ask would raise is logged instead of crashing this actor."""
+        if isinstance(message, AckCommandEvent):
+            with self.store.transaction():
+                self.store.delete_acknowledged_command(message.corr_id)
+            return
+        try:
+            self._ask(message)
+        except DuplexError as exc:
+            log.warning(
+                "told message refused",
+                extra={"conn_id": self.conn_id, "kind": type(message).__name__, "code": exc.code},
+            )
 
     def _ask(self, message: Any) -> Any:
         """The asks that store work: the work runs in a turn of its own (a crash there is

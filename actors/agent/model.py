@@ -194,3 +194,13 @@ def command_lane(server: str | None) -> Lane:
     """The lane of a connection's commands on `server`; None is the connection's local lane
     (commands that touch several servers in turn, like delete)."""
     return Lane(LaneKind.COMMANDS, server)
+
+
+# ---------------------------------------------------------------------- told, not asked
+
+
+class Tell(NamedTuple):
+    """An ask-type message (send, ack …) told to a connection by an actor above the agent,
+    which never waits: what the ask would have raised is logged, not a crash."""
+
+    message: object

@@ -1,0 +1,42 @@
+"""The agent's public surface for the actors above it (the chat): what they may tell it.
+
+Actors never ask each other, so a layer above the agent tells it commands and learns their
+outcome as events (each carrying the command's corr id), like the async forms of `Client`:
+
+* `Submit(CreateConnection(...) | JoinConnection(...) | …)` to `AGENT`: the command is
+  stored and run; a refusal (a bad link, no such connection) comes back as `ERR`;
+* `Tell(SendMessage(body) | AckMessage(msg_id) | AckCommandEvent(corr_id))` to
+  `connection_address(conn_id)`.
+
+Connection ids of create/join/accept may be chosen by the caller, so that its own rows exist
+before any event of the connection can arrive. Events are `actors.agent.events`.
+"""
+
+from actors.agent.agent import (
+    AcceptContact,
+    AllowConnection,
+    CreateConnection,
+    DeleteConnection,
+    JoinConnection,
+    Submit,
+)
+from actors.agent.connection import AckCommandEvent, AckMessage, SendMessage
+from actors.agent.model import Tell
+from actors.agent.sessions import connection_address
+
+AGENT = "client/agent"
+
+__all__ = [
+    "AGENT",
+    "AcceptContact",
+    "AckCommandEvent",
+    "AckMessage",
+    "AllowConnection",
+    "CreateConnection",
+    "DeleteConnection",
+    "JoinConnection",
+    "SendMessage",
+    "Submit",
+    "Tell",
+    "connection_address",
+]
