@@ -262,6 +262,17 @@ class _HotSql:
         self.queue_by_rcv_id = f"{queue} rcv_id = {p}"
         self.queue_by_snd_id = f"{queue} snd_id = {p}"
         self.queue_by_link_id = f"{queue} link_id = {p}"
+        # The same lookups padded with a decoy row: one row comes back, found or not, and is
+        # decoded the same way, so that a lookup takes the same time whether or not the queue
+        # exists (the server's refusals must not tell; see QueueBroker).
+        decoy_row = ", ".join([p] * 9) + ", NULL, NULL"
+        for column in ("rcv_id", "snd_id"):
+            padded = (
+                f"SELECT * FROM (SELECT 0 AS decoy, {_QUEUE_COLUMNS} FROM server_queue "
+                f"WHERE {column} = {p} UNION ALL SELECT 1, {decoy_row}) AS found "
+                "ORDER BY decoy LIMIT 1"
+            )
+            setattr(self, f"padded_by_{column}", padded)
         self.queue_by_rcv_auth_key = f"{queue} rcv_auth_key = {p}"
         # FOR UPDATE serialises appends to one queue on PostgreSQL (READ COMMITTED would let two
         # of them count the same messages and both store past the quota) and orders them with
@@ -293,6 +304,20 @@ class _HotSql:
             f"SELECT COALESCE(SUM(LENGTH(enc_body)), 0) {message} AND ts < {p}"
         )
         self.store_bytes = "SELECT COALESCE(SUM(LENGTH(enc_body)), 0) FROM server_message"
+
+
+# What a padded lookup returns when there is no queue: a row shaped like a real one.
+_DECOY_ROW: Final = (
+    bytes(24),
+    bytes(24),
+    bytes(32),
+    bytes(32),
+    bytes(32),
+    bytes(32),
+    QueueMode.MESSAGING.value,
+    bytes(32),
+    QueueStatus.ACTIVE.value,
+)
 
 
 def _message(row: Sequence[Any]) -> StoredMessage:
@@ -374,6 +399,14 @@ class ServerStore:
             row = db.execute_sql(sql, (value,)).fetchone()
         return None if row is None else _queue_record(row)
 
+    def _padded_lookup(self, sql: str, value: bytes) -> QueueRecord | None:
+        """A lookup whose cost does not depend on whether the queue exists: the query
+        returns the decoy row when it does not, and that row is decoded all the same."""
+        with self._tx(read_only=True) as db:
+            row = db.execute_sql(sql, (value, *_DECOY_ROW)).fetchone()
+        record = _queue_record(row[1:])
+        return None if row[0] else record
+
     def create_queue(self, record: QueueRecord) -> QueueRecord:
         """Insert `record`, or return the queue that already has its `rcv_auth_key` unchanged.
 
@@ -420,10 +453,12 @@ class ServerStore:
         return _queue_record(winner)
 
     def queue_by_rcv_id(self, rcv_id: bytes) -> QueueRecord | None:
-        return self._queue_where(self._sql.queue_by_rcv_id, rcv_id)
+        """The queue, or None; the same time either way (see `_padded_lookup`)."""
+        return self._padded_lookup(self._sql.padded_by_rcv_id, rcv_id)
 
     def queue_by_snd_id(self, snd_id: bytes) -> QueueRecord | None:
-        return self._queue_where(self._sql.queue_by_snd_id, snd_id)
+        """The queue, or None; the same time either way (see `_padded_lookup`)."""
+        return self._padded_lookup(self._sql.padded_by_snd_id, snd_id)
 
     def queue_by_link_id(self, link_id: bytes) -> QueueRecord | None:
         return self._queue_where(self._sql.queue_by_link_id, link_id)

@@ -128,6 +128,9 @@ class ServerConfig:
     outbox_bytes: int = 256 * 1024
     receive_queue: int = 16
     send_timeout: float = 15.0
+    # The kernel's send buffer of a connection (SO_SNDBUF; None: the system's, which grows to
+    # megabytes): what a client that does not read can hold of the server's kernel memory.
+    socket_send_buffer: int | None = 256 * 1024
     path: str = "/"  # the websocket path; another one is refused (HTTP 404)
     worker_threads: int = 8
     tls: bool = True
@@ -375,6 +378,9 @@ class QueueServer:
         """One connection: TLS, the websocket handshake, then the session until either ends."""
         session = self.broker.new_session()
         stream: _GuardedStream | None = None
+        if self.config.socket_send_buffer is not None:
+            with contextlib.suppress(OSError):
+                tcp.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.config.socket_send_buffer)
         try:
             transport = await self._handshake_tls(tcp)
             if transport is None:
