@@ -110,7 +110,7 @@ class Client:
         )
         runtime.services["agent"] = services
         try:
-            with _mapped_kernel_errors():
+            with mapped_kernel_errors():
                 runtime.boot([ChildSpec("agent", AgentActor)])
         except BaseException:
             if isinstance(db, str):
@@ -120,9 +120,12 @@ class Client:
 
     # ------------------------------------------------------------------ connections
 
-    def create_connection(self, mode: QueueMode = QueueMode.MESSAGING) -> tuple[str, str]:
-        """Create a connection and its link (an invitation, or a contact address)."""
-        event = self._sync(lambda corr: CreateConnection(corr, mode, _SYNC))
+    def create_connection(
+        self, mode: QueueMode = QueueMode.MESSAGING, conn_id: str | None = None
+    ) -> tuple[str, str]:
+        """Create a connection and its link (an invitation, or a contact address); a layer
+        above may choose its `conn_id` (1-64 of A-Z a-z 0-9 _ -)."""
+        event = self._sync(lambda corr: CreateConnection(corr, mode, _SYNC, conn_id))
         assert isinstance(event, ev.Inv)
         return event.conn_id, event.link
 
@@ -246,7 +249,7 @@ class Client:
     # ------------------------------------------------------------------ internals
 
     def _ask(self, message: Any, address: str = AGENT) -> Any:
-        with _mapped_kernel_errors():
+        with mapped_kernel_errors():
             return self.runtime.ask(address, message)
 
     def _sync(self, build: Any, address: str = AGENT) -> Any:
@@ -269,7 +272,7 @@ _SYNC = CommandOrigin.SYNC
 
 
 @contextlib.contextmanager
-def _mapped_kernel_errors() -> Iterator[None]:
+def mapped_kernel_errors() -> Iterator[None]:
     """The kernel's errors as duplex errors (the kernel knows nothing of duplex)."""
     try:
         yield

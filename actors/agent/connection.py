@@ -228,8 +228,7 @@ class ConnectionActor(Actor):
         """An ask-type message told by an actor above the agent: nobody waits for its
         answer, and what the ask would raise is logged instead of crashing this actor."""
         if isinstance(message, AckCommandEvent):
-            with self.store.transaction():
-                self.store.delete_acknowledged_command(message.corr_id)
+            self.store.forget_command_event(message.corr_id)
             return
         try:
             self._ask(message)

@@ -26,14 +26,15 @@ FAST = AgentConfig(
 class Events:
     """Everything a client emitted, kept; `wait` polls for a matching event."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Any, stream: Any = None) -> None:
         self.client = client
+        self.stream = stream if stream is not None else client.agent_events
         self.seen: list[Any] = []
 
     def drain(self) -> None:
         while True:
             try:
-                self.seen.append(self.client.agent_events.get_nowait())
+                self.seen.append(self.stream.get_nowait())
             except queue.Empty:
                 return
 
@@ -51,7 +52,7 @@ class Events:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{what} not seen within {timeout}s; saw {self.seen}")
             with contextlib.suppress(queue.Empty):
-                self.seen.append(self.client.agent_events.get(timeout=0.05))
+                self.seen.append(self.stream.get(timeout=0.05))
 
     def of(self, kind: type, **fields: Any) -> list[Any]:
         self.drain()

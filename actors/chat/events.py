@@ -1,0 +1,101 @@
+"""What the chat tells the program above it (a bot, a test, a UI): typed events.
+
+Every id in an event is stable across restarts (it is stored before it is told). Events are
+told after the state they describe is committed; after a crash an event may be told again,
+never lost for what was committed.
+
+    CONTACT_LINK        our one-time invitation for a new contact is ready: share `link`
+    ADDRESS_LINK        a contact address is ready: share `link`
+    CONTACT_REQUEST     someone knocked on an address without auto-accept
+    CONTACT_CONNECTED   a contact is connected both ways (with its profile)
+    CONTACT_FAILED      a contact's connection failed for good
+    NEW_MESSAGE         a message in a contact or group chat (exactly once per shared id)
+    GROUP_INVITATION    a contact invites us to a group: `join_group` to accept
+    GROUP_CONNECTED     we are connected to the group's host: a member now
+    MEMBER_CONNECTED    a member of a group is connected to us
+    MEMBER_FAILED       a member's connection failed for good
+    GROUP_FAILED        our join of a group failed for good
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+_EVENT = {"frozen": True, "tag_field": "event"}
+
+
+class ContactLink(msgspec.Struct, tag="CONTACT_LINK", **_EVENT):
+    contact_id: str
+    link: str
+
+
+class AddressLink(msgspec.Struct, tag="ADDRESS_LINK", **_EVENT):
+    address_id: str
+    link: str
+
+
+class ContactRequest(msgspec.Struct, tag="CONTACT_REQUEST", **_EVENT):
+    address_id: str
+    request_id: str
+    display_name: str
+
+
+class ContactConnected(msgspec.Struct, tag="CONTACT_CONNECTED", **_EVENT):
+    contact_id: str
+    display_name: str
+
+
+class ContactFailed(msgspec.Struct, tag="CONTACT_FAILED", **_EVENT):
+    contact_id: str
+    code: str
+
+
+class NewMessage(msgspec.Struct, tag="NEW_MESSAGE", **_EVENT):
+    chat_kind: str  # "contact" | "group"
+    chat_id: str
+    msg_id: str
+    author: str  # a contact id, or a member id in a group
+    text: str
+
+
+class GroupInvitation(msgspec.Struct, tag="GROUP_INVITATION", **_EVENT):
+    group_id: str
+    contact_id: str
+    name: str
+    host: str  # the host's display name
+
+
+class GroupConnected(msgspec.Struct, tag="GROUP_CONNECTED", **_EVENT):
+    group_id: str
+
+
+class MemberConnected(msgspec.Struct, tag="MEMBER_CONNECTED", **_EVENT):
+    group_id: str
+    member_id: str
+    display_name: str
+
+
+class MemberFailed(msgspec.Struct, tag="MEMBER_FAILED", **_EVENT):
+    group_id: str
+    member_id: str
+    code: str
+
+
+class GroupFailed(msgspec.Struct, tag="GROUP_FAILED", **_EVENT):
+    group_id: str
+    code: str
+
+
+ChatEvent = (
+    ContactLink
+    | AddressLink
+    | ContactRequest
+    | ContactConnected
+    | ContactFailed
+    | NewMessage
+    | GroupInvitation
+    | GroupConnected
+    | MemberConnected
+    | MemberFailed
+    | GroupFailed
+)

@@ -1,0 +1,233 @@
+"""`OwnerActor`: what every chat actor that owns agent connections does the same way.
+
+Theory of operation
+-------------------
+A contact, a contact address and a group are each owned by one virtual actor. The owner
+keeps its state in the chat's tables and changes it in *units*: one transaction that may
+also store chat commands (async agent calls) and outbox rows (chat messages to send), whose
+effects — the agent calls, the sends, the events to the user — happen only once the unit is
+committed. So every continuation is written before it is acted on.
+
+Agent events reach the owner of their connection (routed by the `ChatActor`):
+
+* a completion of a chat command (its corr id is `chat-<command id>`) runs the command's
+  continuation and marks the command done **in one unit**, and only then is the event
+  acknowledged to the agent (`ack_command_event`); a completion of a command that is done
+  already (the agent emits it again after a restart) is only acknowledged again;
+* a user message is decoded as a chat message and handled in one unit that also records the
+  agent message id as processed, then acknowledged (`ack_message`); a copy the agent hands out
+  again is only acknowledged again. A message that cannot be decoded, or that the owner
+  refuses (`ChatRefused`: an introduction for a group the peer is not in, a forged member id),
+  changes nothing and is acknowledged, so it cannot stall the connection;
+* anything else (a confirmation, the peer's info, CON) goes to the owner's `on_agent_event`.
+
+On every activation, and when a server the owner uses comes back (`Reconcile`), the owner
+hands the agent again what it may not have taken: every pending command (the agent is
+idempotent by corr id) and every outbox row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from actors.agent import api
+from actors.agent import events as aev
+from actors.chat.events import ChatEvent
+from actors.chat.model import (
+    AgentCall,
+    AgentCallKind,
+    CommandFunction,
+    CommandStatus,
+    Owner,
+    OwnerKind,
+    decode_call,
+    encode_call,
+)
+from actors.chat.services import AgentEventArrived, ChatServices
+from actors.kernel import Actor, ActorContext
+from protocol.chat import ChatMessage, decode_chat_message, encode_chat_message
+from protocol.errors import ChatWireError, DuplexError
+from protocol.queue import QueueMode
+from storage.chat import ChatStore, command_number, corr_id_of
+
+log = logging.getLogger(__name__)
+
+
+class ChatRefused(DuplexError):
+    """A chat message or event that the owner will not act on; nothing was changed."""
+
+    code = "CHAT_REFUSED"
+
+
+@dataclass(frozen=True, slots=True)
+class Reconcile:
+    """A server this owner uses is back (or the chat restarted): hand the agent again what
+    it may not have taken."""
+
+
+class Unit:
+    """One transaction of an owner, and what to do once it is committed."""
+
+    def __init__(self, owner: OwnerActor) -> None:
+        self._owner = owner
+        self.after: list[Callable[[], None]] = []
+
+    @property
+    def store(self) -> ChatStore:
+        return self._owner.store
+
+    def command(
+        self, function: CommandFunction, conn_id: str, call: AgentCall, owner: Owner | None = None
+    ) -> Any:
+        """Store a chat command; the agent call is made once the unit is committed."""
+        command = self.store.add_command(
+            str(owner or self._owner.owner), function, conn_id, encode_call(call)
+        )
+        self.store.own_connection(conn_id, str(owner or self._owner.owner))
+        self.after.append(lambda: self._owner.submit(command))
+        return command
+
+    def send(self, conn_id: str, message: ChatMessage) -> None:
+        """Store a chat message for `conn_id`; it goes to the agent once committed."""
+        row = self.store.add_outbox(str(self._owner.owner), conn_id, encode_chat_message(message))
+        self.after.append(lambda: self._owner.hand_over(row))
+
+    def tell(self, event: ChatEvent) -> None:
+        self.after.append(lambda: self._owner.services.events.put(event))
+
+
+class OwnerActor(Actor):
+    """Base of the contact, address and group actors; see the module docstring."""
+
+    owner_kind: ClassVar[OwnerKind]
+
+    def __init__(self, ctx: ActorContext) -> None:
+        super().__init__(ctx)
+        self.services: ChatServices = ctx.runtime.services["chat"]
+        self.store = self.services.store
+        self.agent = self.services.agent
+        self.owner = Owner(self.owner_kind, ctx.key)
+
+    # ------------------------------------------------------------------ to override
+
+    def load(self) -> None:
+        """Load this owner's rows (in `started`)."""
+
+    def on_completion(self, unit: Unit, command: Any, event: Any) -> None:
+        """Continue `command`, which the agent completed with `event` (INV, JOINED, OK, ERR)."""
+
+    def on_chat_message(self, unit: Unit, conn_id: str, message: ChatMessage) -> None:
+        """A chat message arrived on one of our connections; raise ChatRefused to drop it."""
+        raise ChatRefused(f"{type(message).__name__} is not for a {self.owner_kind}")
+
+    def on_agent_event(self, event: Any) -> None:
+        """CONF, INFO, CON, REQ and the like for one of our connections."""
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def started(self) -> None:
+        self.load()
+        self._reconcile()
+
+    def receive(self, message: Any) -> Any:
+        match message:
+            case AgentEventArrived(event=event):
+                self._agent_event(event)
+            case Reconcile():
+                self._reconcile()
+            case _:
+                return super().receive(message)
+        return None
+
+    @contextlib.contextmanager
+    def unit(self) -> Iterator[Unit]:
+        """A transaction; its after-effects run only if it commits."""
+        unit = Unit(self)
+        with self.store.transaction():
+            yield unit
+        for effect in unit.after:
+            effect()
+
+    def _reconcile(self) -> None:
+        with self.store.transaction(read_only=True):
+            commands = self.store.pending_commands(str(self.owner))
+            outbox = self.store.outbox(str(self.owner))
+        for command in commands:
+            self.submit(command)
+        for row in outbox:
+            self.hand_over(row)
+
+    # ------------------------------------------------------------------ to the agent
+
+    def submit(self, command: Any) -> None:
+        """Make (again) the agent call of a stored chat command, with its corr id."""
+        call = decode_call(bytes(command.payload))
+        corr_id, conn_id = corr_id_of(command), command.conn_id
+        match call.kind:
+            case AgentCallKind.CREATE:
+                self.agent.submit(api.CreateConnection(corr_id, conn_id=conn_id))
+            case AgentCallKind.CREATE_ADDRESS:
+                mode = QueueMode.CONTACT
+                self.agent.submit(api.CreateConnection(corr_id, mode, conn_id=conn_id))
+            case AgentCallKind.JOIN:
+                self.agent.submit(
+                    api.JoinConnection(corr_id, call.link, call.info, conn_id=conn_id)
+                )
+            case AgentCallKind.ALLOW:
+                self.agent.submit(api.AllowConnection(corr_id, conn_id, call.conf_id, call.info))
+            case AgentCallKind.ACCEPT:
+                self.agent.submit(
+                    api.AcceptContact(corr_id, call.inv_id, call.info, conn_id=conn_id)
+                )
+
+    def hand_over(self, row: Any) -> None:
+        """Give an outbox row to the agent, then forget it. (Given twice after a crash in
+        between, the receiver drops the copy: shared message ids, idempotent handlers.)"""
+        self.agent.send(row.conn_id, bytes(row.body))
+        with self.store.transaction():
+            self.store.drop_outbox(row)
+
+    # ------------------------------------------------------------------ from the agent
+
+    def _agent_event(self, event: Any) -> None:
+        number = command_number(getattr(event, "corr_id", None))
+        if number is not None:
+            self._completion(number, event)
+        elif isinstance(event, aev.Msg):
+            self._message(event)
+        else:
+            self.on_agent_event(event)
+
+    def _completion(self, number: int, event: Any) -> None:
+        with self.unit() as unit:
+            command = self.store.command(number)
+            if command is not None and command.status == CommandStatus.PENDING:
+                self.on_completion(unit, command, event)
+                failed = isinstance(event, aev.Err)
+                status = CommandStatus.FAILED if failed else CommandStatus.DONE
+                self.store.finish_command(command, status)
+        if event.conn_id:  # a refused Submit of a connection never made has none
+            self.agent.ack_event(event.conn_id, event.corr_id)
+
+    def _message(self, event: aev.Msg) -> None:
+        try:
+            with self.unit() as unit:
+                if self.store.first_time(event.conn_id, event.msg_id):
+                    message = decode_chat_message(event.body)
+                    self.on_chat_message(unit, event.conn_id, message)
+        except (ChatWireError, ChatRefused) as exc:
+            log.warning(
+                "chat message refused",
+                extra={"owner": str(self.owner), "code": exc.code, "error": str(exc)},
+            )
+            with self.store.transaction():  # dropped, but not handled again
+                self.store.first_time(event.conn_id, event.msg_id)
+        self.agent.ack_message(event.conn_id, event.msg_id)
+
+
+def refuse(message: str) -> ChatRefused:
+    return ChatRefused(message)

@@ -1,0 +1,70 @@
+"""The chat's shared services: its store, its event stream, the user's profile, and the
+port through which every chat actor reaches the agent (by tells, through its public API).
+
+One `ChatServices` per runtime, reachable as `runtime.services["chat"]`. `AgentSink` is what
+the agent emits into when a chat sits above it: each agent event becomes a message to the
+`ChatActor`, which routes it to the event's owner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from actors.agent import api
+from actors.agent.events import AgentEvent
+from protocol.chat import ChatMessage, Profile, encode_chat_message
+from storage.chat import ChatStore
+
+if TYPE_CHECKING:
+    from actors.kernel import Runtime
+
+CHAT = "client/chat"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentEventArrived:
+    """An agent event, on its way to the chat actor that owns its connection."""
+
+    event: AgentEvent
+
+
+class AgentSink:
+    """Where the agent's events go when a chat owns them: the chat actor's mailbox."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    def put(self, event: AgentEvent) -> None:
+        self._runtime.tell(CHAT, AgentEventArrived(event))
+
+
+class AgentPort:
+    """The agent's public API, told from chat actors (never asked)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    def submit(self, command: Any) -> None:
+        self._runtime.tell(api.AGENT, api.Submit(command))
+
+    def send(self, conn_id: str, message: ChatMessage | bytes) -> None:
+        body = message if isinstance(message, bytes) else encode_chat_message(message)
+        self._to(conn_id, api.SendMessage(body))
+
+    def ack_event(self, conn_id: str, corr_id: str) -> None:
+        self._to(conn_id, api.AckCommandEvent(corr_id))
+
+    def ack_message(self, conn_id: str, msg_id: int) -> None:
+        self._to(conn_id, api.AckMessage(msg_id))
+
+    def _to(self, conn_id: str, message: Any) -> None:
+        self._runtime.tell(api.connection_address(conn_id), api.Tell(message))
+
+
+@dataclass(eq=False)
+class ChatServices:
+    store: ChatStore
+    agent: AgentPort
+    events: Any  # an EventStream of chat events
+    profile: Profile

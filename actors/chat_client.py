@@ -1,0 +1,169 @@
+"""`ChatClient`: the embedded runtime with the chat on top — contacts, groups, messages.
+
+    chat = ChatClient.open("sqlite:///alice.db", servers=[server], name="alice")
+    contact_id = chat.create_contact_link()        # CONTACT_LINK event: share its link
+    group_id = chat.create_group("friends")
+    chat.add_member(group_id, contact_id)          # once the contact is connected
+    event = chat.chat_events.get(timeout=5)        # typed chat events (actors/chat/events.py)
+    chat.close()
+
+Synchronous and thread-safe like `Client`. The chat drives the agent by itself: every
+connection a group or a contact needs is made by an async agent command whose continuation
+is stored before the command is issued, so what this client started goes on after a crash
+or a restart without another call. Every id it returns is stored before it is returned.
+The agent underneath is `chat.agent` (a `Client`), for agent-level calls and `tree()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from actors.agent.agent import AgentActor
+from actors.agent.services import AgentConfig, AgentServices, EventStream, QueueClients
+from actors.chat.chat import ChatActor, owner_address
+from actors.chat.contact import (
+    AcceptRequest,
+    CreateAddress,
+    CreateInvitation,
+    JoinInvitation,
+    SendContactMessage,
+)
+from actors.chat.group import (
+    AddMember,
+    CreateGroup,
+    GroupState,
+    GroupView,
+    JoinGroup,
+    SendGroupMessage,
+)
+from actors.chat.model import Owner, OwnerKind
+from actors.chat.services import AgentPort, AgentSink, ChatServices
+from actors.client import Client, mapped_kernel_errors
+from actors.kernel import ChildSpec, Runtime, RuntimeConfig, TreeNode
+from protocol.chat import GroupProfile, GroupRole, Profile, new_group_id, new_member_id
+from storage.agent import AGENT_LAYER, AgentStore
+from storage.chat import CHAT_LAYER, ChatStore
+from storage.database import open_database
+
+
+class ChatClient:
+    """A chat user on its own database; see the module docstring."""
+
+    def __init__(self, agent: Client, services: ChatServices) -> None:
+        self.agent = agent
+        self.runtime = agent.runtime
+        self.services = services
+        self.chat_events: EventStream = services.events
+
+    @classmethod
+    def open(
+        cls,
+        db: str,
+        servers: Sequence[str],
+        *,
+        name: str,
+        full_name: str = "",
+        config: AgentConfig | None = None,
+        runtime_config: RuntimeConfig | None = None,
+        passphrase: str | None = None,
+    ) -> ChatClient:
+        """Open (or create) a chat database and resume everything it had in progress.
+
+        `name` (and `full_name`) is the profile this user shows to contacts and groups."""
+        database = open_database(db, layers=[AGENT_LAYER, CHAT_LAYER], passphrase=passphrase)
+        config = config or AgentConfig()
+        runtime = Runtime(config=runtime_config, database=database)
+        agent_services = AgentServices(
+            store=AgentStore(database),
+            servers=tuple(str(s) for s in servers),
+            config=config,
+            events=AgentSink(runtime),
+            clients=QueueClients(runtime, config.client),
+        )
+        chat_services = ChatServices(
+            store=ChatStore(database),
+            agent=AgentPort(runtime),
+            events=EventStream(),
+            profile=Profile(name, full_name),
+        )
+        runtime.services["agent"] = agent_services
+        runtime.services["chat"] = chat_services
+        try:
+            with mapped_kernel_errors():
+                runtime.boot([ChildSpec("agent", AgentActor), ChildSpec("chat", ChatActor)])
+        except BaseException:
+            database.close()
+            raise
+        agent = Client(runtime, agent_services, database, owns_database=True)
+        return cls(agent, chat_services)
+
+    # ------------------------------------------------------------------ contacts
+
+    def create_contact_link(self) -> str:
+        """Start a one-time invitation; returns the contact id (CONTACT_LINK brings the link)."""
+        return self._ask(Owner(OwnerKind.CONTACT, new_member_id()), CreateInvitation())
+
+    def join_contact(self, link: str) -> str:
+        """Join someone's one-time invitation; returns the contact id (CONTACT_CONNECTED
+        follows)."""
+        return self._ask(Owner(OwnerKind.CONTACT, new_member_id()), JoinInvitation(link))
+
+    def create_address(self, *, auto_accept: bool = False, auto_reply: str | None = None) -> str:
+        """Start a contact address; returns its id (ADDRESS_LINK brings the link)."""
+        owner = Owner(OwnerKind.ADDRESS, new_member_id())
+        return self._ask(owner, CreateAddress(auto_accept, auto_reply))
+
+    def accept_request(self, address_id: str, request_id: str) -> str:
+        """Accept a CONTACT_REQUEST; returns the new contact's id."""
+        return self._ask(Owner(OwnerKind.ADDRESS, address_id), AcceptRequest(request_id))
+
+    def send_contact_message(self, contact_id: str, text: str) -> str:
+        """Send a direct message; returns its shared message id."""
+        return self._ask(Owner(OwnerKind.CONTACT, contact_id), SendContactMessage(text))
+
+    # ------------------------------------------------------------------ groups
+
+    def create_group(self, name: str, description: str = "") -> str:
+        """Create a group hosted by this user; returns its id."""
+        owner = Owner(OwnerKind.GROUP, new_group_id())
+        return self._ask(owner, CreateGroup(GroupProfile(name, description)))
+
+    def add_member(self, group_id: str, contact_id: str, role: GroupRole = GroupRole.MEMBER) -> str:
+        """Invite a connected contact to a group we host; returns its member id.
+
+        The member's invitation is created synchronously (a failure is raised and the user
+        retries); everything after it runs by itself."""
+        conn_id, link = self.agent.create_connection(conn_id=new_member_id())
+        return self._ask(
+            Owner(OwnerKind.GROUP, group_id), AddMember(contact_id, conn_id, link, role)
+        )
+
+    def join_group(self, group_id: str) -> str:
+        """Accept a GROUP_INVITATION: join through the host; GROUP_CONNECTED follows."""
+        return self._ask(Owner(OwnerKind.GROUP, group_id), JoinGroup())
+
+    def send_group_message(self, group_id: str, text: str) -> str:
+        """Send a message to every member; returns its shared message id."""
+        return self._ask(Owner(OwnerKind.GROUP, group_id), SendGroupMessage(text))
+
+    def group(self, group_id: str) -> GroupView | None:
+        """The group and its members as stored (None if there is no such group)."""
+        return self._ask(Owner(OwnerKind.GROUP, group_id), GroupState())
+
+    # ------------------------------------------------------------------ runtime
+
+    def tree(self) -> TreeNode:
+        return self.runtime.tree()
+
+    def close(self) -> None:
+        self.agent.close()
+
+    def __enter__(self) -> ChatClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _ask(self, owner: Owner, message: object) -> object:
+        with mapped_kernel_errors():
+            return self.runtime.ask(owner_address(owner), message)

@@ -1,0 +1,313 @@
+"""The chat's tables: the user, contacts, addresses, groups, members, introductions, messages,
+and the chat's own commands (its continuations).
+
+Owns the chat layer's schema (`CHAT_LAYER`, migrations 200-299) and every read and write the
+chat makes on it (`ChatStore`). Each chat actor (a contact's, an address's, a group's) writes
+only the rows of what it owns, in short transactions. Statuses and kinds are stored as the
+values of the chat's enums (actors/chat/model.py); this module does not interpret them.
+Nothing here imports actors/ or touches the network.
+
+Rows and what they mean:
+
+* ``ChatUser``        the one local user and its profile.
+* ``ChatContact``     a direct connection to a person: its agent connection, status, profile.
+* ``ChatAddress``     a contact address of ours: auto-accept and the auto-reply.
+* ``ChatGroup``       a group as this user sees it: profile, own member id and role, status,
+                      and the invitation while it is not joined yet.
+* ``ChatMember``      another member of a group: role, status, profile, and the agent
+                      connection to it (None until one is made).
+* ``ChatIntro``       at a group's host: the introduction of a new member to an existing one.
+* ``ChatMessage``     a message sent or received, with its shared id (unique per chat, so a
+                      copy that arrives again is recognised).
+* ``ChatPending``     a group message waiting for a member to become connected.
+* ``ChatOutbox``      a chat message body to hand to the agent, kept until it took it.
+* ``ChatCommand``     a chat-issued async agent command: its id is the corr id the agent
+                      completes it with (never reused), its owner, the function that continues
+                      it, its status and payload (seeds 0/1, Proposal 2).
+* ``ChatConnection``  which owner an agent connection belongs to, and the last agent message
+                      id it processed there (so a message the agent hands out again is only
+                      acknowledged again).
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import AbstractContextManager
+from typing import Any, Final
+
+import peewee
+
+from storage.database import LAYER_VERSION_BLOCKS, Database, Layer, Migration, bind_models
+
+
+class ChatUser(peewee.Model):
+    id = peewee.AutoField()
+    display_name = peewee.TextField()
+    full_name = peewee.TextField(default="")
+
+    class Meta:
+        table_name = "chat_user"
+
+
+class ChatContact(peewee.Model):
+    contact_id = peewee.CharField(primary_key=True, max_length=64)
+    conn_id = peewee.CharField(max_length=64, unique=True)
+    status = peewee.CharField(max_length=16)
+    display_name = peewee.TextField(null=True)
+    full_name = peewee.TextField(null=True)
+    address_id = peewee.CharField(max_length=64, null=True)  # it came through our address
+    link = peewee.TextField(null=True)  # our one-time invitation, while it is open
+    created_at = peewee.FloatField()
+
+    class Meta:
+        table_name = "chat_contact"
+
+
+class ChatAddress(peewee.Model):
+    address_id = peewee.CharField(primary_key=True, max_length=64)
+    conn_id = peewee.CharField(max_length=64, unique=True)
+    status = peewee.CharField(max_length=16)
+    link = peewee.TextField(null=True)
+    auto_accept = peewee.BooleanField(default=False)
+    auto_reply = peewee.TextField(null=True)
+    created_at = peewee.FloatField()
+
+    class Meta:
+        table_name = "chat_address"
+
+
+class ChatGroup(peewee.Model):
+    group_id = peewee.CharField(primary_key=True, max_length=64)
+    name = peewee.TextField()
+    description = peewee.TextField(default="")
+    status = peewee.CharField(max_length=16)
+    member_id = peewee.CharField(max_length=64)  # ours
+    role = peewee.CharField(max_length=16)  # ours
+    host_member_id = peewee.CharField(max_length=64, null=True)
+    invitation = peewee.BlobField(null=True)  # the XGrpInv we got, until we join
+    contact_id = peewee.CharField(max_length=64, null=True)  # who invited us
+    created_at = peewee.FloatField()
+
+    class Meta:
+        table_name = "chat_group"
+
+
+class ChatMember(peewee.Model):
+    id = peewee.AutoField()
+    group_id = peewee.CharField(max_length=64, index=True)
+    member_id = peewee.CharField(max_length=64)
+    role = peewee.CharField(max_length=16)
+    status = peewee.CharField(max_length=16)
+    display_name = peewee.TextField()
+    full_name = peewee.TextField(default="")
+    conn_id = peewee.CharField(max_length=64, null=True, unique=True)
+    contact_id = peewee.CharField(max_length=64, null=True)  # the contact it was invited as
+    invited_by = peewee.CharField(max_length=64, null=True)
+    created_at = peewee.FloatField()
+
+    class Meta:
+        table_name = "chat_member"
+        indexes = ((("group_id", "member_id"), True),)
+
+
+class ChatIntro(peewee.Model):
+    id = peewee.AutoField()
+    group_id = peewee.CharField(max_length=64, index=True)
+    re_member_id = peewee.CharField(max_length=64)  # the existing member
+    to_member_id = peewee.CharField(max_length=64)  # the new one
+    status = peewee.CharField(max_length=16)
+    link = peewee.TextField(null=True)  # the new member's invitation for the existing one
+
+    class Meta:
+        table_name = "chat_intro"
+        indexes = ((("group_id", "re_member_id", "to_member_id"), True),)
+
+
+class ChatMessage(peewee.Model):
+    id = peewee.AutoField()
+    chat_kind = peewee.CharField(max_length=8)  # "group" | "contact"
+    chat_id = peewee.CharField(max_length=64)
+    msg_id = peewee.CharField(max_length=64)  # shared by sender and every recipient
+    author = peewee.CharField(max_length=64)  # a member id, or a contact id ("" for us)
+    text = peewee.TextField()
+    sent = peewee.BooleanField()  # by us
+    created_at = peewee.FloatField()
+
+    class Meta:
+        table_name = "chat_message"
+        indexes = ((("chat_kind", "chat_id", "msg_id"), True),)
+
+
+class ChatPending(peewee.Model):
+    id = peewee.AutoField()
+    group_id = peewee.CharField(max_length=64, index=True)
+    member_id = peewee.CharField(max_length=64)
+    body = peewee.BlobField()
+
+    class Meta:
+        table_name = "chat_pending"
+
+
+class ChatOutbox(peewee.Model):
+    id = peewee.AutoField()
+    owner = peewee.CharField(max_length=80, index=True)
+    conn_id = peewee.CharField(max_length=64)
+    body = peewee.BlobField()
+
+    class Meta:
+        table_name = "chat_outbox"
+
+
+class ChatCommand(peewee.Model):
+    id = peewee.AutoField()  # the corr id's number: rows are never deleted, ids never reused
+    owner = peewee.CharField(max_length=80, index=True)
+    function = peewee.CharField(max_length=32)
+    status = peewee.CharField(max_length=16)
+    conn_id = peewee.CharField(max_length=64)
+    payload = peewee.BlobField()
+    created_at = peewee.FloatField()
+
+    class Meta:
+        table_name = "chat_command"
+
+
+class ChatConnection(peewee.Model):
+    conn_id = peewee.CharField(primary_key=True, max_length=64)
+    owner = peewee.CharField(max_length=80)
+    last_msg_id = peewee.IntegerField(default=0)
+
+    class Meta:
+        table_name = "chat_connection"
+
+
+CHAT_MODELS = (
+    ChatUser,
+    ChatContact,
+    ChatAddress,
+    ChatGroup,
+    ChatMember,
+    ChatIntro,
+    ChatMessage,
+    ChatPending,
+    ChatOutbox,
+    ChatCommand,
+    ChatConnection,
+)
+
+
+def _create_chat_tables(db: peewee.Database) -> None:
+    db.create_tables(list(bind_models(db, *CHAT_MODELS)))
+
+
+CHAT_MIGRATIONS = (Migration(200, "chat tables", _create_chat_tables),)
+CHAT_LAYER: Final = Layer("chat", LAYER_VERSION_BLOCKS["chat"], CHAT_MIGRATIONS)
+"""The chat's storage layer; a chat client's database holds it next to the agent's."""
+
+COMMAND_PREFIX: Final = "chat-"
+
+
+def corr_id_of(command: ChatCommand) -> str:
+    """The corr id the agent completes `command` with."""
+    return f"{COMMAND_PREFIX}{command.id}"
+
+
+def command_number(corr_id: str | None) -> int | None:
+    """The chat command id inside a corr id the chat made (None for anyone else's)."""
+    if corr_id is None or not corr_id.startswith(COMMAND_PREFIX):
+        return None
+    number = corr_id[len(COMMAND_PREFIX) :]
+    return int(number) if number.isdigit() else None
+
+
+class ChatStore:
+    """The chat's bound models on one database; see the module docstring. Methods run inside
+    the caller's transaction unless they say otherwise."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        models = db.bind(*CHAT_MODELS)
+        self.User = models.ChatUser
+        self.Contact = models.ChatContact
+        self.Address = models.ChatAddress
+        self.Group = models.ChatGroup
+        self.Member = models.ChatMember
+        self.Intro = models.ChatIntro
+        self.Message = models.ChatMessage
+        self.Pending = models.ChatPending
+        self.Outbox = models.ChatOutbox
+        self.Command = models.ChatCommand
+        self.Connection = models.ChatConnection
+
+    def transaction(self, *, read_only: bool = False) -> AbstractContextManager[peewee.Database]:
+        return self.db.transaction(read_only=read_only)
+
+    # ------------------------------------------------------------------ routing
+
+    def own_connection(self, conn_id: str, owner: str) -> None:
+        self.Connection.insert(conn_id=conn_id, owner=owner).on_conflict_ignore().execute()
+
+    def owner_of(self, conn_id: str) -> str | None:
+        """Who owns an agent connection (own read-only transaction)."""
+        with self.transaction(read_only=True):
+            row = self.Connection.get_or_none(self.Connection.conn_id == conn_id)
+        return row.owner if row is not None else None
+
+    def connection(self, conn_id: str) -> Any:
+        return self.Connection.get_or_none(self.Connection.conn_id == conn_id)
+
+    def first_time(self, conn_id: str, msg_id: int) -> bool:
+        """Record that agent message `msg_id` of `conn_id` is being processed; False if it
+        was already (a copy the agent handed out again before our ACK reached it)."""
+        row = self.connection(conn_id)
+        if row is None:
+            return True
+        if msg_id <= row.last_msg_id:
+            return False
+        row.last_msg_id = msg_id
+        row.save(only=[type(row).last_msg_id])
+        return True
+
+    def owners_with_work(self) -> list[str]:
+        """Owners with pending commands or outbox rows (own read-only transaction)."""
+        with self.transaction(read_only=True):
+            pending = self.Command.select(self.Command.owner).where(
+                self.Command.status == "pending"
+            )
+            owners = {row.owner for row in pending}
+            owners |= {row.owner for row in self.Outbox.select(self.Outbox.owner)}
+        return sorted(owners)
+
+    # ------------------------------------------------------------------ commands and outbox
+
+    def add_command(self, owner: str, function: str, conn_id: str, payload: bytes) -> Any:
+        return self.Command.create(
+            owner=owner,
+            function=function,
+            status="pending",
+            conn_id=conn_id,
+            payload=payload,
+            created_at=time.time(),
+        )
+
+    def command(self, number: int) -> Any:
+        return self.Command.get_or_none(self.Command.id == number)
+
+    def pending_commands(self, owner: str) -> list[Any]:
+        return list(
+            self.Command.select()
+            .where((self.Command.owner == owner) & (self.Command.status == "pending"))
+            .order_by(self.Command.id)
+        )
+
+    def finish_command(self, command: Any, status: str) -> None:
+        command.status = status
+        command.save(only=[type(command).status])
+
+    def add_outbox(self, owner: str, conn_id: str, body: bytes) -> Any:
+        return self.Outbox.create(owner=owner, conn_id=conn_id, body=body)
+
+    def outbox(self, owner: str) -> list[Any]:
+        return list(self.Outbox.select().where(self.Outbox.owner == owner).order_by(self.Outbox.id))
+
+    def drop_outbox(self, row: Any) -> None:
+        self.Outbox.delete().where(self.Outbox.id == row.id).execute()
