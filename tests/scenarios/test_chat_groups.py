@@ -23,7 +23,7 @@ def test_a_host_adds_members_and_everyone_connects_to_everyone(server, open_chat
     members = []
     for n in range(3):
         client, events = open_chat(f"m{n}", [server])
-        h_contact, m_contact = befriend(host, h_events, client, events)
+        h_contact, _ = befriend(host, h_events, client, events)
         host.add_member(group_id, h_contact)
         events.wait_for(cev.GroupInvitation, group_id=group_id, timeout=15)
         client.join_group(group_id)
