@@ -29,6 +29,8 @@ from typing import Annotated, Final
 
 import msgspec
 
+from protocol.errors import WireError
+
 PROTOCOL_VERSION: Final = 1
 SUPPORTED_VERSIONS: Final = (1, 1)
 
@@ -213,15 +215,6 @@ class ServerHello(msgspec.Struct, frozen=True, array_like=True, tag="HELLO", tag
 
 class ClientHello(msgspec.Struct, frozen=True, array_like=True, tag="HELLO", tag_field="t"):
     version: int
-
-
-class WireError(Exception):
-    """A transmission that cannot be accepted: answer `ERR code` (with `corr_id` if known)."""
-
-    def __init__(self, code: ErrorCode, corr_id: bytes = b"", detail: str = "") -> None:
-        super().__init__(f"{code.value}: {detail}" if detail else code.value)
-        self.code = code
-        self.corr_id = corr_id
 
 
 # msgspec raises these two besides its own errors: UnicodeDecodeError for a string that is

@@ -26,7 +26,7 @@ from typing import Any, Final
 
 import peewee
 
-from protocol.errors import StorageError
+from protocol.errors import DuplicateLinkId, StorageError
 from protocol.queue import QueueMode
 from storage.database import LAYER_VERSION_BLOCKS, Database, Layer, Migration
 
@@ -57,12 +57,6 @@ class AppendOutcome(enum.Enum):
     STORED = "stored"
     QUOTA_MARKER = "quota_marker"  # the queue was full: the marker was stored instead
     QUOTA = "quota"  # a marker already waits in the queue: nothing was stored
-
-
-class DuplicateLinkId(StorageError):
-    """Another queue already holds this link id; nothing was changed."""
-
-    code = "DUPLICATE_LINK"
 
 
 @dataclass(frozen=True, slots=True)
