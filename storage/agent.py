@@ -562,6 +562,16 @@ class AgentStore:
         command.payload = _encoder.encode(payload)
         self._run(self._sql.command_payload, (command.payload, command.id))
 
+    def unacknowledged_events(self, conn_id: str) -> list[bytes]:
+        """The stored completion events of `conn_id`, in order (own read-only transaction)."""
+        with self.transaction(read_only=True):
+            rows = (
+                self.Command.select(self.Command.event)
+                .where((self.Command.conn_id == conn_id) & self.Command.event.is_null(False))
+                .order_by(self.Command.id)
+            )
+            return [bytes(row.event) for row in rows]
+
     def forget_command_event(self, corr_id: str) -> None:
         """The caller acknowledged the event of `corr_id`: delete the command, in a
         transaction of its own. A command still in progress (no event yet) is left alone."""

@@ -252,6 +252,10 @@ class ChatStore:
             row = self.Connection.get_or_none(self.Connection.conn_id == conn_id)
         return row.owner if row is not None else None
 
+    def connections_of(self, owner: str) -> list[str]:
+        rows = self.Connection.select(self.Connection.conn_id).where(self.Connection.owner == owner)
+        return [row.conn_id for row in rows]
+
     def connection(self, conn_id: str) -> Any:
         return self.Connection.get_or_none(self.Connection.conn_id == conn_id)
 

@@ -5,8 +5,9 @@ outcome as events (each carrying the command's corr id), like the async forms of
 
 * `Submit(CreateConnection(...) | JoinConnection(...) | …)` to `AGENT`: the command is
   stored and run; a refusal (a bad link, no such connection) comes back as `ERR`;
-* `Tell(SendMessage(body) | AckMessage(msg_id) | AckCommandEvent(corr_id))` to
-  `connection_address(conn_id)`.
+* `Tell(SendMessage(body) | AckMessage(msg_id) | AckCommandEvent(corr_id) | Replay())` to
+  `connection_address(conn_id)`; `Replay` asks the connection to tell again what was not
+  acknowledged (completion events, received messages), for a layer above that restarted.
 
 Connection ids of create/join/accept may be chosen by the caller, so that its own rows exist
 before any event of the connection can arrive. Events are `actors.agent.events`.
@@ -21,7 +22,7 @@ from actors.agent.agent import (
     Submit,
 )
 from actors.agent.connection import AckCommandEvent, AckMessage, SendMessage
-from actors.agent.model import Tell
+from actors.agent.model import Replay, Tell
 from actors.agent.sessions import connection_address
 
 AGENT = "client/agent"
@@ -35,6 +36,7 @@ __all__ = [
     "CreateConnection",
     "DeleteConnection",
     "JoinConnection",
+    "Replay",
     "SendMessage",
     "Submit",
     "Tell",

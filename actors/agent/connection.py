@@ -38,7 +38,7 @@ from actors.agent.delivery import Delivery
 from actors.agent.handshake import Handshake
 from actors.agent.inbound import Inbound
 from actors.agent.link_data import LinkData
-from actors.agent.model import CommandOrigin, ConnStatus, Lane, MessageKind, Tell
+from actors.agent.model import CommandOrigin, ConnStatus, Lane, MessageKind, Replay, Tell
 from actors.agent.ports import OnDone, OnFail, QueueRequest
 from actors.agent.queues import QueueSteps
 from actors.agent.rotation import ReceivingSwitch
@@ -229,6 +229,11 @@ class ConnectionActor(Actor):
         answer, and what the ask would raise is logged instead of crashing this actor."""
         if isinstance(message, AckCommandEvent):
             self.store.forget_command_event(message.corr_id)
+            return
+        if isinstance(message, Replay):
+            for event in self.store.unacknowledged_events(self.conn_id):
+                self.emit(ev.decode_event(event))
+            self.inbound.release(again=True)
             return
         try:
             self._ask(message)

@@ -211,9 +211,11 @@ class Inbound:
         self.emitted.add(row.seq)
         self.port.emit(ev.Msg(self.port.conn_id, row.seq, bytes(row.body), row.integrity))
 
-    def release(self) -> None:
-        """Tell every stored message not told yet, in order (the connection became READY,
-        or a new activation starts)."""
+    def release(self, *, again: bool = False) -> None:
+        """Tell every stored message not told yet, in order (the connection became READY);
+        `again`: also those told before (the layer above lost what it was told)."""
+        if again:
+            self.emitted.clear()
         for row in sorted(self.port.state.received.values(), key=lambda r: r.seq):
             self._tell(row)
 

@@ -204,3 +204,9 @@ class Tell(NamedTuple):
     which never waits: what the ask would have raised is logged, not a crash."""
 
     message: object
+
+
+class Replay(NamedTuple):
+    """Told (in a `Tell`) to a connection by the layer above after it restarted: tell again
+    every completion event it has not acknowledged and every received message it has not
+    ACKed (what it was told before may have been lost with its actor)."""

@@ -22,8 +22,10 @@ Agent events reach the owner of their connection (routed by the `ChatActor`):
 * anything else (a confirmation, the peer's info, CON) goes to the owner's `on_agent_event`.
 
 On every activation, and when a server the owner uses comes back (`Reconcile`), the owner
-hands the agent again what it may not have taken: every pending command (the agent is
-idempotent by corr id) and every outbox row.
+hands the agent again what it may not have taken — every pending command (the agent is
+idempotent by corr id) and every outbox row — and asks each of its connections to tell again
+what it has not acknowledged (`Replay`): an event told to an activation that crashed before
+it committed is not lost.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from actors.agent import api
+from actors.agent import api, faults
 from actors.agent import events as aev
 from actors.chat.events import ChatEvent
 from actors.chat.model import (
@@ -144,11 +146,17 @@ class OwnerActor(Actor):
         return None
 
     @contextlib.contextmanager
-    def unit(self) -> Iterator[Unit]:
-        """A transaction; its after-effects run only if it commits."""
+    def unit(self, step: str | None = None) -> Iterator[Unit]:
+        """A transaction; its after-effects run only if it commits. `step` names it for the
+        fault points of the crash tests (before it runs, between its commit and its
+        effects)."""
         unit = Unit(self)
+        if step is not None:
+            faults.hit(faults.BEFORE_RUN, step)
         with self.store.transaction():
             yield unit
+        if step is not None:
+            faults.hit(faults.AFTER_EFFECTS, step)
         for effect in unit.after:
             effect()
 
@@ -156,10 +164,13 @@ class OwnerActor(Actor):
         with self.store.transaction(read_only=True):
             commands = self.store.pending_commands(str(self.owner))
             outbox = self.store.outbox(str(self.owner))
+            connections = self.store.connections_of(str(self.owner))
         for command in commands:
             self.submit(command)
         for row in outbox:
             self.hand_over(row)
+        for conn_id in connections:  # what the agent told the last activation may be lost
+            self.agent.replay(conn_id)
 
     # ------------------------------------------------------------------ to the agent
 
@@ -203,21 +214,32 @@ class OwnerActor(Actor):
             self.on_agent_event(event)
 
     def _completion(self, number: int, event: Any) -> None:
-        with self.unit() as unit:
+        with self.store.transaction(read_only=True):
+            command = self.store.command(number)
+        step = command.function if command is not None else None
+        with self.unit(step) as unit:
             command = self.store.command(number)
             if command is not None and command.status == CommandStatus.PENDING:
                 self.on_completion(unit, command, event)
                 failed = isinstance(event, aev.Err)
                 status = CommandStatus.FAILED if failed else CommandStatus.DONE
                 self.store.finish_command(command, status)
+        if step is not None:
+            faults.hit(faults.AFTER_EMIT, step)
         if event.conn_id:  # a refused Submit of a connection never made has none
             self.agent.ack_event(event.conn_id, event.corr_id)
 
     def _message(self, event: aev.Msg) -> None:
         try:
-            with self.unit() as unit:
+            message = decode_chat_message(event.body)
+        except ChatWireError as exc:
+            message, refused = None, exc
+        step = _event_name(message)
+        try:
+            with self.unit(step) as unit:
                 if self.store.first_time(event.conn_id, event.msg_id):
-                    message = decode_chat_message(event.body)
+                    if message is None:
+                        raise refused
                     self.on_chat_message(unit, event.conn_id, message)
         except (ChatWireError, ChatRefused) as exc:
             log.warning(
@@ -226,7 +248,14 @@ class OwnerActor(Actor):
             )
             with self.store.transaction():  # dropped, but not handled again
                 self.store.first_time(event.conn_id, event.msg_id)
+        if step is not None:
+            faults.hit(faults.AFTER_EMIT, step)
         self.agent.ack_message(event.conn_id, event.msg_id)
+
+
+def _event_name(message: ChatMessage | None) -> str | None:
+    """The chat event's name ("x.grp.mem.intro"), the kind its fault points go by."""
+    return type(message).event if message is not None else None
 
 
 def refuse(message: str) -> ChatRefused:

@@ -58,6 +58,9 @@ class AgentPort:
     def ack_message(self, conn_id: str, msg_id: int) -> None:
         self._to(conn_id, api.AckMessage(msg_id))
 
+    def replay(self, conn_id: str) -> None:
+        self._to(conn_id, api.Replay())
+
     def _to(self, conn_id: str, message: Any) -> None:
         self._runtime.tell(api.connection_address(conn_id), api.Tell(message))
 
