@@ -1,8 +1,10 @@
 """The queue server's persistent store: queues, their messages, and the server's own identity.
 
 Owns: the `server_queue`, `server_message` and `server_identity` tables (migrations 300-399,
-registered at import), and every read and write the queue server makes on them, each one
-short transaction that is safe to call from many threads at once (trio worker threads).
+`SERVER_LAYER`), and every read and write the queue server makes on them, each one short
+transaction that is safe to call from many threads at once (trio worker threads), or a part
+of the caller's transaction (see `ServerStore`). Deleted messages are overwritten, and the
+quota is kept in messages and in bytes, per queue and for the whole store (`Quota`).
 Messages keep insertion order through an autoincrement `seq` column, never through their
 timestamps, so a clock that steps back cannot reorder a queue.
 

@@ -32,9 +32,10 @@ No existence oracle: authorisation failures (unknown entity, bad signature, repl
 another session) all answer `AUTH`, and every refusal takes the same path whether or not the
 queue exists: exactly one signature verification (against a fixed decoy key when there is no
 queue) and exactly one store lookup of the entity (a queue found in the cache is looked up in
-the store once more when the command is refused), so neither the cache nor the store tells
-a prober anything. Successful commands keep the cache's speed: only the owner of a key can
-make one.
+the store once more when the command is refused), and a store lookup returns and decodes a
+decoy row when the queue is missing (`ServerStore.queue_by_rcv_id`), so neither the cache
+nor the store tells a prober anything. Successful commands keep the cache's speed: only the
+owner of a key can make one. bench/server_abuse.py measures the two refusal times.
 
 Limits (protocol/server/limits.py): queues created per session per window (`ERR QUOTA`),
 messages and bytes per queue and bytes in the store (the quota marker, then `ERR QUOTA`),
