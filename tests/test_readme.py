@@ -11,8 +11,12 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def test_the_readme_examples_run() -> None:
-    kernel, agents = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
-    for example, expected in ((kernel, "hello bob from en (#2)"), (agents, "b'hello bob'")):
+    kernel, agents, group = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    for example, expected in (
+        (kernel, "hello bob from en (#2)"),
+        (agents, "b'hello bob'"),
+        (group, "hi all"),
+    ):
         done = subprocess.run(
             [sys.executable, "-c", example],
             capture_output=True,
