@@ -31,6 +31,8 @@ is not stable. `str(error)` is ``"CODE: message"``::
     ├── LinkError                    LINK          a link or link data that cannot be read or made
     ├── EnvelopeError                ENVELOPE      a peer's envelope or agent message that cannot be
     │                                              opened or read, or has an unexpected sender key
+    ├── ChatWireError                CHAT          a chat message (an agent message body or join
+    │                                              info) that cannot be read or made
     ├── AgentError                   AGENT         an agent command was refused or failed; the
     │                                              agent sets a finer code (NO_CONNECTION,
     │                                              PROHIBITED, NO_REQUEST …)
@@ -57,6 +59,7 @@ __all__ = [
     "ActorUnavailable",
     "AgentError",
     "AskTimeout",
+    "ChatWireError",
     "CommandTimeout",
     "ConfigurationError",
     "CryptoError",
@@ -227,6 +230,13 @@ class EnvelopeError(DuplexError):
     sender key other than the one this connection already knows."""
 
     code = "ENVELOPE"
+
+
+class ChatWireError(DuplexError):
+    """A chat message (`protocol.chat`) that is not valid JSON, names an event or a version we
+    do not speak, has a field of the wrong type, shape or size, or is too large as a whole."""
+
+    code = "CHAT"
 
 
 # --------------------------------------------------------------------------- agent, runtime
