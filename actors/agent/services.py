@@ -1,8 +1,10 @@
 """The agent's shared services: configuration, store, queue clients, event sink, waiters.
 
 One `AgentServices` per runtime, reachable from every agent actor as
-`runtime.services["agent"]`. The `QueueClients` registry lives on the trio side: it is only
-touched by coroutines running in the runtime's I/O thread.
+`runtime.services["agent"]`. The `QueueClients` registry lives on the trio side: its clients
+are only touched by coroutines running in the runtime's I/O thread. Its push routes (which
+connection owns a receive queue) are written by each server's session actor and read by the
+trio thread, which tells a push straight to the owning connection when it knows it.
 """
 
 from __future__ import annotations
@@ -81,16 +83,34 @@ class EventStream:
 
 
 class QueueClients:
-    """One QueueClient per server on the runtime's trio loop (use only from that loop)."""
+    """One QueueClient per server on the runtime's trio loop (use only from that loop), and
+    the push routes of each server (`routes`)."""
 
     def __init__(self, runtime: Runtime, config: ClientConfig) -> None:
         self._runtime = runtime
         self._config = config
         self._clients: dict[str, QueueClient] = {}
         self._bridge: object | None = None
+        self._routes: dict[str, dict[bytes, str]] = {}
+
+    def routes(self, server: str) -> dict[bytes, str]:
+        """`server`'s receive queue id → the id of the connection that owns it.
+
+        Only that server's session actor writes it (it learns a route from `Track`, the
+        boot's subscriptions or the store, and publishes it only after it told the push it
+        learnt it from), and the trio thread reads it (single dict operations, atomic under
+        the GIL). A push of a queue with a known route goes straight to its connection;
+        any other goes through the session. Either way a queue's MSGs stay in order: the
+        server hands out a queue's next MSG only after the ACK of the one before."""
+        return self._routes.setdefault(server, {})
 
     def get(self, server: str) -> QueueClient:
-        from actors.agent.sessions import ServerState, SessionPush, session_address
+        from actors.agent.sessions import (
+            ServerState,
+            SessionPush,
+            connection_address,
+            session_address,
+        )
 
         bridge = self._runtime.io
         if bridge is not self._bridge:  # the io actor restarted: old clients died with it
@@ -98,13 +118,20 @@ class QueueClients:
             self._bridge = bridge
         client = self._clients.get(server)
         if client is None:
-            directory = self._runtime.directory
+            tell = self._runtime.directory.tell
             address = session_address(server)
+            routes = self.routes(server)
+
+            def on_push(entity: bytes, reply: Reply) -> None:
+                conn_id = routes.get(entity)
+                target = address if conn_id is None else connection_address(conn_id)
+                tell(target, SessionPush(entity, reply))
+
             client = QueueClient(
                 ServerAddress.parse(server),
                 bridge.nursery,
-                on_push=lambda entity, reply: directory.tell(address, SessionPush(entity, reply)),
-                on_state=lambda connected: directory.tell(address, ServerState(connected)),
+                on_push=on_push,
+                on_state=lambda connected: tell(address, ServerState(connected)),
                 config=self._config,
             )
             self._clients[server] = client

@@ -1,13 +1,15 @@
 """`ServerSessionActor`: one per queue server, between its QueueClient and the connections.
 
-It receives the client's pushes (`MSG`, `END`) and connection state changes as messages
-(told from the trio thread) and routes each push to the `ConnectionActor` that owns the
-queue. It knows whether its server answers and tells the program so: `DOWN` when a request
-failed for lack of the server (or the connection dropped), `UP` when it answers again —
-each once per transition, with the connections that have queues or work there. When the
-server comes back it tells every connection that was waiting on it to retry at once; while
-connections wait and the server is down it probes the server with PING on a backoff, so a
-recovery is noticed even with nothing subscribed.
+It keeps the push routes of its server (receive queue → owning connection, in
+`QueueClients.routes`): the trio thread tells a push of a known queue straight to its
+`ConnectionActor`, and any other push here, where the owner is looked up in the store,
+told the push, and the route published for the next ones. It hears the client's connection
+state changes (told from the trio thread) and knows whether its server answers, and tells
+the program so: `DOWN` when a request failed for lack of the server (or the connection
+dropped), `UP` when it answers again — each once per transition, with the connections that
+have queues or work there. When the server comes back it tells every connection that was
+waiting on it to retry at once; while connections wait and the server is down it probes
+the server with PING on a backoff, so a recovery is noticed even with nothing subscribed.
 
 At boot it subscribes every receive queue of its server in one pipelined batch. A batch
 that fails (the I/O thread restarting, the server not answering) is retried on the backoff
@@ -109,10 +111,11 @@ class ServerSessionActor(Actor):
         super().__init__(ctx)
         self.server = "duplex://" + ctx.key
         self.services = ctx.runtime.services["agent"]
-        self.routes: dict[bytes, str] = {}
+        # shared with the trio thread, and kept across activations (a route never changes)
+        self.routes: dict[bytes, str] = self.services.clients.routes(self.server)
         self.waiting: set[str] = set()
         self.up: bool | None = None  # unknown until the first answer or failure
-        self.pushes = 0
+        self.pushes = 0  # pushes routed here: of queues whose route was not known yet
         self.probes = 0
         self.probing = False
         self._requests: dict[int, _Request] = {}
@@ -242,8 +245,8 @@ class ServerSessionActor(Actor):
             if conn_id is None:
                 log.warning("push for an unknown queue", extra={"server": self.server})
                 return
-            self.routes[rcv_id] = conn_id
         self.tell(connection_address(conn_id), push)
+        self.routes[rcv_id] = conn_id  # published after the tell: later pushes go after it
 
     def _affected(self) -> list[str]:
         return sorted(set(self.routes.values()) | self.waiting)
