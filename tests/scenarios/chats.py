@@ -1,15 +1,50 @@
-"""Helpers for chat scenario tests: chat clients on real SQLite files and their events."""
+"""Helpers for chat scenario tests: chat clients on real SQLite files, their events, and what
+they stored (read from their databases, not from logs), to tell a converged group from one
+that only looks converged.
+
+`Stored.of(client)` is a snapshot of a client's chat and agent rows that matter for
+convergence; `settled` says whether a set of clients is done with a group: every member
+connected to every other, no chat command pending, no outbox or pending row left, no
+completion event of the agent left unacknowledged, no received message left unacknowledged.
+`assert_acted_once` then counts what a join made, which a step acted on twice would multiply:
+introductions at the host, member rows, agent connections, queues on the server.
+"""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
 from actors.chat import events as cev
 from actors.chat_client import ChatClient
+from protocol.server import QueueServer
 from tests.scenarios.agents import Events
 
 
 def chat_events(client: ChatClient) -> Events:
     """Everything a chat client told, kept; `wait_for` polls for a matching event."""
     return Events(client, client.chat_events)
+
+
+def wait_until(
+    predicate: Callable[[], Any],
+    timeout: float = 20.0,
+    what: str = "condition",
+    explain: Callable[[], Any] | None = None,
+) -> Any:
+    """Poll `predicate` until it returns something true; fail after `timeout` seconds with
+    `what` and, if given, `explain()` (the state that was not right)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            detail = f": {explain()}" if explain is not None else ""
+            raise AssertionError(f"{what} not reached within {timeout}s{detail}")
+        time.sleep(0.02)
 
 
 def befriend(a: ChatClient, a_events: Events, b: ChatClient, b_events: Events) -> tuple[str, str]:
@@ -20,3 +55,165 @@ def befriend(a: ChatClient, a_events: Events, b: ChatClient, b_events: Events) -
     a_events.wait_for(cev.ContactConnected, contact_id=a_contact, timeout=15)
     b_events.wait_for(cev.ContactConnected, contact_id=b_contact, timeout=15)
     return a_contact, b_contact
+
+
+def invite(
+    host: ChatClient, h_events: Events, group_id: str, client: ChatClient, events: Events
+) -> str:
+    """The host befriends `client` and adds it to the group; the invitation arrived (not
+    joined yet). Returns the new member's id."""
+    h_contact, _ = befriend(host, h_events, client, events)
+    member_id = host.add_member(group_id, h_contact)
+    events.wait_for(cev.GroupInvitation, group_id=group_id, timeout=15)
+    return member_id
+
+
+# ---------------------------------------------------------------------- stored state
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What one client stored that says whether it converged, and how often things were done."""
+
+    group_status: str | None
+    members: tuple[tuple[str, str, str | None], ...]  # (member id, status, conn id)
+    intros: tuple[tuple[str, str, str], ...]  # at the host: (re, to, status)
+    pending_commands: tuple[str, ...]  # functions of chat commands not done yet
+    failed_commands: tuple[str, ...]
+    outbox: int
+    pending_messages: int  # group messages waiting for a member
+    unacked_events: int  # agent completion events the chat did not acknowledge
+    unacked_messages: int  # received agent messages the chat did not acknowledge
+    chat_connections: frozenset[str]  # connections the chat says it owns
+    owned: frozenset[str]  # connection ids of contacts, addresses and members
+    agent_connections: frozenset[str]
+    rcv_queues: int
+    messages: tuple[tuple[str, str, str, bool], ...]  # (chat id, msg id, author, sent), in order
+
+    @classmethod
+    def of(cls, client: ChatClient, group_id: str | None = None) -> Stored:
+        chat = client.services.store
+        agent = client.agent.services.store
+        with chat.transaction(read_only=True):
+            group = (
+                chat.Group.get_or_none(chat.Group.group_id == group_id) if group_id else None
+            )
+            members = tuple(
+                (m.member_id, m.status, m.conn_id)
+                for m in chat.Member.select()
+                .where(chat.Member.group_id == group_id)
+                .order_by(chat.Member.id)
+            )
+            intros = tuple(
+                (i.re_member_id, i.to_member_id, i.status)
+                for i in chat.Intro.select()
+                .where(chat.Intro.group_id == group_id)
+                .order_by(chat.Intro.id)
+            )
+            commands = list(chat.Command.select())
+            outbox = chat.Outbox.select().count()
+            pending = chat.Pending.select().count()
+            chat_connections = frozenset(c.conn_id for c in chat.Connection.select())
+            owned = {c.conn_id for c in chat.Contact.select()}
+            owned |= {a.conn_id for a in chat.Address.select()}
+            owned |= {m.conn_id for m in chat.Member.select() if m.conn_id is not None}
+            messages = tuple(
+                (m.chat_id, m.msg_id, m.author, m.sent)
+                for m in chat.Message.select().order_by(chat.Message.id)
+            )
+        with agent.transaction(read_only=True):
+            unacked_events = agent.Command.select().where(agent.Command.event.is_null(False))
+            unacked_events = unacked_events.count()
+            unacked_messages = agent.RcvMessage.select().count()
+            agent_connections = frozenset(c.conn_id for c in agent.Connection.select())
+            rcv_queues = agent.RcvQueue.select().count()
+        return cls(
+            group_status=group.status if group is not None else None,
+            members=members,
+            intros=intros,
+            pending_commands=tuple(c.function for c in commands if c.status == "pending"),
+            failed_commands=tuple(c.function for c in commands if c.status == "failed"),
+            outbox=outbox,
+            pending_messages=pending,
+            unacked_events=unacked_events,
+            unacked_messages=unacked_messages,
+            chat_connections=chat_connections,
+            owned=frozenset(owned),
+            agent_connections=agent_connections,
+            rcv_queues=rcv_queues,
+            messages=messages,
+        )
+
+    def idle(self) -> bool:
+        """Nothing left to do: no chat command pending, nothing to send, nothing of the
+        agent's left unacknowledged."""
+        return not (
+            self.pending_commands
+            or self.outbox
+            or self.pending_messages
+            or self.unacked_events
+            or self.unacked_messages
+        )
+
+
+def meshed(clients: Sequence[ChatClient], group_id: str) -> bool:
+    """Every client is a connected member that holds every other as a connected member."""
+    for client in clients:
+        stored = Stored.of(client, group_id)
+        if stored.group_status != "connected" or len(stored.members) != len(clients) - 1:
+            return False
+        if any(status != "connected" for _, status, _ in stored.members):
+            return False
+    return True
+
+
+def settled(clients: Sequence[ChatClient], group_id: str) -> bool:
+    """Meshed, and every client idle (see `Stored.idle`)."""
+    return meshed(clients, group_id) and all(Stored.of(c, group_id).idle() for c in clients)
+
+
+def wait_settled(
+    clients: Sequence[ChatClient], group_id: str, timeout: float = 30.0
+) -> list[Stored]:
+    """Poll until `settled`; fail with every client's stored state."""
+
+    def explain() -> list[Stored]:
+        return [Stored.of(c, group_id) for c in clients]
+
+    wait_until(lambda: settled(clients, group_id), timeout, "a settled group", explain)
+    return explain()
+
+
+def assert_acted_once(
+    clients: Sequence[ChatClient], group_id: str, server: QueueServer | None = None
+) -> None:
+    """Count what the joins made, from stored state (call once `settled`): the host holds
+    one introduction per pair of non-host members, all connected; each client holds one row
+    per other member and exactly the agent connections the chat owns (a join or create made
+    twice would leave one more); no command failed; with `server`, the server holds exactly
+    the queues the clients know of (no orphan queue from a duplicated create)."""
+    states = [Stored.of(c, group_id) for c in clients]
+    host = states[0]
+    others = len(clients) - 1
+    assert len(host.intros) == others * (others - 1) // 2, host.intros
+    assert len({(re, to) for re, to, _ in host.intros}) == len(host.intros), host.intros
+    assert all(status == "connected" for _, _, status in host.intros), host.intros
+    for client, state in zip(clients, states, strict=True):
+        name = client.services.profile.display_name
+        ids = [member_id for member_id, _, _ in state.members]
+        assert len(ids) == len(set(ids)) == others, (name, state.members)
+        conns = [conn for _, _, conn in state.members]
+        assert None not in conns and len(set(conns)) == others, (name, state.members)
+        assert state.agent_connections == state.chat_connections == state.owned, (name, state)
+        assert not state.failed_commands, (name, state.failed_commands)
+    if server is not None:
+        assert server.store.stats()["queues"] == sum(s.rcv_queues for s in states)
+
+
+def received(client: ChatClient, group_id: str) -> list[tuple[str, str]]:
+    """The group messages `client` received, as (author member id, msg id), in order."""
+    return [
+        (author, msg_id)
+        for chat_id, msg_id, author, sent in Stored.of(client, group_id).messages
+        if chat_id == group_id and not sent
+    ]

@@ -4,7 +4,14 @@ connected to every other, group messages received exactly once in the sender's o
 from __future__ import annotations
 
 from actors.chat import events as cev
-from tests.scenarios.chats import befriend
+from tests.scenarios.chats import (
+    assert_acted_once,
+    befriend,
+    invite,
+    received,
+    wait_settled,
+    wait_until,
+)
 
 
 def test_contacts_connect_and_exchange_messages(server, open_chat) -> None:
@@ -17,28 +24,40 @@ def test_contacts_connect_and_exchange_messages(server, open_chat) -> None:
     assert message.text == "hi bob"
 
 
-def test_a_host_adds_members_and_everyone_connects_to_everyone(server, open_chat) -> None:
+def test_a_host_adds_five_members_and_everyone_connects_to_everyone(server, open_chat) -> None:
     host, h_events = open_chat("host", [server])
     group_id = host.create_group("club")
-    members = []
-    for n in range(3):
+    everyone = [(host, h_events)]
+    member_ids = [host.group(group_id).member_id]
+    for n in range(5):
         client, events = open_chat(f"m{n}", [server])
-        h_contact, _ = befriend(host, h_events, client, events)
-        host.add_member(group_id, h_contact)
-        events.wait_for(cev.GroupInvitation, group_id=group_id, timeout=15)
+        member_ids.append(invite(host, h_events, group_id, client, events))
         client.join_group(group_id)
         events.wait_for(cev.GroupConnected, group_id=group_id, timeout=15)
-        members.append((client, events))
-    everyone = [(host, h_events), *members]
-    for client, events in everyone:
-        def all_connected(client=client) -> bool:
-            view = client.group(group_id)
-            return len(view.members) == 3 and all(m.status == "connected" for m in view.members)
+        everyone.append((client, events))
+    clients = [client for client, _ in everyone]
+    wait_settled(clients, group_id)
+    assert_acted_once(clients, group_id, server)
+    for client, member_id in zip(clients, member_ids, strict=True):
+        assert client.group(group_id).member_id == member_id
 
-        events.wait(lambda e, f=all_connected: f(), timeout=20, what="every member connected")
-    for n, (client, _) in enumerate(everyone):
-        client.send_group_message(group_id, f"from {n}")
-    for n, (_, events) in enumerate(everyone):
-        for other in range(len(everyone)):
-            if other != n:
-                events.wait_for(cev.NewMessage, chat_id=group_id, text=f"from {other}", timeout=15)
+    sent: dict[str, list[str]] = {}  # author's member id → msg ids, in the order sent
+    for round_ in range(3):
+        for n, client in enumerate(clients):
+            msg_id = client.send_group_message(group_id, f"{n}:{round_}")
+            sent.setdefault(member_ids[n], []).append(msg_id)
+    total = len(clients) - 1
+    for n, (client, events) in enumerate(everyone):
+        wait_until(
+            lambda client=client: len(received(client, group_id)) == 3 * total,
+            what=f"every message at member {n}",
+            explain=lambda client=client: received(client, group_id),
+        )
+        got = received(client, group_id)
+        assert len(set(got)) == len(got)  # exactly once
+        for author, msg_ids in sent.items():
+            if author != member_ids[n]:
+                assert [m for a, m in got if a == author] == msg_ids  # in the sender's order
+        told = events.of(cev.NewMessage, chat_id=group_id)
+        assert sorted(e.msg_id for e in told) == sorted(m for _, m in got)  # told once each
+    wait_settled(clients, group_id)
