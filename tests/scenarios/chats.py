@@ -95,9 +95,7 @@ class Stored:
         chat = client.services.store
         agent = client.agent.services.store
         with chat.transaction(read_only=True):
-            group = (
-                chat.Group.get_or_none(chat.Group.group_id == group_id) if group_id else None
-            )
+            group = chat.Group.get_or_none(chat.Group.group_id == group_id) if group_id else None
             members = tuple(
                 (m.member_id, m.status, m.conn_id)
                 for m in chat.Member.select()
