@@ -29,6 +29,12 @@ def _parser() -> argparse.ArgumentParser:
     server.add_argument("--db", default="sqlite:///duplex-server.db", help="database URL")
     server.add_argument("--host", default="127.0.0.1")
     server.add_argument("--port", type=int, default=5223)
+    server.add_argument(
+        "--passphrase-file",
+        type=Path,
+        help="encrypt the SQLite store (and the server's TLS key in it) with the passphrase "
+        "on this file's first line (SQLCipher)",
+    )
     _server_limits(server)
 
     demo = commands.add_parser("demo", help="run a small runtime on SQLite and check it")
@@ -91,8 +97,15 @@ def _run_server(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     try:
+        passphrase = None
+        if args.passphrase_file is not None:
+            passphrase = _read_passphrase(args.passphrase_file)
         server = QueueServer.start(
-            args.db, host=args.host, port=args.port, config=_server_config(args, ServerConfig)
+            args.db,
+            host=args.host,
+            port=args.port,
+            config=_server_config(args, ServerConfig),
+            passphrase=passphrase,
         )
     except DuplexError as exc:
         print(f"duplex server: {exc}", file=sys.stderr)
@@ -101,6 +114,18 @@ def _run_server(args: argparse.Namespace) -> int:
     stop.wait()
     server.stop()
     return 0
+
+
+def _read_passphrase(path: Path) -> str:
+    from protocol.errors import ConfigurationError
+
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read the passphrase file {path}: {exc}") from exc
+    if not lines or not lines[0]:
+        raise ConfigurationError(f"the passphrase file {path} is empty")
+    return lines[0]
 
 
 if __name__ == "__main__":

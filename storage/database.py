@@ -824,6 +824,28 @@ class Database:
                 self._gate.release()
         logger.info("database rekeyed", extra={"db": repr(self)})
 
+    def truncate_wal(self) -> None:
+        """Checkpoint SQLite's write-ahead log and truncate it, so that pages of deleted rows
+        written there are gone from disk too (a no-op on PostgreSQL; SQLite skips it while a
+        reader still holds the log, and the next call does it).
+
+        A checkpoint cannot run inside a transaction, and pooled connections are lent only
+        inside one: it runs on a short connection of its own (keyed, when encrypted)."""
+        if self._kind != "sqlite":
+            return
+        passphrase = self._pool.connect_params.get("passphrase")
+        driver: Any = sqlite3 if passphrase is None else _load_sqlcipher()
+        try:
+            connection = driver.connect(self._pool.database, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+            try:
+                if passphrase is not None:
+                    connection.execute(f"PRAGMA key = {_quote(passphrase)}")
+                connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                connection.close()
+        except _lower_errors() as exc:
+            raise _storage_error(exc, f"checkpoint of {self._target} failed") from exc
+
     def close(self) -> None:
         """Close every pooled connection; idempotent. Later transactions raise StorageError."""
         if self._pool.in_transaction():

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -619,15 +618,7 @@ class ServerStore:
         reader still holds the log: then the next call does it)."""
         if not self._flat:
             return
-        # A checkpoint cannot run inside a transaction, and pooled connections are only
-        # lent inside one: a short connection of its own.
-        connection = sqlite3.connect(self._db.peewee.database, timeout=10)
-        try:
-            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        except sqlite3.Error as exc:
-            raise StorageError(f"checkpoint of {self._db!r} failed: {exc}") from exc
-        finally:
-            connection.close()
+        self._db.truncate_wal()
 
     def message_count(self, rcv_id: bytes) -> int:
         m = self._message

@@ -269,13 +269,18 @@ class QueueServer:
         config: ServerConfig | None = None,
         clock: Callable[[], float] = time.time,
         ready_timeout: float = 10.0,
+        passphrase: str | None = None,
     ) -> QueueServer:
         """Run a server on a background thread; returns once it accepts connections.
 
         `db` is a database URL (opened and closed by the server) or an open `Database`.
-        `clock` (seconds since the epoch) is for tests of expiry.
+        With `passphrase` a SQLite store — its TLS identity key included — is encrypted
+        (SQLCipher). `clock` (seconds since the epoch) is for tests of expiry.
         """
-        database = open_database(db, layers=[SERVER_LAYER]) if isinstance(db, str) else db
+        if isinstance(db, str):
+            database = open_database(db, layers=[SERVER_LAYER], passphrase=passphrase)
+        else:
+            database = db
         server = cls(
             database,
             host=host,

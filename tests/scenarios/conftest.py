@@ -24,11 +24,14 @@ def server(start_server: Callable[..., QueueServer]) -> QueueServer:
 def open_client(tmp_path: Path) -> Iterator[Callable[..., tuple[Client, Events]]]:
     clients: list[Client] = []
 
-    def open_one(name: str, servers: list[QueueServer], config=FAST) -> tuple[Client, Events]:
+    def open_one(
+        name: str, servers: list[QueueServer], config=FAST, passphrase: str | None = None
+    ) -> tuple[Client, Events]:
         client = Client.open(
             f"sqlite:///{tmp_path / name}.db",
             [str(s.address) if isinstance(s, QueueServer) else s for s in servers],
             config=config,
+            passphrase=passphrase,
         )
         clients.append(client)
         return client, Events(client)

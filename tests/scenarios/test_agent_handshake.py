@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import pytest
+
 from actors.agent import events as ev
 from protocol.queue import QueueMode
 from protocol.server import QueueServer
 from tests.scenarios.agents import connect
 
 
-def test_invitation_handshake_and_messages_both_ways(server: QueueServer, open_client) -> None:
-    alice, a_events = open_client("alice", [server])
-    bob, b_events = open_client("bob", [server])
+@pytest.mark.parametrize("passphrase", [None, "correct horse"], ids=["plain", "encrypted"])
+def test_invitation_handshake_and_messages_both_ways(
+    server: QueueServer, open_client, passphrase: str | None
+) -> None:
+    alice, a_events = open_client("alice", [server], passphrase=passphrase)
+    bob, b_events = open_client("bob", [server], passphrase=passphrase)
     a_conn, b_conn = connect(alice, a_events, bob, b_events)
     info = b_events.wait_for(ev.Info, conn_id=b_conn)
     assert info.info == b"alice"
