@@ -56,7 +56,7 @@ def test_duplex_server_reads_its_passphrase_from_a_file(tmp_path: Path) -> None:
     ) as process:
         try:
             line = process.stdout.readline()
-            assert line.startswith("duplex://"), process.stderr.read() if not line else line
+            assert line.startswith("duplex://"), line or process.stderr.read()
         finally:
             process.terminate()
             process.wait(timeout=30)
