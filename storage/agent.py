@@ -23,15 +23,18 @@ Rows and what they mean:
 
 The statements that run for every message (the chain positions, the message rows, the ACK
 command) are SQL text written once per database kind (`_HotSql`): building them with
-peewee's query builder costs many times what the database spends running them. The rarer
-writes use the models. A row's fields mirror the model's, so the actor holds model instances.
+peewee's query builder costs many times what the database spends running them. So are the
+whole-row statements of a handshake step and of an activation (`storage.prepared.RowSql`:
+the rows of a connection, inserts and saves of connections and queues, a command by its corr
+id); the rarer ones use the query builder. A row's fields mirror the model's, so the actor
+holds model instances.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, NamedTuple
 
 import msgspec
@@ -39,6 +42,7 @@ import peewee
 from playhouse.migrate import SchemaMigrator, migrate
 
 from storage.database import LAYER_VERSION_BLOCKS, Database, Layer, Migration, bind_models
+from storage.prepared import RowSql
 
 
 class AgentConnection(peewee.Model):
@@ -335,6 +339,23 @@ class AgentStore:
         self.RcvMessage = models.AgentRcvMessage
         self.ContactRequest = models.AgentContactRequest
         self._sql = _HotSql(db.kind)
+        kind = db.kind
+        self._conn_rows = RowSql(self.Connection, kind)
+        self._rcv_queue_rows = RowSql(self.RcvQueue, kind)
+        self._snd_queue_rows = RowSql(self.SndQueue, kind)
+        self._command_rows = RowSql(self.Command, kind)
+        self._snd_message_rows = RowSql(self.SndMessage, kind)
+        self._rcv_message_rows = RowSql(self.RcvMessage, kind)
+        of_conn = '"conn_id" = {p}'
+        self._select_conn = self._conn_rows.select(of_conn)
+        self._select_rcv_queues = self._rcv_queue_rows.select(of_conn, '"id"')
+        self._select_rcv_queue = self._rcv_queue_rows.select('"rcv_id" = {p}')
+        self._select_snd_queues = self._snd_queue_rows.select(of_conn, '"id"')
+        self._select_commands = self._command_rows.select(of_conn, '"id"')
+        self._select_pending = self._command_rows.select(of_conn + ' AND "event" IS NULL', '"id"')
+        self._select_command = self._command_rows.select('"corr_id" = {p}')
+        self._select_snd_messages = self._snd_message_rows.select(of_conn, '"id"')
+        self._select_rcv_messages = self._rcv_message_rows.select(of_conn, '"seq"')
 
     def transaction(self, *, read_only: bool = False) -> AbstractContextManager[peewee.Database]:
         return self.db.transaction(read_only=read_only)
@@ -345,53 +366,49 @@ class AgentStore:
     def _insert(self, sql: str, params: tuple[Any, ...]) -> int:
         return int(self._run(sql, params).fetchone()[0])
 
+    def _reading(self) -> AbstractContextManager[Any]:
+        """A read-only transaction of its own, or none inside the caller's (a nested one
+        would cost a savepoint and its release)."""
+        if self.db.peewee.in_transaction():
+            return nullcontext()
+        return self.transaction(read_only=True)
+
     # ------------------------------------------------------------------ one connection
 
     def load_connection(self, conn_id: str) -> ConnectionRows:
         """Every row of `conn_id`, in one read-only transaction of its own."""
+        db, key = self.db.peewee, (conn_id,)
         with self.transaction(read_only=True):
             return ConnectionRows(
-                self.Connection.get_or_none(self.Connection.conn_id == conn_id),
-                list(self.RcvQueue.select().where(self.RcvQueue.conn_id == conn_id)),
-                list(self.SndQueue.select().where(self.SndQueue.conn_id == conn_id)),
-                list(
-                    self.Command.select()
-                    .where(self.Command.conn_id == conn_id)
-                    .order_by(self.Command.id)
-                ),
-                list(
-                    self.SndMessage.select()
-                    .where(self.SndMessage.conn_id == conn_id)
-                    .order_by(self.SndMessage.id)
-                ),
-                list(
-                    self.RcvMessage.select()
-                    .where(self.RcvMessage.conn_id == conn_id)
-                    .order_by(self.RcvMessage.seq)
-                ),
+                self._conn_rows.first(db, self._select_conn, key),
+                self._rcv_queue_rows.rows(db, self._select_rcv_queues, key),
+                self._snd_queue_rows.rows(db, self._select_snd_queues, key),
+                self._command_rows.rows(db, self._select_commands, key),
+                self._snd_message_rows.rows(db, self._select_snd_messages, key),
+                self._rcv_message_rows.rows(db, self._select_rcv_messages, key),
             )
 
     def pending_commands(self, conn_id: str) -> list[AgentCommand]:
         """The commands of `conn_id` without an event (own read-only transaction)."""
         with self.transaction(read_only=True):
-            return list(
-                self.Command.select()
-                .where((self.Command.conn_id == conn_id) & self.Command.event.is_null())
-                .order_by(self.Command.id)
-            )
+            return self._command_rows.rows(self.db.peewee, self._select_pending, (conn_id,))
 
     def insert_connection(self, conn_id: str, status: str, mode: str) -> AgentConnection:
-        return self.Connection.create(
-            conn_id=conn_id, status=status, mode=mode, created_at=time.time()
+        return self._conn_rows.insert(
+            self.db.peewee,
+            conn_id=conn_id,
+            status=str(status),
+            mode=str(mode),
+            created_at=time.time(),
         )
 
     def connection(self, conn_id: str) -> AgentConnection | None:
-        """The connection's row (own read-only transaction)."""
-        with self.transaction(read_only=True):
-            return self.Connection.get_or_none(self.Connection.conn_id == conn_id)
+        """The connection's row (own read-only transaction, unless inside the caller's)."""
+        with self._reading():
+            return self._conn_rows.first(self.db.peewee, self._select_conn, (conn_id,))
 
     def save_connection(self, conn: AgentConnection) -> None:
-        conn.save()
+        self._conn_rows.update(self.db.peewee, conn)
 
     def delete_connection(self, conn_id: str) -> None:
         """Every row of the connection."""
@@ -412,10 +429,10 @@ class AgentStore:
     # ------------------------------------------------------------------ queues
 
     def insert_rcv_queue(self, **fields: Any) -> AgentRcvQueue:
-        return self.RcvQueue.create(**fields)
+        return self._rcv_queue_rows.insert(self.db.peewee, **fields)
 
     def save_rcv_queue(self, queue: AgentRcvQueue) -> None:
-        queue.save()
+        self._rcv_queue_rows.update(self.db.peewee, queue)
 
     def delete_rcv_queue(self, queue: AgentRcvQueue) -> None:
         """The queue and the messages received on it."""
@@ -423,10 +440,10 @@ class AgentStore:
         self.RcvQueue.delete().where(self.RcvQueue.id == queue.id).execute()
 
     def insert_snd_queue(self, **fields: Any) -> AgentSndQueue:
-        return self.SndQueue.create(**fields)
+        return self._snd_queue_rows.insert(self.db.peewee, **fields)
 
     def save_snd_queue(self, queue: AgentSndQueue) -> None:
-        queue.save()
+        self._snd_queue_rows.update(self.db.peewee, queue)
 
     def delete_snd_queue(self, queue: AgentSndQueue) -> None:
         self.SndMessage.delete().where(self.SndMessage.snd_queue_id == queue.id).execute()
@@ -545,7 +562,7 @@ class AgentStore:
         return self._run(self._sql.command_exists, (corr_id,)).fetchone() is not None
 
     def command_by_corr_id(self, corr_id: str) -> AgentCommand | None:
-        return self.Command.get_or_none(self.Command.corr_id == corr_id)
+        return self._command_rows.first(self.db.peewee, self._select_command, (corr_id,))
 
     def delete_command(self, command: AgentCommand) -> None:
         self._run(self._sql.delete_command, (command.id,))
@@ -644,8 +661,9 @@ class AgentStore:
         return waiting
 
     def conn_of_rcv_queue(self, rcv_id: bytes) -> str | None:
-        with self.transaction(read_only=True):
-            row = self.RcvQueue.get_or_none(self.RcvQueue.rcv_id == rcv_id)
+        key = (self.RcvQueue.rcv_id.db_value(rcv_id),)
+        with self._reading():
+            row = self._rcv_queue_rows.first(self.db.peewee, self._select_rcv_queue, key)
         return row.conn_id if row is not None else None
 
     def conn_of_command(self, corr_id: str) -> str | None:
