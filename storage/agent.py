@@ -301,6 +301,10 @@ class _HotSql:
             "corr_id, conn_id, kind, payload, lane, server, origin, attempts, next_attempt_at, "
             "deadline, created_at",
         )
+        # No row back if a command has this corr id already (the same call again).
+        self.insert_command_once = self.insert_command.replace(
+            returning, f" ON CONFLICT (corr_id) DO NOTHING{returning}"
+        )
         self.delete_command = f"DELETE FROM agent_command WHERE id = {p}"
         self.command_event = f"UPDATE agent_command SET event = {p} WHERE id = {p}"
         self.command_attempts = (
@@ -525,6 +529,43 @@ class AgentStore:
         corr_id: str | None,
         ttl: float,
     ) -> AgentCommand:
+        fields = {"conn_id": conn_id, "kind": kind, "payload": payload, "server": server}
+        command = self._insert_command(
+            self._sql.insert_command, origin=origin, corr_id=corr_id, ttl=ttl, **fields
+        )
+        assert command is not None
+        return command
+
+    def insert_command_once(
+        self,
+        *,
+        conn_id: str,
+        kind: str,
+        payload: msgspec.Struct,
+        server: str | None,
+        origin: str,
+        corr_id: str,
+        ttl: float,
+    ) -> AgentCommand | None:
+        """As `insert_command`, or nothing (None) if a command has this `corr_id` already
+        (the same call again): the check and the insert in one statement."""
+        fields = {"conn_id": conn_id, "kind": kind, "payload": payload, "server": server}
+        return self._insert_command(
+            self._sql.insert_command_once, origin=origin, corr_id=corr_id, ttl=ttl, **fields
+        )
+
+    def _insert_command(
+        self,
+        sql: str,
+        *,
+        conn_id: str,
+        kind: str,
+        payload: msgspec.Struct,
+        server: str | None,
+        origin: str,
+        corr_id: str | None,
+        ttl: float,
+    ) -> AgentCommand | None:
         now = time.time()
         encoded = _encoder.encode(payload)
         lane = server or ""
@@ -541,9 +582,11 @@ class AgentStore:
             now + ttl,
             now,
         )
-        row_id = self._insert(self._sql.insert_command, params)
+        found = self._run(sql, params).fetchone()
+        if found is None:
+            return None
         return self.Command(
-            id=row_id,
+            id=int(found[0]),
             corr_id=corr_id,
             conn_id=conn_id,
             kind=str(kind),

@@ -266,18 +266,25 @@ class Inbound:
         if corr_id is None and (row is None or msg_id in self.acking):
             return  # acknowledged before: nothing more to do
         queue = state.rcv_queues.get(row.rcv_queue_id) if row is not None else None
-        with self.port.store.transaction():
-            if corr_id is not None and self.port.store.command_exists(corr_id):
-                return  # the same call again (the caller crashed): stored already
-            command = self.port.store.insert_command(
-                conn_id=self.port.conn_id,
-                kind=CommandKind.ACK,
-                payload=Ack(msg_id),
-                server=queue.server if queue is not None else None,
-                origin=CommandOrigin.INTERNAL if corr_id is None else CommandOrigin.ASYNC,
-                corr_id=corr_id,
-                ttl=self.port.config.command_ttl,
-            )
+        store = self.port.store
+        fields = {
+            "conn_id": self.port.conn_id,
+            "kind": CommandKind.ACK,
+            "payload": Ack(msg_id),
+            "server": queue.server if queue is not None else None,
+            "ttl": self.port.config.command_ttl,
+        }
+        with store.transaction():
+            if corr_id is None:
+                command = store.insert_command(
+                    origin=CommandOrigin.INTERNAL, corr_id=None, **fields
+                )
+            else:
+                command = store.insert_command_once(
+                    origin=CommandOrigin.ASYNC, corr_id=corr_id, **fields
+                )
+        if command is None:
+            return  # the same call again (the caller crashed): stored already
         state.commands.append(command)
         self.acking.add(msg_id)
 
