@@ -125,6 +125,13 @@ class _Due:
 
 
 @dataclass(frozen=True, slots=True)
+class _Raise:
+    """The actor's own: an error of a pump run inside an ask, to crash on in a turn of its own."""
+
+    error: Exception
+
+
+@dataclass(frozen=True, slots=True)
 class _Step:
     """A network step in flight: the lane it holds and what to do with its outcome."""
 
@@ -207,6 +214,8 @@ class ConnectionActor(Actor):
                     self.commands.add(command)
             case _Due():
                 self._timer = None
+            case _Raise(error=error):
+                raise error
             case ServerUp(server=server):
                 now = time.time()
                 self.commands.server_up(server, now)
@@ -244,8 +253,11 @@ class ConnectionActor(Actor):
             )
 
     def _ask(self, message: Any) -> Any:
-        """The asks that store work: the work runs in a turn of its own (a crash there is
-        the actor's, not an error for the asker)."""
+        """The asks that store work. Once it is stored the actor pumps at once (what is due,
+        such as the stored message's SEND or the stored ACK, starts before the answer goes
+        back); a pump that raises is re-raised in a turn of its own, where it crashes the
+        actor instead of being the asker's error (its work is stored: the asker must not
+        try again)."""
         match message:
             case SendMessage(body=body):
                 answer = self._send_user_message(body)
@@ -257,7 +269,10 @@ class ConnectionActor(Actor):
                 answer = self.rotation.abort()
             case _:
                 return super().receive(message)
-        self.tell_self(_Due())
+        try:
+            self._pump()
+        except Exception as exc:  # noqa: BLE001 (raised again by _Raise, as the actor's)
+            self.tell_self(_Raise(exc))
         return answer
 
     def _send_user_message(self, body: bytes) -> int:
