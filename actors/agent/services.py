@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import pykka
 
+from actors.agent.sessions import ServerState, SessionPush, connection_address, session_address
 from protocol import crypto
 from protocol.address import ServerAddress
 from protocol.client import ClientConfig, QueueClient
@@ -105,13 +106,6 @@ class QueueClients:
         return self._routes.setdefault(server, {})
 
     def get(self, server: str) -> QueueClient:
-        from actors.agent.sessions import (
-            ServerState,
-            SessionPush,
-            connection_address,
-            session_address,
-        )
-
         bridge = self._runtime.io
         if bridge is not self._bridge:  # the io actor restarted: old clients died with it
             self._clients.clear()
