@@ -20,11 +20,15 @@ alice and bob are two `Client`s in this process, each on its own SQLite file:
   queue) → SEND (alice's info) → the MSG push → ACK: the 6 commands of the handshake plus
   the 2 ACKs with which the recipients take its messages, each step after the previous one.
   ``ratio_to_raw`` = agent connections/s / raw handshakes/s: the share of the protocol's
-  pace the agent keeps (its storage, keys, e2e sealing, actors and events on top).
+  pace the agent keeps (its storage, keys, e2e sealing, actors and events on top);
+- **SQL per connection on each side**: the statements and transactions of alice's database
+  (``inviter_*``) and of bob's (``joiner_*``) over the measured agent runs, divided by their
+  connections (`Database.counters`; they do not depend on the load).
 
-Target: ``connections_per_s ≥ 50``. Agent and raw runs are interleaved `repeats` times (fresh
-connections each time) after an uncounted warm-up, and the **best** repeat is reported
-(noise only ever slows a run down); the median is printed next to it as ``*_median``.
+Target (quality.md): ``connections_per_s ≥ 40`` now, 50 next. Agent and raw runs are
+interleaved `repeats` times (fresh connections each time) after an uncounted warm-up, and
+the **best** repeat is reported (noise only ever slows a run down); the median is printed
+next to it as ``*_median``.
 
 The server child is stopped on every exit path and dies with this process
 (``PR_SET_PDEATHSIG``).
@@ -58,7 +62,8 @@ from protocol.client import ClientConfig, QueueClient
 from protocol.queue import Ack, Ids, Msg, New, Ping, QueueMode, Reply, Send, SKey
 
 WAIT_TIMEOUT = 180.0  # a run that takes this long is broken, not slow
-TARGET_PER_S = 50.0
+TARGET_PER_S = 40.0
+TARGET_NEXT_PER_S = 50.0
 RAW_CONFIG = ClientConfig(command_timeout=60.0, connect_timeout=30.0, ping_interval=600.0)
 
 
@@ -160,6 +165,7 @@ class Figures:
     agent: list[float] = field(default_factory=list)
     raw: list[float] = field(default_factory=list)
     cpu: dict[str, list[float]] = field(default_factory=dict)
+    sql: dict[str, list[float]] = field(default_factory=dict)  # per connection, by side
     runs: int = 0
 
     def tag(self) -> str:
@@ -171,10 +177,20 @@ def agent_handshakes(
     alice: Client, bob: Client, count: int, figures: Figures, processes: dict[str, psutil.Process]
 ) -> float:
     before = {name: sum(p.cpu_times()[:2]) for name, p in processes.items()}
+    sides = {"inviter": alice.database.counters, "joiner": bob.database.counters}
+    sql_before = {side: counters.snapshot() for side, counters in sides.items()}
     handshake = connect_all(alice, bob, count, figures.tag(), WAIT_TIMEOUT)
     for name, process in processes.items():
         used = sum(process.cpu_times()[:2]) - before[name]
         figures.cpu.setdefault(name, []).append(used / count * 1e6)
+    for side, counters in sides.items():
+        done = counters.snapshot() - sql_before[side]
+        figures.sql.setdefault(f"{side}_sql_statements_per_connection", []).append(
+            done.statements / count
+        )
+        figures.sql.setdefault(f"{side}_sql_transactions_per_connection", []).append(
+            done.transactions / count
+        )
     return rate(count, handshake.seconds())
 
 
@@ -225,6 +241,8 @@ def measure(
     report.add("raw_one_handshake_ms", raw_single * 1e3, "ms")
     for name, values in figures.cpu.items():
         report.add(f"{name}_cpu_us_per_connection", statistics.median(values), "us")
+    for name, values in figures.sql.items():
+        report.add(name, statistics.median(values))
     return agent
 
 
@@ -248,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
             per_s = measure(report, sizes, bars, alice=alice, bob=bob, server=server)
     report.add("target_per_s", TARGET_PER_S, "conn/s")
     report.add("target_met", per_s >= TARGET_PER_S)
+    report.add("target_next_per_s", TARGET_NEXT_PER_S, "conn/s")
+    report.add("target_next_met", per_s >= TARGET_NEXT_PER_S)
     report.add("repeats", sizes.repeats)
     report.add("total_seconds", total(), "s")
     report.emit(args.json)
