@@ -21,6 +21,8 @@ Rows and what they mean:
                       copy that arrives again is recognised).
 * ``ChatPending``     a group message waiting for a member to become connected.
 * ``ChatOutbox``      a chat message body to hand to the agent, kept until it took it.
+* ``ChatNotice``      a chat event for the user, stored with the change it describes and kept
+                      until it was told (so a crash between the two does not lose it).
 * ``ChatCommand``     a chat-issued async agent command: its id is the corr id the agent
                       completes it with (never reused), its owner, the function that continues
                       it, its status and payload (seeds 0/1, Proposal 2).
@@ -158,6 +160,15 @@ class ChatOutbox(peewee.Model):
         table_name = "chat_outbox"
 
 
+class ChatNotice(peewee.Model):
+    id = peewee.AutoField()
+    owner = peewee.CharField(max_length=80, index=True)
+    body = peewee.BlobField()  # the chat event, as the chat encodes it
+
+    class Meta:
+        table_name = "chat_notice"
+
+
 class ChatCommand(peewee.Model):
     id = peewee.AutoField()  # the corr id's number: rows are never deleted, ids never reused
     owner = peewee.CharField(max_length=80, index=True)
@@ -190,16 +201,25 @@ CHAT_MODELS = (
     ChatMessage,
     ChatPending,
     ChatOutbox,
+    ChatNotice,
     ChatCommand,
     ChatConnection,
 )
+_FIRST_MODELS = tuple(model for model in CHAT_MODELS if model is not ChatNotice)
 
 
 def _create_chat_tables(db: peewee.Database) -> None:
-    db.create_tables(list(bind_models(db, *CHAT_MODELS)))
+    db.create_tables(list(bind_models(db, *_FIRST_MODELS)))
 
 
-CHAT_MIGRATIONS = (Migration(200, "chat tables", _create_chat_tables),)
+def _create_notices(db: peewee.Database) -> None:
+    db.create_tables(list(bind_models(db, ChatNotice)))
+
+
+CHAT_MIGRATIONS = (
+    Migration(200, "chat tables", _create_chat_tables),
+    Migration(201, "chat events kept until told", _create_notices),
+)
 CHAT_LAYER: Final = Layer("chat", LAYER_VERSION_BLOCKS["chat"], CHAT_MIGRATIONS)
 """The chat's storage layer; a chat client's database holds it next to the agent's."""
 
@@ -235,6 +255,7 @@ class ChatStore:
         self.Message = models.ChatMessage
         self.Pending = models.ChatPending
         self.Outbox = models.ChatOutbox
+        self.Notice = models.ChatNotice
         self.Command = models.ChatCommand
         self.Connection = models.ChatConnection
 
@@ -252,10 +273,6 @@ class ChatStore:
             row = self.Connection.get_or_none(self.Connection.conn_id == conn_id)
         return row.owner if row is not None else None
 
-    def connections_of(self, owner: str) -> list[str]:
-        rows = self.Connection.select(self.Connection.conn_id).where(self.Connection.owner == owner)
-        return [row.conn_id for row in rows]
-
     def connection(self, conn_id: str) -> Any:
         return self.Connection.get_or_none(self.Connection.conn_id == conn_id)
 
@@ -272,13 +289,15 @@ class ChatStore:
         return True
 
     def owners_with_work(self) -> list[str]:
-        """Owners with pending commands or outbox rows (own read-only transaction)."""
+        """Owners with pending commands, outbox rows or events not told yet (own read-only
+        transaction)."""
         with self.transaction(read_only=True):
             pending = self.Command.select(self.Command.owner).where(
                 self.Command.status == "pending"
             )
             owners = {row.owner for row in pending}
             owners |= {row.owner for row in self.Outbox.select(self.Outbox.owner)}
+            owners |= {row.owner for row in self.Notice.select(self.Notice.owner)}
         return sorted(owners)
 
     # ------------------------------------------------------------------ commands and outbox
@@ -315,3 +334,15 @@ class ChatStore:
 
     def drop_outbox(self, row: Any) -> None:
         self.Outbox.delete().where(self.Outbox.id == row.id).execute()
+
+    # ------------------------------------------------------------------ events for the user
+
+    def add_notice(self, owner: str, body: bytes) -> int:
+        return self.Notice.insert(owner=owner, body=body).execute()
+
+    def notices(self, owner: str) -> list[Any]:
+        return list(self.Notice.select().where(self.Notice.owner == owner).order_by(self.Notice.id))
+
+    def drop_notices(self, ids: list[int]) -> None:
+        if ids:
+            self.Notice.delete().where(self.Notice.id.in_(ids)).execute()

@@ -164,7 +164,9 @@ class ContactActor(OwnerActor):
             unit.tell(cev.ContactFailed(contact.contact_id, event.code))
             return
         function = CommandFunction(command.function)
-        if function is CommandFunction.CREATE_CONTACT_INV and isinstance(event, aev.Inv):
+        if function is CommandFunction.ALLOW_CONTACT and isinstance(event, aev.Ok):
+            self._connect(unit, contact)
+        elif function is CommandFunction.CREATE_CONTACT_INV and isinstance(event, aev.Inv):
             contact.link = event.link
             contact.save()
             unit.tell(cev.ContactLink(contact.contact_id, event.link))
@@ -200,12 +202,17 @@ class ContactActor(OwnerActor):
             case aev.Con():
                 with self.unit() as unit:
                     contact = self._contact()
-                    if contact is None or contact.status == ContactStatus.CONNECTED:
-                        return
-                    contact.status, contact.link = ContactStatus.CONNECTED, None
-                    contact.save()
-                    name = contact.display_name or ""
-                    unit.tell(cev.ContactConnected(contact.contact_id, name))
+                    if contact is not None:
+                        self._connect(unit, contact)
+
+    def _connect(self, unit: Unit, contact: Any) -> None:
+        """The contact's connection is ready: CON, or the OK of our allow (which the agent
+        completes with the connection ready, before it tells CON)."""
+        if contact.status == ContactStatus.CONNECTED:
+            return
+        contact.status, contact.link = ContactStatus.CONNECTED, None
+        contact.save()
+        unit.tell(cev.ContactConnected(contact.contact_id, contact.display_name or ""))
 
     def on_chat_message(self, unit: Unit, conn_id: str, message: ChatMessage) -> None:
         contact = self._contact()

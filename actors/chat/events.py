@@ -1,8 +1,8 @@
 """What the chat tells the program above it (a bot, a test, a UI): typed events.
 
 Every id in an event is stable across restarts (it is stored before it is told). Events are
-told after the state they describe is committed; after a crash an event may be told again,
-never lost for what was committed.
+stored with the state they describe and told once it is committed; after a crash an event
+may be told again, never lost for what was committed.
 
     CONTACT_LINK        our one-time invitation for a new contact is ready: share `link`
     ADDRESS_LINK        a contact address is ready: share `link`
@@ -99,3 +99,15 @@ ChatEvent = (
     | MemberFailed
     | GroupFailed
 )
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(ChatEvent)
+
+
+def encode_event(event: ChatEvent) -> bytes:
+    return _encoder.encode(event)
+
+
+def decode_event(data: bytes) -> ChatEvent:
+    return _decoder.decode(data)

@@ -358,23 +358,30 @@ class GroupActor(OwnerActor):
     def _connected(self, conn_id: str) -> None:
         with self.unit() as unit:
             group, member = self._group(), self._member_on(conn_id)
-            if group is None or member is None or member.status == MemberStatus.CONNECTED:
-                return
-            member.status = MemberStatus.CONNECTED
-            member.save()
-            unit.tell(cev.MemberConnected(self.group_id, member.member_id, member.display_name))
-            if self._from_host(group, member) and group.status == GroupStatus.JOINING:
-                group.status = GroupStatus.CONNECTED
-                group.save()
-                unit.tell(cev.GroupConnected(self.group_id))
-            elif self._is_host(group):
-                self._introduce(unit, group, member)
-                self._forward_waiting(unit, member)
-            else:
-                host = self._member(group.host_member_id)
-                if host is not None and host.conn_id is not None:
-                    unit.send(host.conn_id, XGrpMemCon(member.member_id))
-            self._flush_pending(unit, member)
+            if group is not None and member is not None:
+                self._connect(unit, group, member)
+
+    def _connect(self, unit: Unit, group: Any, member: Any) -> None:
+        """`member`'s connection is ready: CON, or the OK of our allow (the agent makes the
+        connection ready in the transaction that completes the allow, and tells CON after
+        it: a crash between the two must not leave the member connecting)."""
+        if member.status == MemberStatus.CONNECTED:
+            return
+        member.status = MemberStatus.CONNECTED
+        member.save()
+        unit.tell(cev.MemberConnected(self.group_id, member.member_id, member.display_name))
+        if self._from_host(group, member) and group.status == GroupStatus.JOINING:
+            group.status = GroupStatus.CONNECTED
+            group.save()
+            unit.tell(cev.GroupConnected(self.group_id))
+        elif self._is_host(group):
+            self._introduce(unit, group, member)
+            self._forward_waiting(unit, member)
+        else:
+            host = self._member(group.host_member_id)
+            if host is not None and host.conn_id is not None:
+                unit.send(host.conn_id, XGrpMemCon(member.member_id))
+        self._flush_pending(unit, member)
 
     def _introduce(self, unit: Unit, group: Any, new: Any) -> None:
         """The host: `new` is connected; introduce it to every connected member."""
@@ -440,6 +447,8 @@ class GroupActor(OwnerActor):
             self._failed(unit, group, member, command, event.code)
             return
         match CommandFunction(command.function), event:
+            case CommandFunction.ALLOW_MEMBER | CommandFunction.ALLOW_INTRO, aev.Ok():
+                self._connect(unit, group, member)
             case CommandFunction.CREATE_INTRO_INV, aev.Inv(link=link):
                 member.status = MemberStatus.INTRO_INV
                 member.save()

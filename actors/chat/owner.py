@@ -21,11 +21,20 @@ Agent events reach the owner of their connection (routed by the `ChatActor`):
   changes nothing and is acknowledged, so it cannot stall the connection;
 * anything else (a confirmation, the peer's info, CON) goes to the owner's `on_agent_event`.
 
+Events for the user are stored in the unit too (`ChatNotice`) and told once it is committed;
+their rows are dropped in the owner's next transaction (or when it passivates).
+
 On every activation, and when a server the owner uses comes back (`Reconcile`), the owner
-hands the agent again what it may not have taken — every pending command (the agent is
-idempotent by corr id) and every outbox row — and asks each of its connections to tell again
-what it has not acknowledged (`Replay`): an event told to an activation that crashed before
-it committed is not lost.
+hands the agent again what it may not have taken: every pending command (the agent is
+idempotent by corr id) and every outbox row. An activation also tells the user the events a
+crashed one stored and may not have told.
+
+What a crash loses: the kernel keeps a crashed activation's mailbox for the next one, so
+the only agent event lost is the one being handled when it crashed. The owner notes its
+connection (`crashed`), and the next activation asks that connection to tell again what it
+has not acknowledged (`Replay`). Only that one: a Replay told to a connection the agent does
+not have yet (its create or join still on its way to the agent) would activate it as
+missing. After a kill -9 the agent tells again by itself what was not acknowledged.
 """
 
 from __future__ import annotations
@@ -38,7 +47,7 @@ from typing import Any, ClassVar
 
 from actors.agent import api, faults
 from actors.agent import events as aev
-from actors.chat.events import ChatEvent
+from actors.chat.events import ChatEvent, decode_event, encode_event
 from actors.chat.model import (
     AgentCall,
     AgentCallKind,
@@ -99,7 +108,9 @@ class Unit:
         self.after.append(lambda: self._owner.hand_over(row))
 
     def tell(self, event: ChatEvent) -> None:
-        self.after.append(lambda: self._owner.services.events.put(event))
+        """Store an event for the user; it is told once the unit is committed."""
+        number = self.store.add_notice(str(self._owner.owner), encode_event(event))
+        self.after.append(lambda: self._owner.notify(number, event))
 
 
 class OwnerActor(Actor):
@@ -113,6 +124,8 @@ class OwnerActor(Actor):
         self.store = self.services.store
         self.agent = self.services.agent
         self.owner = Owner(self.owner_kind, ctx.key)
+        self._told: list[int] = []  # notices told, their rows not dropped yet
+        self._handling: str | None = None  # the connection whose agent event is being handled
 
     # ------------------------------------------------------------------ to override
 
@@ -133,7 +146,25 @@ class OwnerActor(Actor):
 
     def started(self) -> None:
         self.load()
+        self._retell()
         self._reconcile()
+        lost = self.services.lost_events.pop(str(self.owner), None)
+        if lost:
+            self.agent.replay(lost)
+
+    def stopped(self) -> None:
+        self._drop_told()
+
+    def crashed(self, error: BaseException | None) -> None:
+        if self._handling is not None:
+            self.services.lost_events[str(self.owner)] = self._handling
+        self._drop_told()
+
+    def _drop_told(self) -> None:
+        if self._told:
+            with self.store.transaction():
+                self.store.drop_notices(self._told)
+            self._told = []
 
     def receive(self, message: Any) -> Any:
         match message:
@@ -153,24 +184,39 @@ class OwnerActor(Actor):
         unit = Unit(self)
         if step is not None:
             faults.hit(faults.BEFORE_RUN, step)
-        with self.store.transaction():
-            yield unit
+        told, self._told = self._told, []
+        try:
+            with self.store.transaction():
+                self.store.drop_notices(told)
+                yield unit
+        except BaseException:
+            self._told = told + self._told
+            raise
         if step is not None:
             faults.hit(faults.AFTER_EFFECTS, step)
         for effect in unit.after:
             effect()
 
+    def notify(self, number: int, event: ChatEvent) -> None:
+        """Tell the user `event` (stored as notice `number`, dropped later)."""
+        self.services.events.put(event)
+        self._told.append(number)
+
+    def _retell(self) -> None:
+        """Tell the events an activation before this one stored and may not have told."""
+        with self.store.transaction(read_only=True):
+            notices = self.store.notices(str(self.owner))
+        for notice in notices:
+            self.notify(notice.id, decode_event(bytes(notice.body)))
+
     def _reconcile(self) -> None:
         with self.store.transaction(read_only=True):
             commands = self.store.pending_commands(str(self.owner))
             outbox = self.store.outbox(str(self.owner))
-            connections = self.store.connections_of(str(self.owner))
         for command in commands:
             self.submit(command)
         for row in outbox:
             self.hand_over(row)
-        for conn_id in connections:  # what the agent told the last activation may be lost
-            self.agent.replay(conn_id)
 
     # ------------------------------------------------------------------ to the agent
 
@@ -205,6 +251,7 @@ class OwnerActor(Actor):
     # ------------------------------------------------------------------ from the agent
 
     def _agent_event(self, event: Any) -> None:
+        self._handling = event.conn_id or None
         number = command_number(getattr(event, "corr_id", None))
         if number is not None:
             self._completion(number, event)
@@ -212,10 +259,17 @@ class OwnerActor(Actor):
             self._message(event)
         else:
             self.on_agent_event(event)
+        self._handling = None
 
     def _completion(self, number: int, event: Any) -> None:
         with self.store.transaction(read_only=True):
             command = self.store.command(number)
+        if command is not None and _refused_again(command, event):
+            # The agent refuses an allow it already ran when we hand it over again (it
+            # checks the connection's status before the corr id): its real outcome is stored
+            # there and comes back with the Replay. Acknowledging this ERR would forget it.
+            log.info("re-submitted allow refused", extra={"owner": str(self.owner)})
+            return
         step = command.function if command is not None else None
         with self.unit(step) as unit:
             command = self.store.command(number)
@@ -260,3 +314,17 @@ def _event_name(message: ChatMessage | None) -> str | None:
 
 def refuse(message: str) -> ChatRefused:
     return ChatRefused(message)
+
+
+_ALLOWS = {CommandFunction.ALLOW_CONTACT, CommandFunction.ALLOW_MEMBER, CommandFunction.ALLOW_INTRO}
+
+
+def _refused_again(command: Any, event: Any) -> bool:
+    """An ERR that only says an allow we handed over again was run before: the connection
+    is no longer waiting for it. (The chat allows only a connection that was confirmed.)"""
+    return (
+        isinstance(event, aev.Err)
+        and event.code == "PROHIBITED"
+        and command.function in _ALLOWS
+        and command.status == CommandStatus.PENDING
+    )

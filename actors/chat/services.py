@@ -8,7 +8,7 @@ the agent emits into when a chat sits above it: each agent event becomes a messa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from actors.agent import api
@@ -71,3 +71,6 @@ class ChatServices:
     agent: AgentPort
     events: Any  # an EventStream of chat events
     profile: Profile
+    # owner → the connection whose agent event its last activation was handling when it
+    # crashed (the next activation asks that connection to tell again: owner.py)
+    lost_events: dict[str, str] = field(default_factory=dict)
