@@ -24,7 +24,7 @@ RUNS ?= 1
 test-loaded: $(STAMP)
 	$(PY) tests/loaded.py --runs $(RUNS)
 
-BENCHES := limits actors server server_abuse messaging connect recovery
+BENCHES := limits actors server server_abuse messaging connect recovery group_join
 
 bench: $(STAMP)
 	for name in $(BENCHES); do $(PY) -m bench.$$name || exit 1; done

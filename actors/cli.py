@@ -15,7 +15,16 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-BENCHMARKS = ("limits", "actors", "server", "server_abuse", "messaging", "connect", "recovery")
+BENCHMARKS = (
+    "limits",
+    "actors",
+    "server",
+    "server_abuse",
+    "messaging",
+    "connect",
+    "recovery",
+    "group_join",
+)
 
 
 def _parser() -> argparse.ArgumentParser:
