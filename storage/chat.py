@@ -332,8 +332,9 @@ class ChatStore:
     def outbox(self, owner: str) -> list[Any]:
         return list(self.Outbox.select().where(self.Outbox.owner == owner).order_by(self.Outbox.id))
 
-    def drop_outbox(self, row: Any) -> None:
-        self.Outbox.delete().where(self.Outbox.id == row.id).execute()
+    def drop_outbox(self, ids: list[int]) -> None:
+        if ids:
+            self.Outbox.delete().where(self.Outbox.id.in_(ids)).execute()
 
     # ------------------------------------------------------------------ events for the user
 

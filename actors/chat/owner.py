@@ -21,8 +21,19 @@ Agent events reach the owner of their connection (routed by the `ChatActor`):
   changes nothing and is acknowledged, so it cannot stall the connection;
 * anything else (a confirmation, the peer's info, CON) goes to the owner's `on_agent_event`.
 
-Events for the user are stored in the unit too (`ChatNotice`) and told once it is committed;
-their rows are dropped in the owner's next transaction (or when it passivates).
+Events for the user are stored in the unit too (`ChatNotice`) and told once it is committed.
+
+What was told or handed over is forgotten a turn later: the rows of notices told and of
+outbox rows handed to the agent are dropped in the owner's next unit or next turn (`_Forget`,
+told to itself), not in the turn that told them. A tell to the agent is asynchronous: a row
+dropped in the same turn is gone while its message may still wait in the agent's mailbox,
+and a kill -9 right after a step (where the crash tests kill) lost it; dropped a turn later,
+that kill leaves the row, which the next process hands over again (the receiver drops the
+copy: shared message ids, handlers idempotent by state). The agent API has no acknowledged
+hand-over of a message yet, so this narrows the window in which a kill loses a chat message,
+it does not close it; and a row the agent took but that was not dropped yet is sent twice.
+Within one process nothing told is lost (mailboxes survive restarts), so a row handed over in
+this process is not handed over again (`ChatServices.handed`).
 
 On every activation, and when a server the owner uses comes back (`Reconcile`), the owner
 hands the agent again what it may not have taken: every pending command (the agent is
@@ -72,6 +83,11 @@ class ChatRefused(DuplexError):
     """A chat message or event that the owner will not act on; nothing was changed."""
 
     code = "CHAT_REFUSED"
+
+
+@dataclass(frozen=True, slots=True)
+class _Forget:
+    """Told to itself after a hand-over: drop the rows of what was told and handed over."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +141,7 @@ class OwnerActor(Actor):
         self.agent = self.services.agent
         self.owner = Owner(self.owner_kind, ctx.key)
         self._told: list[int] = []  # notices told, their rows not dropped yet
+        self._handed: list[int] = []  # outbox rows handed to the agent, not dropped yet
         self._handling: str | None = None  # the connection whose agent event is being handled
 
     # ------------------------------------------------------------------ to override
@@ -153,18 +170,24 @@ class OwnerActor(Actor):
             self.agent.replay(lost)
 
     def stopped(self) -> None:
-        self._drop_told()
+        self._forget_done()
 
     def crashed(self, error: BaseException | None) -> None:
         if self._handling is not None:
             self.services.lost_events[str(self.owner)] = self._handling
-        self._drop_told()
+        self._forget_done()
 
-    def _drop_told(self) -> None:
-        if self._told:
+    def _forget_done(self) -> None:
+        if self._told or self._handed:
             with self.store.transaction():
-                self.store.drop_notices(self._told)
-            self._told = []
+                self._drop_done()
+
+    def _drop_done(self) -> None:
+        """Drop the rows of what was told and handed over (inside a transaction)."""
+        self.store.drop_notices(self._told)
+        self.store.drop_outbox(self._handed)
+        self.services.handed.difference_update(self._handed)
+        self._told, self._handed = [], []
 
     def receive(self, message: Any) -> Any:
         match message:
@@ -172,6 +195,8 @@ class OwnerActor(Actor):
                 self._agent_event(event)
             case Reconcile():
                 self._reconcile()
+            case _Forget():
+                self._forget_done()
             case _:
                 return super().receive(message)
         return None
@@ -184,13 +209,14 @@ class OwnerActor(Actor):
         unit = Unit(self)
         if step is not None:
             faults.hit(faults.BEFORE_RUN, step)
-        told, self._told = self._told, []
+        told, handed = list(self._told), list(self._handed)
         try:
             with self.store.transaction():
-                self.store.drop_notices(told)
+                self._drop_done()
                 yield unit
-        except BaseException:
-            self._told = told + self._told
+        except BaseException:  # rolled back: those rows are still there
+            self._told, self._handed = told + self._told, handed + self._handed
+            self.services.handed.update(handed)
             raise
         if step is not None:
             faults.hit(faults.AFTER_EFFECTS, step)
@@ -198,8 +224,10 @@ class OwnerActor(Actor):
             effect()
 
     def notify(self, number: int, event: ChatEvent) -> None:
-        """Tell the user `event` (stored as notice `number`, dropped later)."""
+        """Tell the user `event` (stored as notice `number`, dropped a turn later)."""
         self.services.events.put(event)
+        if not self._handed and not self._told:
+            self.tell_self(_Forget())
         self._told.append(number)
 
     def _retell(self) -> None:
@@ -242,11 +270,15 @@ class OwnerActor(Actor):
                 )
 
     def hand_over(self, row: Any) -> None:
-        """Give an outbox row to the agent, then forget it. (Given twice after a crash in
-        between, the receiver drops the copy: shared message ids, idempotent handlers.)"""
+        """Give an outbox row to the agent, unless this process did (its row is dropped in
+        the next unit: see the module docstring)."""
+        if row.id in self.services.handed:
+            return
         self.agent.send(row.conn_id, bytes(row.body))
-        with self.store.transaction():
-            self.store.drop_outbox(row)
+        self.services.handed.add(row.id)
+        if not self._handed and not self._told:
+            self.tell_self(_Forget())
+        self._handed.append(row.id)
 
     # ------------------------------------------------------------------ from the agent
 

@@ -74,3 +74,5 @@ class ChatServices:
     # owner → the connection whose agent event its last activation was handling when it
     # crashed (the next activation asks that connection to tell again: owner.py)
     lost_events: dict[str, str] = field(default_factory=dict)
+    # outbox row ids handed to the agent by this process and not dropped yet (owner.py)
+    handed: set[int] = field(default_factory=set)

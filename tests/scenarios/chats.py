@@ -68,6 +68,35 @@ def invite(
     return member_id
 
 
+def host_and_member(server: QueueServer, open_chat: Callable[..., Any]) -> tuple[Any, ...]:
+    """H hosts a group with member M connected; I is open, not H's contact yet. Returns
+    (group id, (H, events), (M, events), (I, events)); the clients are named host, m, i."""
+    host, h_events = open_chat("host", [server])
+    group_id = host.create_group("club")
+    m, m_events = open_chat("m", [server])
+    invite(host, h_events, group_id, m, m_events)
+    m.join_group(group_id)
+    wait_settled([host, m], group_id)
+    i, i_events = open_chat("i", [server])
+    return group_id, (host, h_events), (m, m_events), (i, i_events)
+
+
+def exchange(clients: Sequence[ChatClient], group_id: str) -> None:
+    """Each client sends one group message; each receives every other's (once: the ids)."""
+    before = {id(c): len(received(c, group_id)) for c in clients}
+    for n, client in enumerate(clients):
+        client.send_group_message(group_id, f"from {n}")
+    for client in clients:
+        want = before[id(client)] + len(clients) - 1
+        wait_until(
+            lambda c=client, w=want: len(set(received(c, group_id))) >= w,
+            what="the group messages",
+            explain=lambda c=client: received(c, group_id),
+        )
+        got = received(client, group_id)
+        assert len(got) == len(set(got)) == want, got
+
+
 # ---------------------------------------------------------------------- stored state
 
 

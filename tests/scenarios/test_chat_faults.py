@@ -14,8 +14,9 @@ from actors.chat import events as cev
 from protocol.server import QueueServer
 from tests.scenarios.chats import (
     assert_acted_once,
+    exchange,
+    host_and_member,
     invite,
-    received,
     wait_settled,
     wait_until,
 )
@@ -51,15 +52,8 @@ def chat_restarts(*clients) -> int:
 
 @pytest.fixture
 def small_group(server: QueueServer, open_chat):
-    """H hosts a group with member M connected; I is H's contact, not invited yet."""
-    host, h_events = open_chat("host", [server])
-    group_id = host.create_group("club")
-    m, m_events = open_chat("m", [server])
-    invite(host, h_events, group_id, m, m_events)
-    m.join_group(group_id)
-    wait_settled([host, m], group_id)
-    i, i_events = open_chat("i", [server])
-    return group_id, (host, h_events), (m, m_events), (i, i_events)
+    """H hosts a group with member M connected; I is open, not H's contact yet."""
+    return host_and_member(server, open_chat)
 
 
 @pytest.mark.parametrize("kind", STEPS)
@@ -78,11 +72,7 @@ def test_a_crash_at_each_step_of_a_join(point, kind, server, small_group) -> Non
     assert chat_restarts(host, m, i) == before + 1  # the crash happened, once
     assert_acted_once(clients, group_id, server)
     assert len(i_events.of(cev.GroupInvitation, group_id=group_id)) >= 1
-    # the group works: a message from each reaches the others once
-    for n, client in enumerate(clients):
-        client.send_group_message(group_id, f"after {n}")
-    for client in clients:
-        wait_until(lambda c=client: len(received(c, group_id)) == 2, what="the messages")
+    exchange(clients, group_id)  # the group works: each message reaches the others once
     wait_settled(clients, group_id)
 
 
@@ -121,7 +111,4 @@ def test_the_server_down_while_members_join(start_server, open_chat) -> None:
     server = start_server(port=port)  # the same server comes back (same store, address)
     wait_settled(clients, group_id)
     assert_acted_once(clients, group_id, server)
-    for n, client in enumerate(clients):
-        client.send_group_message(group_id, f"after {n}")
-    for client in clients:
-        wait_until(lambda c=client: len(received(c, group_id)) == len(clients) - 1)
+    exchange(clients, group_id)

@@ -1,0 +1,82 @@
+"""kill -9 mid-join: the joining client, an existing member and the host, each in turn, run
+in a child process that SIGKILLs itself at a persisted step of the introduction protocol
+(tests/scenarios/chat_child.py); the test reopens its database and the group settles with
+no user action and every step acted on once (counted from stored state).
+
+The points are those where a kill leaves work half done: a step's state committed but its
+chat command or chat message not yet handed to the agent (after its effects), or a completion
+committed but not acknowledged, with the agent's next event (CON) in flight (after emit), or
+a completion not yet handled at all (before run)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from actors.agent import faults
+from protocol.server import QueueServer
+from tests.scenarios.chats import (
+    assert_acted_once,
+    exchange,
+    host_and_member,
+    invite,
+    wait_settled,
+)
+
+CASES = [
+    ("i", faults.AFTER_EFFECTS, "x.grp.mem.intro"),  # its invitation for M not made yet
+    ("i", faults.AFTER_EMIT, "allow_intro"),  # M allowed; CON in flight
+    ("m", faults.AFTER_EFFECTS, "x.grp.mem.fwd"),  # its join of I's invitation not made yet
+    ("m", faults.BEFORE_RUN, "join_intro"),  # JOINED not handled
+    ("host", faults.AFTER_EFFECTS, "x.grp.mem.inv"),  # the forward to M not handed over
+    ("host", faults.AFTER_EMIT, "allow_member"),  # I allowed; CON in flight
+]
+
+
+def start_killed(
+    tmp_path: Path, name: str, server: QueueServer, fault: tuple[str, str], *, join: str = ""
+) -> subprocess.Popen:
+    """Serve `name`'s chat database in a child that SIGKILLs itself at `fault`, a point and
+    a kind."""
+    spec = {
+        "db": f"sqlite:///{tmp_path / name}.db",
+        "servers": [str(server.address)],
+        "name": name,
+        "join": join,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.scenarios.chat_child", json.dumps(spec)],
+        env={**os.environ, "DUPLEX_FAULTS": f"{fault[0]}:{fault[1]}:kill"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_killed(child: subprocess.Popen) -> None:
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == -signal.SIGKILL, (child.returncode, err[-3000:])
+
+
+@pytest.mark.parametrize("case", CASES, ids=["-".join(case) for case in CASES])
+def test_killed_mid_join(case, tmp_path, server, open_chat) -> None:
+    who, *fault = case
+    group_id, (host, h_events), (m, _), (i, i_events) = host_and_member(server, open_chat)
+    invite(host, h_events, group_id, i, i_events)
+    clients = {"host": host, "m": m, "i": i}
+    clients[who].close()
+    child = start_killed(tmp_path, who, server, fault, join=group_id if who == "i" else "")
+    if who != "i":
+        i.join_group(group_id)
+    wait_killed(child)
+    clients[who], _ = open_chat(who, [server])
+    everyone = list(clients.values())
+    wait_settled(everyone, group_id)
+    assert_acted_once(everyone, group_id, server)
+    exchange(everyone, group_id)
