@@ -191,6 +191,9 @@ class AgentActor(Supervisor):
         return {"servers": len(self.services.servers)}
 
     def receive(self, message: Any) -> Any:
+        known = self._known_command(message)
+        if known is not None:
+            return known
         match message:
             case Submit(command=command):
                 self._submitted(command)
@@ -247,6 +250,18 @@ class AgentActor(Supervisor):
             case _:
                 return super().receive(message)
         return None
+
+    def _known_command(self, message: Any) -> str | None:
+        """The connection of a command stored before under the same corr id: the same call
+        again (its caller crashed, or re-submits after a restart) is answered as the first
+        was, before anything about the connection's present state is checked (a second
+        allow of a connection that is ready now is not PROHIBITED: it is the same allow)."""
+        corr_id = getattr(message, "corr_id", None)
+        if not corr_id or isinstance(message, Submit):
+            return None
+        with self.store.transaction(read_only=True):
+            existing = self.store.command_by_corr_id(corr_id)
+        return existing.conn_id if existing is not None else None
 
     def _submitted(self, command: ApiCommand) -> None:
         try:
