@@ -296,12 +296,6 @@ class OwnerActor(Actor):
     def _completion(self, number: int, event: Any) -> None:
         with self.store.transaction(read_only=True):
             command = self.store.command(number)
-        if command is not None and _refused_again(command, event):
-            # The agent refuses an allow it already ran when we hand it over again (it
-            # checks the connection's status before the corr id): its real outcome is stored
-            # there and comes back with the Replay. Acknowledging this ERR would forget it.
-            log.info("re-submitted allow refused", extra={"owner": str(self.owner)})
-            return
         step = command.function if command is not None else None
         with self.unit(step) as unit:
             command = self.store.command(number)
@@ -346,17 +340,3 @@ def _event_name(message: ChatMessage | None) -> str | None:
 
 def refuse(message: str) -> ChatRefused:
     return ChatRefused(message)
-
-
-_ALLOWS = {CommandFunction.ALLOW_CONTACT, CommandFunction.ALLOW_MEMBER, CommandFunction.ALLOW_INTRO}
-
-
-def _refused_again(command: Any, event: Any) -> bool:
-    """An ERR that only says an allow we handed over again was run before: the connection
-    is no longer waiting for it. (The chat allows only a connection that was confirmed.)"""
-    return (
-        isinstance(event, aev.Err)
-        and event.code == "PROHIBITED"
-        and command.function in _ALLOWS
-        and command.status == CommandStatus.PENDING
-    )
