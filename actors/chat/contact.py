@@ -4,7 +4,8 @@ A contact is made one of three ways, each an async agent command continued by th
 
 * we invite (CREATE_CONTACT_INV): INV gives the one-time link (`CONTACT_LINK`); the peer's
   CONF carries its profile and is allowed (ALLOW_CONTACT) with ours; CON connects it;
-* we join a peer's link (JOIN_CONTACT) with our profile; its INFO brings the peer's; CON;
+* we join a peer's link (JOIN_CONTACT) with our profile; its INFO brings the peer's; CON
+  (a one-time link); or, for a peer's address, its CONF (it accepted) is allowed like ours;
 * someone knocks on one of our addresses (REQ): with auto-accept the address makes the
   contact and accepts at once (ACCEPT_CONTACT), otherwise it tells `CONTACT_REQUEST` and the
   user accepts; once JOINED, the address's auto-reply is queued **in the same unit that marks
@@ -185,10 +186,14 @@ class ContactActor(OwnerActor):
                 with self.unit() as unit:
                     contact = self._contact()
                     peer = _profile_of(info)
-                    if contact is None or contact.status != ContactStatus.INVITING or peer is None:
+                    # INVITING: the peer joined our one-time link; JOINING: we knocked on
+                    # the peer's address and it accepted (a one-time join gets no CONF)
+                    waiting = (ContactStatus.INVITING, ContactStatus.JOINING)
+                    if contact is None or contact.status not in waiting or peer is None:
                         return
                     contact.display_name = peer.profile.display_name
                     contact.full_name = peer.profile.full_name
+                    contact.status = ContactStatus.ALLOWING  # a copy of CONF is not allowed
                     contact.save()
                     call = AgentCall(AgentCallKind.ALLOW, conf_id=conf_id, info=self._my_info())
                     unit.command(CommandFunction.ALLOW_CONTACT, conn_id, call)

@@ -40,6 +40,7 @@ class ContactStatus(enum.StrEnum):
     INVITING = "inviting"  # our one-time invitation waits for the peer
     JOINING = "joining"  # we joined the peer's invitation
     ACCEPTING = "accepting"  # we accepted a request on our address
+    ALLOWING = "allowing"  # we allowed the peer's confirmation; CON follows
     CONNECTED = "connected"
     FAILED = "failed"  # its connection failed for good
 

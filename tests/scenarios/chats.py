@@ -12,9 +12,15 @@ introductions at the host, member rows, agent connections, queues on the server.
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from actors.chat import events as cev
@@ -95,6 +101,33 @@ def exchange(clients: Sequence[ChatClient], group_id: str) -> None:
         )
         got = received(client, group_id)
         assert len(got) == len(set(got)) == want, got
+
+
+def start_killed(
+    tmp_path: Path, name: str, server: QueueServer, fault: tuple[str, str], *, join: str = ""
+) -> subprocess.Popen:
+    """Serve `name`'s chat database (in tmp_path, as `open_chat` names it) in a child
+    process that SIGKILLs itself at `fault`, a fault point and a kind (chat_child.py); with
+    `join`, the child joins that group first."""
+    spec = {
+        "db": f"sqlite:///{tmp_path / name}.db",
+        "servers": [str(server.address)],
+        "name": name,
+        "join": join,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.scenarios.chat_child", json.dumps(spec)],
+        env={**os.environ, "DUPLEX_FAULTS": f"{fault[0]}:{fault[1]}:kill"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_killed(child: subprocess.Popen) -> None:
+    """The child ended by its SIGKILL (not by its deadline, not by an error)."""
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == -signal.SIGKILL, (child.returncode, err[-3000:])
 
 
 # ---------------------------------------------------------------------- stored state
@@ -227,6 +260,18 @@ def wait_settled(
 
     wait_until(lambda: settled(clients, group_id), timeout, "a settled group", explain)
     return explain()
+
+
+def wait_idle(clients: Sequence[ChatClient], timeout: float = 30.0) -> None:
+    """Poll until every client is idle (`Stored.idle`), whatever its groups."""
+
+    def explain() -> list[Stored]:
+        return [Stored.of(c) for c in clients]
+
+    def idle() -> bool:
+        return all(_progress(c, "")[3:7] == (0, 0, 0, 0) for c in clients)
+
+    wait_until(idle, timeout, "idle clients", explain)
 
 
 def assert_acted_once(

@@ -10,22 +10,16 @@ a completion not yet handled at all (before run)."""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from actors.agent import faults
-from protocol.server import QueueServer
 from tests.scenarios.chats import (
     assert_acted_once,
     exchange,
     host_and_member,
     invite,
+    start_killed,
+    wait_killed,
     wait_settled,
 )
 
@@ -37,31 +31,6 @@ CASES = [
     ("host", faults.AFTER_EFFECTS, "x.grp.mem.inv"),  # the forward to M not handed over
     ("host", faults.AFTER_EMIT, "allow_member"),  # I allowed; CON in flight
 ]
-
-
-def start_killed(
-    tmp_path: Path, name: str, server: QueueServer, fault: tuple[str, str], *, join: str = ""
-) -> subprocess.Popen:
-    """Serve `name`'s chat database in a child that SIGKILLs itself at `fault`, a point and
-    a kind."""
-    spec = {
-        "db": f"sqlite:///{tmp_path / name}.db",
-        "servers": [str(server.address)],
-        "name": name,
-        "join": join,
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.scenarios.chat_child", json.dumps(spec)],
-        env={**os.environ, "DUPLEX_FAULTS": f"{fault[0]}:{fault[1]}:kill"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def wait_killed(child: subprocess.Popen) -> None:
-    _, err = child.communicate(timeout=60)
-    assert child.returncode == -signal.SIGKILL, (child.returncode, err[-3000:])
 
 
 @pytest.mark.parametrize("case", CASES, ids=["-".join(case) for case in CASES])
