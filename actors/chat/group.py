@@ -568,16 +568,23 @@ class GroupActor(OwnerActor):
         unit.command(CommandFunction.JOIN_INTRO, conn_id, call)
 
     def _intro_done(self, reporter: str, member_id: str) -> None:
+        """The host: `reporter` is connected to `member_id`; that introduction is done."""
         store = self.store
+        known = False
         for re_id, to_id in ((reporter, member_id), (member_id, reporter)):
             intro = store.Intro.get_or_none(
                 (store.Intro.group_id == self.group_id)
                 & (store.Intro.re_member_id == re_id)
                 & (store.Intro.to_member_id == to_id)
             )
-            if intro is not None and intro.status != IntroStatus.CONNECTED:
+            if intro is None:
+                continue
+            known = True
+            if intro.status != IntroStatus.CONNECTED:
                 intro.status = IntroStatus.CONNECTED
                 intro.save()
+        if not known:
+            raise refuse(f"no introduction of {reporter} and {member_id}")
 
     def _new_member(
         self, info: MemberInfo, status: MemberStatus, conn_id: str | None = None

@@ -324,7 +324,12 @@ class OwnerActor(Actor):
         except (ChatWireError, ChatRefused) as exc:
             log.warning(
                 "chat message refused",
-                extra={"owner": str(self.owner), "code": exc.code, "error": str(exc)},
+                extra={
+                    "owner": str(self.owner),
+                    "conn_id": event.conn_id,
+                    "code": exc.code,
+                    "error": str(exc),
+                },
             )
             with self.store.transaction():  # dropped, but not handled again
                 self.store.first_time(event.conn_id, event.msg_id)
