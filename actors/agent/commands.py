@@ -18,13 +18,22 @@ one — or temporary ones past the command's TTL — ends the command with `ERR`
 command (`CommandOrigin.ASYNC`) the event is kept in the row until `ack_command_event`; a
 synchronous or internal command's row goes with its effects. A command with a stored event
 is never run again; the actor re-emits such events on every activation.
+
+`complete_soon` is the same for a completion that may wait a few milliseconds
+(`COMPLETION_DELAY`) for the connection's next transaction opened through `transaction()`,
+and go with it: the ACK of a received message completes just as the next message arrives,
+whose ACK the user stores a moment later, so one transaction carries both. Its event is told
+by the next pump, once that transaction committed; a crash before the commit loses only
+the completion, and the command runs again (an ACK the server took already answers NO_MSG,
+which completes it).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import msgspec
 
@@ -49,6 +58,11 @@ log = logging.getLogger(__name__)
 # and link lookups, which run on a pseudo-connection.
 _WITHOUT_CONNECTION = frozenset({CommandKind.DELETE, CommandKind.GET_LINK})
 
+# How long a `complete_soon` may wait for another transaction of its connection to go with.
+COMPLETION_DELAY = 0.005
+
+_Completion = tuple[AgentCommand, "EventLike | None", "Callable[[], None] | None"]
+
 
 class CommandRunner:
     """A connection's pending commands; see the module docstring."""
@@ -57,6 +71,9 @@ class CommandRunner:
         self.port = port
         self._handlers: dict[CommandKind, Handler] = {}
         self._failure_hooks: dict[CommandKind, FailureHook] = {}
+        self._soon: list[_Completion] = []  # waiting for a transaction (complete_soon)
+        self._soon_due = float("inf")
+        self._stored: list[tuple[AgentCommand, EventLike | None]] = []  # committed, not told
 
     def register(
         self, kind: CommandKind, handler: Handler, on_failure: FailureHook | None = None
@@ -68,8 +85,16 @@ class CommandRunner:
     # ------------------------------------------------------------------ the pump
 
     def pump(self, now: float) -> float:
-        """Run the first due command of every idle lane; the earliest later due time."""
-        earliest = float("inf")
+        """Tell the completions committed since, store those that waited long enough, run
+        the first due command of every idle lane; the earliest later due time."""
+        if self._soon and self._soon_due <= now:
+            with self.transaction():
+                pass
+        if self._stored:
+            stored, self._stored = self._stored, []
+            for command, event in stored:
+                self._announce(command, event)
+        earliest = self._soon_due if self._soon else float("inf")
         seen = set()
         for command in list(self.port.state.commands):
             lane = command_lane(command.server)
@@ -83,6 +108,11 @@ class CommandRunner:
                 continue
             self.run(command)
         return earliest
+
+    @property
+    def completing(self) -> bool:
+        """Completions not stored or not told yet (the connection must not passivate)."""
+        return bool(self._soon or self._stored)
 
     def server_up(self, server: str, now: float) -> None:
         """`server` answers again: its commands retry now rather than at their timers."""
@@ -184,21 +214,64 @@ class CommandRunner:
         `event` may be a function, called after the effects (so it can describe them), and
         so may each of `extra_events` (called after the commit).
         """
+        with self.port.store.transaction():
+            told = self._record(command, event, effects)
+        self._announce(command, told, extra_events)
+
+    def complete_soon(
+        self,
+        command: AgentCommand,
+        event: EventLike | None,
+        effects: Callable[[], None] | None = None,
+    ) -> None:
+        """`complete`, with its writes in the connection's next `transaction()` (at most
+        `COMPLETION_DELAY` from now) and its event told by the pump after that commit."""
+        self._forget(command)  # done: never run again
+        if not self._soon:
+            self._soon_due = time.time() + COMPLETION_DELAY
+            self.port.wake_at(self._soon_due)
+        self._soon.append((command, event, effects))
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """A store transaction that also carries the completions waiting (`complete_soon`);
+        the next pump tells them. If the body fails they wait on, for the next one."""
+        soon, self._soon = self._soon, []
+        try:
+            with self.port.store.transaction():
+                stored = [(completion[0], self._record(*completion)) for completion in soon]
+                yield
+        except BaseException:
+            self._soon = soon + self._soon
+            raise
+        self._stored.extend(stored)
+
+    def _record(
+        self,
+        command: AgentCommand,
+        event: EventLike | None,
+        effects: Callable[[], None] | None = None,
+    ) -> EventLike | None:
+        """A completion's writes (inside the caller's transaction); the event to tell."""
         store = self.port.store
-        origin = CommandOrigin(command.origin)
-        with store.transaction():
-            if effects is not None:
-                effects()
-            if callable(event):
-                event = event()
-            if origin is CommandOrigin.ASYNC and event is not None:
-                store.set_command_event(command, ev.encode_event(event))
-            else:
-                store.delete_command(command)
-        if command in self.port.state.commands:
-            self.port.state.commands.remove(command)
+        if effects is not None:
+            effects()
+        if callable(event):
+            event = event()
+        if CommandOrigin(command.origin) is CommandOrigin.ASYNC and event is not None:
+            store.set_command_event(command, ev.encode_event(event))
+        else:
+            store.delete_command(command)
+        return event
+
+    def _announce(
+        self, command: AgentCommand, event: EventLike | None, extra_events: Sequence[EventLike] = ()
+    ) -> None:
+        """Tell a committed completion (and the fault points around it)."""
+        self._forget(command)
         kind = CommandKind(command.kind)
         faults.hit(faults.AFTER_EFFECTS, kind)
+        origin = CommandOrigin(command.origin)
         if event is not None:
             if origin is CommandOrigin.SYNC:
                 self.port.resolve_waiter(command.corr_id, event)
@@ -207,6 +280,16 @@ class CommandRunner:
         for extra in extra_events:
             self.port.emit(extra() if callable(extra) else extra)
         faults.hit(faults.AFTER_EMIT, kind)
+
+    def _forget(self, command: AgentCommand) -> None:
+        """Drop `command` from the pending ones, by identity: a row deleted by a completion
+        may give its id to the next command stored in the same transaction (SQLite reuses
+        the highest rowid), and rows compare equal by id."""
+        commands = self.port.state.commands
+        for index, pending in enumerate(commands):
+            if pending is command:
+                del commands[index]
+                return
 
     # ------------------------------------------------------------------ helpers
 

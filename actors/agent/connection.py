@@ -185,6 +185,7 @@ class ConnectionActor(Actor):
         return not (
             self._steps
             or state.commands
+            or self.commands.completing
             or self.rotation.held
             or any(state.outbox.values())
             or self.inbound.pump(0.0) != float("inf")

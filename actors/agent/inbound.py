@@ -165,7 +165,7 @@ class Inbound:
         events: list[EventLike] = []
         stored: AgentRcvMessage | None = None
         was_ready = conn.status == ConnStatus.READY
-        with store.transaction():
+        with self.commands.transaction():
             conn.rcv_seq, conn.rcv_hash = check.last_seq, check.last_hash
             if queue.e2e_peer_public is None:
                 queue.e2e_peer_public = sender
@@ -274,7 +274,7 @@ class Inbound:
             "server": queue.server if queue is not None else None,
             "ttl": self.port.config.command_ttl,
         }
-        with store.transaction():
+        with self.commands.transaction():  # with the ACKs done meanwhile (complete_soon)
             if corr_id is None:
                 command = store.insert_command(
                     origin=CommandOrigin.INTERNAL, corr_id=None, **fields
@@ -302,7 +302,10 @@ class Inbound:
         def acked(_: object) -> None:
             state.received.pop(bytes(row.broker_msg_id), None)
             self.acking.discard(payload.msg_id)
-            self.commands.complete(command, done, lambda: self.port.store.delete_rcv_message(row))
+            # stored with the next ACK's insert, usually: the user makes it a moment later
+            self.commands.complete_soon(
+                command, done, lambda: self.port.store.delete_rcv_message(row)
+            )
 
         if queue is None or queue.rcv_id is None:  # its queue is gone: nothing to ACK there
             acked(None)

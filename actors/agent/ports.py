@@ -10,6 +10,7 @@ contract (pyproject.toml) keeps it that way.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -101,6 +102,15 @@ class Commands(Protocol):
         effects: Callable[[], None] | None = None,
         extra_events: Sequence[EventLike] = (),
     ) -> None: ...
+
+    def complete_soon(
+        self,
+        command: AgentCommand,
+        event: EventLike | None,
+        effects: Callable[[], None] | None = None,
+    ) -> None: ...
+
+    def transaction(self) -> AbstractContextManager[None]: ...
 
     def fail(self, command: AgentCommand, code: str, message: str) -> None: ...
 
