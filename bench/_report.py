@@ -121,6 +121,15 @@ def rss_mb() -> float:
     return float(_process().memory_info().rss) / 2**20
 
 
+def load_average() -> float:
+    """The machine's 1-minute load average (0 where the OS does not say): on a shared machine
+    the figures of a run mean little without it."""
+    try:
+        return os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return 0.0
+
+
 def machine() -> str:
     """CPU model, cores, RAM, Python version and OS, on one line."""
     cpu = platform.processor() or platform.machine()

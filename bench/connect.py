@@ -33,6 +33,9 @@ next to it as ``*_median``.
 The server child is stopped on every exit path and dies with this process
 (``PR_SET_PDEATHSIG``).
 
+The machine's 1-minute load average is printed at the start and at the end
+(``load_average_at_*``): on a shared machine other tenants' load moves every figure.
+
 Run: ``python -m bench.connect [--quick] [--json]``. ``--quick`` shrinks every N so that the
 whole script takes a few seconds; ``--json`` prints one JSON object instead of ``name value
 unit`` lines. Progress bars go to stderr.
@@ -54,7 +57,18 @@ from rich.progress import Progress
 
 from actors.client import Client
 from bench._agents import ServerProcess, connect_all, open_client
-from bench._report import Report, best, machine, median, note, parse_args, progress, rate, stopwatch
+from bench._report import (
+    Report,
+    best,
+    load_average,
+    machine,
+    median,
+    note,
+    parse_args,
+    progress,
+    rate,
+    stopwatch,
+)
 from bench.limits import MESSAGE_BYTES
 from protocol import crypto
 from protocol.address import ServerAddress
@@ -254,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = QUICK if args.quick else FULL
     report = Report("connect")
     note(f"bench.connect on {machine()}", not args.json)
+    report.add("load_average_at_start", load_average())
     total = stopwatch()
     with tempfile.TemporaryDirectory(prefix="duplex-bench-") as tmp, ExitStack() as stack:
         directory = Path(tmp)
@@ -269,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     report.add("target_next_per_s", TARGET_NEXT_PER_S, "conn/s")
     report.add("target_next_met", per_s >= TARGET_NEXT_PER_S)
     report.add("repeats", sizes.repeats)
+    report.add("load_average_at_end", load_average())
     report.add("total_seconds", total(), "s")
     report.emit(args.json)
     return 0

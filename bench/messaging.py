@@ -48,6 +48,9 @@ slows a run down); the median is printed next to it as ``*_median``.
 Every child (the queue server, the two peers) is stopped on every exit path, and dies with
 this process (``PR_SET_PDEATHSIG`` for the server, end of file on stdin for the peers).
 
+The machine's 1-minute load average is printed at the start and at the end
+(``load_average_at_*``): on a shared machine other tenants' load moves every figure.
+
 Run: ``python -m bench.messaging [--quick] [--json]``. ``--quick`` shrinks every N so that
 the whole script takes a few seconds; ``--json`` prints one JSON object instead of ``name
 value unit`` lines. Progress bars go to stderr.
@@ -65,7 +68,17 @@ import psutil
 from rich.progress import Progress
 
 from bench._agents import QUOTA, connect_all, open_client
-from bench._report import Report, best, machine, median, note, parse_args, progress, stopwatch
+from bench._report import (
+    Report,
+    best,
+    load_average,
+    machine,
+    median,
+    note,
+    parse_args,
+    progress,
+    stopwatch,
+)
 from bench._traffic import Agents
 from bench.limits import MESSAGE_BYTES
 from bench.server import Bench, CpuMeter, Layout, ServerChild, peer, queue_server
@@ -258,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = QUICK if args.quick else FULL
     report = Report("messaging")
     note(f"bench.messaging on {machine()}", not args.json)
+    report.add("load_average_at_start", load_average())
     total = stopwatch()
     with tempfile.TemporaryDirectory(prefix="duplex-bench-") as tmp, ExitStack() as stack:
         directory = Path(tmp)
@@ -295,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         outcome["receiver_transactions"] <= TARGET_RECEIVER_TRANSACTIONS,
     )
     report.add("repeats", sizes.repeats)
+    report.add("load_average_at_end", load_average())
     report.add("total_seconds", total(), "s")
     report.emit(args.json)
     return 0
