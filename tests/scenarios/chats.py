@@ -5,9 +5,14 @@ that only looks converged.
 `Stored.of(client)` is a snapshot of a client's chat and agent rows that matter for
 convergence; `settled` says whether a set of clients is done with a group: every member
 connected to every other, no chat command pending, no outbox or pending row left, no
-completion event of the agent left unacknowledged, no received message left unacknowledged.
-`assert_acted_once` then counts what a join made, which a step acted on twice would multiply:
-introductions at the host, member rows, agent connections, queues on the server.
+completion event of the agent left unacknowledged, no received message left unacknowledged,
+and every introduction reported done to the host (polled with one SQL statement per client:
+the chat's and the agent's tables share a database). `assert_acted_once` then counts what a
+join made, which a step acted on twice would multiply: introductions at the host, member
+rows, agent connections, queues on the server.
+
+`start_killed` / `wait_killed` run a client's database in a child process that SIGKILLs
+itself at a fault point (chat_child.py), for the kill -9 tests.
 """
 
 from __future__ import annotations
