@@ -38,7 +38,8 @@ its invitation for every existing member (``create_intro_inv``, one per introduc
 host sent it), every existing member joined (``join_intro``), the member allowed them all
 (``allow_intro``). The CPU seconds of the workers and of the server during each join
 (psutil), and the share of the whole machine's CPU that was busy meanwhile (other tenants
-included), tell a slow join from a loaded machine.
+included), tell a slow join from a loaded machine; so does the 1-minute load average at the
+start and the end of the run (``load_average_at_*``).
 
 **Baseline in the same run**: the smallest size's group (10 by default): the ratio of each
 larger group's last join to its last join (``p2p_50_last_join_ratio_to_10``), and the same
@@ -49,10 +50,10 @@ Processes: the queue server runs as in production in its own process (``duplex s
 a SQLite file); the clients are `ChatClient`s on SQLite files in a temporary directory,
 spread over ``--workers`` worker processes (`bench._group_worker`; the host in the first,
 the members round-robin); this process only coordinates. One process can hold a 50-member
-group (about 35 threads per client), but its clients then share one GIL: on 2 cores a
-20-member group's joins took about 1.5-2 x as long with 1 worker as with 4, and more than 4
-did not help further, hence the default of 4. Each size gets a fresh server, fresh workers
-and fresh files.
+group (1,331 threads, about 27 per client, 313 MiB), but its clients then share one GIL: on 2
+cores the 50-member group's joins took 1.5-1.7 x as long with 1 worker as with 4, for the
+same CPU per join (bench/RESULTS.md); more than 4 workers did not help further (a 20-member
+group), hence the default of 4. Each size gets a fresh server, fresh workers and fresh files.
 
 Run: ``python -m bench.group_join [--sizes 10,50] [--workers W] [--quick] [--json]
 [--trace FILE]``. ``--quick`` builds groups of 3 and 5 (a few seconds); ``--trace`` writes
@@ -79,7 +80,7 @@ import psutil
 from rich.progress import Progress
 
 from bench._agents import JsonChild, ServerProcess, server_queue_count
-from bench._report import Report, machine, note, progress, stopwatch
+from bench._report import Report, load_average, machine, note, progress, stopwatch
 from bench._report import bench_parser as _bench_parser
 
 DEFAULT_SIZES = (10, 50)
@@ -493,6 +494,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES)
     report = Report("group_join")
     note(f"bench.group_join on {machine()}", not args.json)
+    report.add("load_average_at_start", load_average())
     total = stopwatch()
     with ExitStack() as stack:
         trace_file = stack.enter_context(args.trace.open("w")) if args.trace else None
@@ -517,6 +519,7 @@ def main(argv: list[str] | None = None) -> int:
         report.add(f"{name}_cpu_ratio_to_{base.size}", _cpu_of(last) / _cpu_of(base_last))
     report.add("workers", min(args.workers, max(sizes)))
     report.add("cores", len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0)
+    report.add("load_average_at_end", load_average())
     report.add("total_seconds", total(), "s")
     report.emit(args.json)
     return 0
