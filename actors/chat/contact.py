@@ -183,7 +183,7 @@ class ContactActor(OwnerActor):
     def on_agent_event(self, event: Any) -> None:
         match event:
             case aev.Conf(conn_id=conn_id, conf_id=conf_id, info=info):
-                with self.unit() as unit:
+                with self.unit("CONF") as unit:
                     contact = self._contact()
                     peer = _profile_of(info)
                     # INVITING: the peer joined our one-time link; JOINING: we knocked on
@@ -198,14 +198,14 @@ class ContactActor(OwnerActor):
                     call = AgentCall(AgentCallKind.ALLOW, conf_id=conf_id, info=self._my_info())
                     unit.command(CommandFunction.ALLOW_CONTACT, conn_id, call)
             case aev.Info(info=info):
-                with self.unit():
+                with self.unit("INFO"):
                     contact, peer = self._contact(), _profile_of(info)
                     if contact is not None and peer is not None:
                         contact.display_name = peer.profile.display_name
                         contact.full_name = peer.profile.full_name
                         contact.save()
             case aev.Con():
-                with self.unit() as unit:
+                with self.unit("CON") as unit:
                     contact = self._contact()
                     if contact is not None:
                         self._connect(unit, contact)
@@ -306,7 +306,7 @@ class AddressActor(OwnerActor):
     def on_agent_event(self, event: Any) -> None:
         if not isinstance(event, aev.Req):
             return
-        with self.unit() as unit:
+        with self.unit("REQ") as unit:
             address = self._address()
             if address is None:
                 return

@@ -318,7 +318,7 @@ class GroupActor(OwnerActor):
 
     def _confirmed(self, conn_id: str, conf_id: str, info: bytes) -> None:
         """A peer joined a link we made: the host's member link, or our intro link."""
-        with self.unit() as unit:
+        with self.unit("CONF") as unit:
             group, member = self._group(), self._member_on(conn_id)
             if group is None or member is None:
                 return
@@ -343,7 +343,7 @@ class GroupActor(OwnerActor):
             unit.command(function, conn_id, call)
 
     def _peer_info(self, conn_id: str, info: bytes) -> None:
-        with self.unit():
+        with self.unit("INFO"):
             member = self._member_on(conn_id)
             message = _decode(info)
             if (
@@ -356,7 +356,7 @@ class GroupActor(OwnerActor):
                 member.save()
 
     def _connected(self, conn_id: str) -> None:
-        with self.unit() as unit:
+        with self.unit("CON") as unit:
             group, member = self._group(), self._member_on(conn_id)
             if group is not None and member is not None:
                 self._connect(unit, group, member)

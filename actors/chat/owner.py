@@ -205,7 +205,9 @@ class OwnerActor(Actor):
     def unit(self, step: str | None = None) -> Iterator[Unit]:
         """A transaction; its after-effects run only if it commits. `step` names it for the
         fault points of the crash tests (before it runs, between its commit and its
-        effects)."""
+        effects): the function of the chat command a completion continues, the event of a
+        chat message ("x.grp.mem.intro"), or the agent event handled ("CONF", "CON", "INFO",
+        "REQ"; these are not acknowledged, so they have no point after the unit)."""
         unit = Unit(self)
         if step is not None:
             faults.hit(faults.BEFORE_RUN, step)

@@ -56,14 +56,37 @@ def small_group(server: QueueServer, open_chat):
     return host_and_member(server, open_chat)
 
 
-@pytest.mark.parametrize("kind", STEPS)
-@pytest.mark.parametrize("point", POINTS)
+# Agent events the chat handles in a unit of its own (no acknowledgement, so no point after
+# it). The agent keeps none of them for a layer above that lost one: a crash before the
+# unit that handles CONF (or the joiner's CON) loses it for good, and the join never ends.
+LOST_FOR_GOOD = (
+    "the agent does not tell CONF (or CON) again to a chat that lost it: needs the agent to "
+    "keep these events until acknowledged, as it keeps completions"
+)
+CASES = [
+    *(pytest.param(point, kind, id=f"{point}-{kind}") for point in POINTS for kind in STEPS),
+    pytest.param(faults.AFTER_EFFECTS, "CONF", id="after_effects-CONF"),  # H allows I
+    pytest.param(faults.AFTER_EFFECTS, "CON", id="after_effects-CON"),  # H's or I's
+    pytest.param(
+        faults.BEFORE_RUN,
+        "CONF",
+        id="before_run-CONF",
+        marks=pytest.mark.xfail(run=False, reason=LOST_FOR_GOOD),
+    ),
+]
+
+
+@pytest.mark.parametrize(("point", "kind"), CASES)
 def test_a_crash_at_each_step_of_a_join(point, kind, server, small_group) -> None:
     group_id, (host, h_events), (m, _), (i, i_events) = small_group
     before = chat_restarts(host, m, i)
-    faults.arm(point, kind)
     try:
-        invite(host, h_events, group_id, i, i_events)
+        if kind == "x.grp.inv":  # the invitation is the step
+            faults.arm(point, kind)
+            invite(host, h_events, group_id, i, i_events)
+        else:  # H and I are contacts before: the step is the join's, not theirs
+            invite(host, h_events, group_id, i, i_events)
+            faults.arm(point, kind)
         i.join_group(group_id)
         clients = [host, m, i]
         wait_settled(clients, group_id)
