@@ -9,18 +9,24 @@ protocol/chat.py)::
     H add_member       H made I's invitation (a sync create at the edge); x.grp.inv to I
     I join_group       JOIN_GROUP: join H's link async, info x.grp.acpt
     H on CONF          ALLOW_MEMBER: allow async, info x.grp.mem.info(H)
-    H on CON           x.grp.mem.new(I) to every connected M, x.grp.mem.intro(M) to I
+    H on OK (or CON)   x.grp.mem.new(I) to every connected M, x.grp.mem.intro(M) to I
     I on intro of M    CREATE_INTRO_INV: create async; on INV x.grp.mem.inv(M, link) to H
     H on mem.inv       x.grp.mem.fwd(I, link) to M (once M is connected to H)
     M on mem.fwd       JOIN_INTRO: join I's link async, info x.grp.mem.info(M)
     I on CONF          ALLOW_INTRO: allow async, info x.grp.mem.info(I)
-    both on CON        the member is connected; x.grp.mem.con to H
+    I on OK, M on CON  the member is connected; x.grp.mem.con to H
+
+The side that allows counts its connection as made on the OK of its allow: the agent makes
+the connection ready in the transaction that completes the allow and tells CON only after
+it, so a crash in between must not leave the member connecting (CON then changes nothing).
 
 Every connection the group makes by itself is an async agent command stored as a chat
 command (owner.py), so it is retried by the agent and continued after any crash. Each step
 is idempotent by the stored state: a member already known is not introduced again, an intro
 already answered is not answered again, a member that has a connection is not joined again.
-What a peer says is checked against that state; anything else is refused and changes nothing.
+What a peer says is checked against that state (only the host introduces, forwards or
+deletes; an invitation or a report of a connection must name an introduction of its sender);
+anything else is refused (`ChatRefused`) and changes nothing.
 
 Group messages go to every member connected to us; a member known but not connected yet gets
 them once it is (`ChatPending`), in order. A copy of a message with a shared id we already
