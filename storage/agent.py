@@ -654,6 +654,17 @@ class AgentStore:
         )
         return inv_id
 
+    def contact_requests(self, conn_id: str) -> list[tuple[str, bytes]]:
+        """The unanswered requests on a contact address: (inv_id, info), oldest first (own
+        read-only transaction)."""
+        with self.transaction(read_only=True):
+            rows = (
+                self.ContactRequest.select()
+                .where(self.ContactRequest.conn_id == conn_id)
+                .order_by(self.ContactRequest.created_at)
+            )
+            return [(row.inv_id, bytes(row.info)) for row in rows]
+
     def take_contact_request(self, inv_id: str) -> AgentContactRequest | None:
         """Remove and return a contact request (inside the caller's transaction)."""
         request = self.ContactRequest.get_or_none(self.ContactRequest.inv_id == inv_id)

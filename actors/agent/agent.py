@@ -22,8 +22,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import msgspec
-
 from actors.agent import events as ev
 from actors.agent.connection import ConnectionActor, Wake
 from actors.agent.link_data import LINKS_CONN_ID
@@ -39,6 +37,7 @@ from actors.agent.model import (
     GetLink,
     Join,
     SetLink,
+    decode_pending_conf,
 )
 from actors.agent.services import AgentServices
 from actors.agent.sessions import (
@@ -58,7 +57,7 @@ from actors.kernel import (
 )
 from protocol.address import b64url
 from protocol.errors import AgentError, DuplexError
-from protocol.links import QueueAddress, parse_link, parse_short_link
+from protocol.links import parse_link, parse_short_link
 from protocol.queue import QueueMode
 
 # ---------------------------------------------------------------------- API messages (asks)
@@ -220,9 +219,7 @@ class AgentActor(Supervisor):
                     raise AgentError(
                         f"connection is {conn.status}, not confirmed", code="PROHIBITED"
                     )
-                _, reply = msgspec.msgpack.decode(
-                    bytes(conn.pending_conf), type=tuple[str, QueueAddress]
-                )
+                reply = decode_pending_conf(bytes(conn.pending_conf)).reply_queue
                 payload = Allow(conf_id, info)
                 return self._new_command(corr_id, origin, conn_id, payload, reply.server)
             case AcceptContact(

@@ -38,7 +38,15 @@ from actors.agent.delivery import Delivery
 from actors.agent.handshake import Handshake
 from actors.agent.inbound import Inbound
 from actors.agent.link_data import LinkData
-from actors.agent.model import CommandOrigin, ConnStatus, Lane, MessageKind, Replay, Tell
+from actors.agent.model import (
+    CommandOrigin,
+    ConnStatus,
+    Lane,
+    MessageKind,
+    Replay,
+    Tell,
+    decode_pending_conf,
+)
 from actors.agent.ports import OnDone, OnFail, QueueRequest
 from actors.agent.queues import QueueSteps
 from actors.agent.rotation import ReceivingSwitch
@@ -180,6 +188,14 @@ class ConnectionActor(Actor):
         self.rotation.recover_held()
         self._pump()
 
+    def stopped(self) -> None:
+        # A clean stop (the runtime shuts down; passivation waits for these): what waits to
+        # be stored is stored now, rather than done again by the next activation.
+        try:
+            self.commands.flush()
+        except Exception:  # noqa: BLE001 (stopping: the next activation does it again)
+            log.warning("completions not stored at stop", extra={"conn_id": self.conn_id})
+
     def may_passivate(self) -> bool:
         state = self.state
         return not (
@@ -241,9 +257,7 @@ class ConnectionActor(Actor):
             self.store.forget_command_event(message.corr_id)
             return
         if isinstance(message, Replay):
-            for event in self.store.unacknowledged_events(self.conn_id):
-                self.emit(ev.decode_event(event))
-            self.inbound.release(again=True)
+            self._replay()
             return
         try:
             self._ask(message)
@@ -275,6 +289,25 @@ class ConnectionActor(Actor):
         except Exception as exc:  # noqa: BLE001 (raised again by _Raise, as the actor's)
             self.tell_self(_Raise(exc))
         return answer
+
+    def _replay(self) -> None:
+        """Tell again what the layer above may have lost with an activation of its own: the
+        unacknowledged completions, a confirmation waiting for allow, the contact requests
+        not answered, CON of a ready connection, and the received messages not ACKed —
+        in the order they were first told. The layer above is idempotent by its state."""
+        for event in self.store.unacknowledged_events(self.conn_id):
+            self.emit(ev.decode_event(event))
+        conn = self.state.conn
+        if conn is None:
+            return
+        if conn.status == ConnStatus.CONFIRMED and conn.pending_conf is not None:
+            pending = decode_pending_conf(bytes(conn.pending_conf))
+            self.emit(ev.Conf(self.conn_id, pending.conf_id, pending.info))
+        for inv_id, info in self.store.contact_requests(self.conn_id):
+            self.emit(ev.Req(self.conn_id, inv_id, info))
+        if conn.status == ConnStatus.READY:
+            self.emit(ev.Con(self.conn_id))
+        self.inbound.release(again=True)
 
     def _send_user_message(self, body: bytes) -> int:
         conn = self.state.conn

@@ -32,9 +32,11 @@ from actors.agent.model import (
     Create,
     Delete,
     Join,
+    PendingConf,
     RcvQueueStatus,
     SndQueueStatus,
     command_lane,
+    decode_pending_conf,
 )
 from actors.agent.ports import Chain, Commands, ConnectionPort, EventLike, QueueRequest
 from actors.agent.queues import QueueSteps
@@ -170,9 +172,8 @@ class Handshake:
         if conn.pending_conf is None:
             self.commands.fail(command, "PROHIBITED", "no confirmation waits on this connection")
             return
-        conf_id, reply = msgspec.msgpack.decode(
-            bytes(conn.pending_conf), type=tuple[str, QueueAddress]
-        )
+        pending = decode_pending_conf(bytes(conn.pending_conf))
+        conf_id, reply = pending.conf_id, pending.reply_queue
         if conf_id != payload.conf_id:
             self.commands.fail(command, "PROHIBITED", f"unknown confirmation {payload.conf_id!r}")
             return
@@ -238,7 +239,8 @@ class Handshake:
         with store.transaction():
             queue.e2e_peer_public = sender
             store.save_rcv_queue(queue)
-            conn.pending_conf = msgspec.msgpack.encode((conf_id, message.reply_queue))
+            pending = PendingConf(conf_id, message.reply_queue, message.info)
+            conn.pending_conf = msgspec.msgpack.encode(pending)
             conn.status = ConnStatus.CONFIRMED
             store.save_connection(conn)
         self.port.emit(ev.Conf(self.port.conn_id, conf_id, message.info))

@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 import msgspec
 
+from protocol.links import QueueAddress
 from protocol.queue import QueueMode
 
 
@@ -170,6 +171,23 @@ def encode_payload(payload: CommandPayload) -> bytes:
 def decode_payload(kind: CommandKind | str, data: bytes) -> CommandPayload:
     """The payload of a stored command; `msgspec.ValidationError` if it does not fit `kind`."""
     return _DECODERS[CommandKind(kind)].decode(data)
+
+
+class PendingConf(msgspec.Struct, frozen=True, array_like=True):
+    """The peer's confirmation that waits for `allow_connection` (on the connection row):
+    what to allow, where to reply, and the peer's info (kept so it can be told again).
+    Rows written before `info` was kept decode with it empty."""
+
+    conf_id: str
+    reply_queue: QueueAddress
+    info: bytes = b""
+
+
+_pending_conf = msgspec.msgpack.Decoder(PendingConf)
+
+
+def decode_pending_conf(data: bytes) -> PendingConf:
+    return _pending_conf.decode(data)
 
 
 # ---------------------------------------------------------------------- lanes
