@@ -3,7 +3,8 @@ step of the introduction protocol, and a queue server down while members join.
 
 Each case ends settled (every member connected to every other, no chat command pending,
 nothing of the agent's left unacknowledged) with every step acted on once, counted from the
-stored state of every client and the server (tests/scenarios/chats.py)."""
+stored state of every client and the server (tests/scenarios/chats.py). That a settled group
+carries messages is checked after the outage here and in the kill -9 tests."""
 
 from __future__ import annotations
 
@@ -95,8 +96,6 @@ def test_a_crash_at_each_step_of_a_join(point, kind, server, small_group) -> Non
     assert chat_restarts(host, m, i) == before + 1  # the crash happened, once
     assert_acted_once(clients, group_id, server)
     assert len(i_events.of(cev.GroupInvitation, group_id=group_id)) >= 1
-    exchange(clients, group_id)  # the group works: each message reaches the others once
-    wait_settled(clients, group_id)
 
 
 def waiting_for_server(client) -> bool:
