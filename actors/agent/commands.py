@@ -87,13 +87,8 @@ class CommandRunner:
     def pump(self, now: float) -> float:
         """Tell the completions committed since, store those that waited long enough, run
         the first due command of every idle lane; the earliest later due time."""
-        if self._soon and self._soon_due <= now:
-            with self.transaction():
-                pass
-        if self._stored:
-            stored, self._stored = self._stored, []
-            for command, event in stored:
-                self._announce(command, event)
+        if self._soon_due <= now or self._stored:
+            self.flush(waiting=self._soon_due <= now)
         earliest = self._soon_due if self._soon else float("inf")
         seen = set()
         for command in list(self.port.state.commands):
@@ -108,6 +103,16 @@ class CommandRunner:
                 continue
             self.run(command)
         return earliest
+
+    def flush(self, *, waiting: bool = True) -> None:
+        """Store the completions waiting (`complete_soon`), unless `waiting` is False, and
+        tell those stored."""
+        if waiting and self._soon:
+            with self.transaction():
+                pass
+        stored, self._stored = self._stored, []
+        for command, event in stored:
+            self._announce(command, event)
 
     @property
     def completing(self) -> bool:
@@ -236,13 +241,14 @@ class CommandRunner:
     def transaction(self) -> Iterator[None]:
         """A store transaction that also carries the completions waiting (`complete_soon`);
         the next pump tells them. If the body fails they wait on, for the next one."""
-        soon, self._soon = self._soon, []
+        soon, due = self._soon, self._soon_due
+        self._soon, self._soon_due = [], float("inf")
         try:
             with self.port.store.transaction():
                 stored = [(completion[0], self._record(*completion)) for completion in soon]
                 yield
         except BaseException:
-            self._soon = soon + self._soon
+            self._soon, self._soon_due = soon + self._soon, min(due, self._soon_due)
             raise
         self._stored.extend(stored)
 
