@@ -34,10 +34,12 @@ Rows and what they mean:
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Final
 
 import peewee
+from playhouse.migrate import SchemaMigrator, migrate
 
 from storage.database import LAYER_VERSION_BLOCKS, Database, Layer, Migration, bind_models
 
@@ -58,6 +60,7 @@ class ChatContact(peewee.Model):
     display_name = peewee.TextField(null=True)
     full_name = peewee.TextField(null=True)
     address_id = peewee.CharField(max_length=64, null=True)  # it came through our address
+    request_id = peewee.CharField(max_length=64, null=True, index=True)  # the request taken
     link = peewee.TextField(null=True)  # our one-time invitation, while it is open
     created_at = peewee.FloatField()
 
@@ -216,9 +219,24 @@ def _create_notices(db: peewee.Database) -> None:
     db.create_tables(list(bind_models(db, ChatNotice)))
 
 
+def _add_request_ids(db: peewee.Database) -> None:
+    # Databases created before 202 lack the column; those created since have it already
+    # (migration 200 creates the tables from the current models).
+    if "request_id" in {column.name for column in db.get_columns("chat_contact")}:
+        return
+    migrator = SchemaMigrator.from_database(db)
+    migrate(
+        migrator.add_column(
+            "chat_contact", "request_id", peewee.CharField(max_length=64, null=True)
+        ),
+        migrator.add_index("chat_contact", ("request_id",)),
+    )
+
+
 CHAT_MIGRATIONS = (
     Migration(200, "chat tables", _create_chat_tables),
     Migration(201, "chat events kept until told", _create_notices),
+    Migration(202, "the contact request a contact was accepted from", _add_request_ids),
 )
 CHAT_LAYER: Final = Layer("chat", LAYER_VERSION_BLOCKS["chat"], CHAT_MIGRATIONS)
 """The chat's storage layer; a chat client's database holds it next to the agent's."""
@@ -299,6 +317,28 @@ class ChatStore:
             owners |= {row.owner for row in self.Outbox.select(self.Outbox.owner)}
             owners |= {row.owner for row in self.Notice.select(self.Notice.owner)}
         return sorted(owners)
+
+    def owners_waiting(
+        self, members: Sequence[str], contacts: Sequence[str], addresses: Sequence[str]
+    ) -> list[str]:
+        """Owners of a member, contact or address connection in one of these statuses (the
+        caller's: connections that wait for an agent event), own read-only transaction."""
+        connections = (
+            self.Member.select(self.Member.conn_id).where(
+                self.Member.status.in_(list(members)) & self.Member.conn_id.is_null(False)
+            )
+            | self.Contact.select(self.Contact.conn_id).where(
+                self.Contact.status.in_(list(contacts))
+            )
+            | self.Address.select(self.Address.conn_id).where(
+                self.Address.status.in_(list(addresses))
+            )
+        )
+        with self.transaction(read_only=True):
+            rows = self.Connection.select(self.Connection.owner).where(
+                self.Connection.conn_id.in_(connections)
+            )
+            return sorted({row.owner for row in rows})
 
     # ------------------------------------------------------------------ commands and outbox
 

@@ -6,7 +6,9 @@ event the agent emits. Each goes to the actor that owns it: a completion of a ch
 to the command's owner (found by its corr id), anything else to the owner of its connection
 (`ChatConnection`). When a queue server comes back (`UP`), the owners of the connections on
 it reconcile: what they handed the agent while it could not act is handed over again. At
-boot every owner with a pending command or an outbox row is activated, which reconciles it.
+boot every owner with a pending command, an outbox row, an event not told, or a connection
+waiting for CONF, CON or REQ is activated, which reconciles it and asks the agent to tell
+again what a killed process may have lost (owner.py).
 """
 
 from __future__ import annotations
@@ -17,7 +19,13 @@ from typing import Any
 from actors.agent import events as aev
 from actors.chat.contact import AddressActor, ContactActor
 from actors.chat.group import GroupActor
-from actors.chat.model import Owner, OwnerKind
+from actors.chat.model import (
+    WAITING_ADDRESSES,
+    WAITING_CONTACTS,
+    WAITING_MEMBERS,
+    Owner,
+    OwnerKind,
+)
 from actors.chat.owner import Reconcile
 from actors.chat.services import CHAT, AgentEventArrived, ChatServices
 from actors.kernel import (
@@ -61,7 +69,8 @@ class ChatActor(Supervisor):
 
     def started(self) -> None:
         super().started()
-        for owner in self.store.owners_with_work():
+        waiting = self.store.owners_waiting(WAITING_MEMBERS, WAITING_CONTACTS, WAITING_ADDRESSES)
+        for owner in sorted({*self.store.owners_with_work(), *waiting}):
             self.tell(owner_address(Owner.parse(owner)), Reconcile())
 
     def receive(self, message: Any) -> Any:

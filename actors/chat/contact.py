@@ -24,6 +24,8 @@ from typing import Any
 from actors.agent import events as aev
 from actors.chat import events as cev
 from actors.chat.model import (
+    WAITING_ADDRESSES,
+    WAITING_CONTACTS,
     AddressStatus,
     AgentCall,
     AgentCallKind,
@@ -219,6 +221,10 @@ class ContactActor(OwnerActor):
         contact.save()
         unit.tell(cev.ContactConnected(contact.contact_id, contact.display_name or ""))
 
+    def waiting(self) -> list[str]:
+        contact = self._contact()
+        return [contact.conn_id] if contact and contact.status in WAITING_CONTACTS else []
+
     def on_chat_message(self, unit: Unit, conn_id: str, message: ChatMessage) -> None:
         contact = self._contact()
         if contact is None:
@@ -303,6 +309,10 @@ class AddressActor(OwnerActor):
             address.status = AddressStatus.FAILED
             address.save()
 
+    def waiting(self) -> list[str]:
+        address = self._address()
+        return [address.conn_id] if address and address.status in WAITING_ADDRESSES else []
+
     def on_agent_event(self, event: Any) -> None:
         if not isinstance(event, aev.Req):
             return
@@ -310,6 +320,8 @@ class AddressActor(OwnerActor):
             address = self._address()
             if address is None:
                 return
+            if self._accepted(event.inv_id) is not None:
+                return  # told again (a Replay): taken before
             if address.auto_accept:
                 self._accept(unit, event.inv_id)
             else:
@@ -317,14 +329,23 @@ class AddressActor(OwnerActor):
                 name = peer.profile.display_name if peer is not None else ""
                 unit.tell(cev.ContactRequest(address.address_id, event.inv_id, name))
 
+    def _accepted(self, request_id: str) -> Any:
+        store = self.store
+        return store.Contact.get_or_none(store.Contact.request_id == request_id)
+
     def _accept(self, unit: Unit, request_id: str) -> str:
-        """Make the contact of a request and accept it, owned by that contact from now on."""
+        """Make the contact of a request and accept it, owned by that contact from now on;
+        a request accepted before answers the contact made then."""
+        known = self._accepted(request_id)
+        if known is not None:
+            return known.contact_id
         contact_id, conn_id = _new_id(), _new_id()
         self.store.Contact.create(
             contact_id=contact_id,
             conn_id=conn_id,
             status=ContactStatus.ACCEPTING,
             address_id=self.ctx.key,
+            request_id=request_id,
             created_at=time.time(),
         )
         info = encode_chat_message(XInfo(self.services.profile))

@@ -42,6 +42,7 @@ from typing import Any
 from actors.agent import events as aev
 from actors.chat import events as cev
 from actors.chat.model import (
+    WAITING_MEMBERS,
     AgentCall,
     AgentCallKind,
     CommandFunction,
@@ -310,6 +311,15 @@ class GroupActor(OwnerActor):
                 for m in sorted(self._members(), key=lambda m: m.id)
             )
         return GroupView(self.group_id, group.name, group.status, group.member_id, members)
+
+    def waiting(self) -> list[str]:
+        store = self.store
+        rows = store.Member.select(store.Member.conn_id).where(
+            (store.Member.group_id == self.group_id)
+            & store.Member.status.in_(WAITING_MEMBERS)
+            & store.Member.conn_id.is_null(False)
+        )
+        return [row.conn_id for row in rows]
 
     # ------------------------------------------------------------------ agent events
 

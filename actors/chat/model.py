@@ -74,6 +74,23 @@ class MemberStatus(enum.StrEnum):
     REMOVED = "removed"
 
 
+# Statuses in which a connection waits for an agent event that is not a completion (CONF,
+# CON, REQ): the agent tells such an event once, and again only when asked (Replay).
+WAITING_MEMBERS = (
+    MemberStatus.INVITED,  # the host waits for the invitee's CONF
+    MemberStatus.ACCEPTED,  # the host allowed, or the invitee joined: CON
+    MemberStatus.INTRO_INV,  # the new member waits for the existing one's CONF
+    MemberStatus.CONNECTING,  # CON
+)
+WAITING_CONTACTS = (
+    ContactStatus.INVITING,  # CONF
+    ContactStatus.JOINING,  # CON, or CONF from an address
+    ContactStatus.ACCEPTING,  # CON
+    ContactStatus.ALLOWING,  # CON
+)
+WAITING_ADDRESSES = (AddressStatus.ACTIVE,)  # REQ
+
+
 class IntroStatus(enum.StrEnum):
     """At the host: an introduction of a new member (to) to an existing one (re)."""
 

@@ -40,12 +40,17 @@ hands the agent again what it may not have taken: every pending command (the age
 idempotent by corr id) and every outbox row. An activation also tells the user the events a
 crashed one stored and may not have told.
 
-What a crash loses: the kernel keeps a crashed activation's mailbox for the next one, so
-the only agent event lost is the one being handled when it crashed. The owner notes its
-connection (`crashed`), and the next activation asks that connection to tell again what it
-has not acknowledged (`Replay`). Only that one: a Replay told to a connection the agent does
-not have yet (its create or join still on its way to the agent) would activate it as
-missing. After a kill -9 the agent tells again by itself what was not acknowledged.
+What a crash loses. The agent keeps a completion until it is acknowledged and tells it again
+when the connection is activated, but it tells CONF, REQ and CON once: again only when asked
+(`Replay`). The kernel keeps a crashed activation's mailbox for the next one, so an actor
+crash loses only the agent event being handled: the owner notes its connection (`crashed`)
+and the next activation asks that connection to tell again. A process killed -9 loses
+whatever was in flight: so the first activation of an owner in a process asks every
+connection of it that waits for such an event (`waiting`, by status: `WAITING_MEMBERS` …) to
+tell again, and the `ChatActor` activates those owners at boot. Never a connection whose
+create, join or accept is still pending here: the agent may not have it yet, and a Replay
+would activate it as missing (its create then fails NO_CONNECTION); its completion is kept
+by the agent anyway.
 """
 
 from __future__ import annotations
@@ -159,15 +164,27 @@ class OwnerActor(Actor):
     def on_agent_event(self, event: Any) -> None:
         """CONF, INFO, CON, REQ and the like for one of our connections."""
 
+    def waiting(self) -> list[str]:
+        """Our connections that wait for CONF, CON or REQ (by their stored status)."""
+        return []
+
     # ------------------------------------------------------------------ lifecycle
 
     def started(self) -> None:
         self.load()
         self._retell()
-        self._reconcile()
+        creating = self._reconcile()
+        again = set()
+        if str(self.owner) not in self.services.resumed:  # first activation in this process
+            self.services.resumed.add(str(self.owner))
+            with self.store.transaction(read_only=True):
+                again.update(self.waiting())
+        again -= creating  # the agent may not have these yet
         lost = self.services.lost_events.pop(str(self.owner), None)
-        if lost:
-            self.agent.replay(lost)
+        if lost:  # the agent has it: the event came from it
+            again.add(lost)
+        for conn_id in sorted(again):
+            self.agent.replay(conn_id)
 
     def stopped(self) -> None:
         self._forget_done()
@@ -239,19 +256,25 @@ class OwnerActor(Actor):
         for notice in notices:
             self.notify(notice.id, decode_event(bytes(notice.body)))
 
-    def _reconcile(self) -> None:
+    def _reconcile(self) -> set[str]:
+        """Hand over the pending commands and the outbox; the connections that a pending
+        command creates (the agent may not have them yet)."""
         with self.store.transaction(read_only=True):
             commands = self.store.pending_commands(str(self.owner))
             outbox = self.store.outbox(str(self.owner))
+        creating = set()
         for command in commands:
-            self.submit(command)
+            if self.submit(command):
+                creating.add(command.conn_id)
         for row in outbox:
             self.hand_over(row)
+        return creating
 
     # ------------------------------------------------------------------ to the agent
 
-    def submit(self, command: Any) -> None:
-        """Make (again) the agent call of a stored chat command, with its corr id."""
+    def submit(self, command: Any) -> bool:
+        """Make (again) the agent call of a stored chat command, with its corr id; True if
+        the call creates its connection."""
         call = decode_call(bytes(command.payload))
         corr_id, conn_id = corr_id_of(command), command.conn_id
         match call.kind:
@@ -270,6 +293,7 @@ class OwnerActor(Actor):
                 self.agent.submit(
                     api.AcceptContact(corr_id, call.inv_id, call.info, conn_id=conn_id)
                 )
+        return call.kind is not AgentCallKind.ALLOW
 
     def hand_over(self, row: Any) -> None:
         """Give an outbox row to the agent, unless this process did (its row is dropped in

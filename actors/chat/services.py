@@ -76,3 +76,6 @@ class ChatServices:
     lost_events: dict[str, str] = field(default_factory=dict)
     # outbox row ids handed to the agent by this process and not dropped yet (owner.py)
     handed: set[int] = field(default_factory=set)
+    # owners activated in this process (the first activation asks the agent to tell again
+    # what a process before may have lost: owner.py)
+    resumed: set[str] = field(default_factory=set)

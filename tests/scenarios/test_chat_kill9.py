@@ -6,7 +6,8 @@ no user action and every step acted on once (counted from stored state).
 The points are those where a kill leaves work half done: a step's state committed but its
 chat command or chat message not yet handed to the agent (after its effects), or a completion
 committed but not acknowledged, with the agent's next event (CON) in flight (after emit), or
-a completion not yet handled at all (before run)."""
+a completion not yet handled at all (before run), or an agent event the agent tells only once
+(CONF, CON) lost before the chat handled it."""
 
 from __future__ import annotations
 
@@ -30,6 +31,10 @@ CASES = [
     ("m", faults.BEFORE_RUN, "join_intro"),  # JOINED not handled
     ("host", faults.AFTER_EFFECTS, "x.grp.mem.inv"),  # the forward to M not handed over
     ("host", faults.AFTER_EMIT, "allow_member"),  # I allowed; CON in flight
+    # an agent event told once and lost with the process: asked for again at the next boot
+    ("host", faults.BEFORE_RUN, "CONF"),  # I's join of H's link
+    ("i", faults.BEFORE_RUN, "CONF"),  # M's join of I's invitation
+    ("m", faults.BEFORE_RUN, "CON"),  # its connection to I
 ]
 
 
