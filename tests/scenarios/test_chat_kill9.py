@@ -25,10 +25,8 @@ from tests.scenarios.chats import (
 )
 
 CASES = [
-    ("i", faults.AFTER_EFFECTS, "x.grp.mem.intro"),  # its invitation for M not made yet
     ("i", faults.AFTER_EMIT, "allow_intro"),  # M allowed; CON in flight
     ("m", faults.AFTER_EFFECTS, "x.grp.mem.fwd"),  # its join of I's invitation not made yet
-    ("m", faults.BEFORE_RUN, "join_intro"),  # JOINED not handled
     ("host", faults.AFTER_EFFECTS, "x.grp.mem.inv"),  # the forward to M not handed over
     ("host", faults.AFTER_EMIT, "allow_member"),  # I allowed; CON in flight
     # an agent event told once and lost with the process: asked for again at the next boot
