@@ -44,6 +44,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
+import dataclasses
 import functools
 import logging
 import socket
@@ -72,14 +73,6 @@ from protocol.server import identity
 from protocol.server.broker import Outgoing, Prepared, QueueBroker, Session, verify_prepared
 from protocol.server.guard import FrameGuard, FrameRefused
 from protocol.server.limits import (
-    DEFAULT_AUTH_FAILURE_WINDOW,
-    DEFAULT_AUTH_FAILURES,
-    DEFAULT_MESSAGE_TTL,
-    DEFAULT_NEW_QUEUE_WINDOW,
-    DEFAULT_NEW_QUEUES,
-    DEFAULT_QUOTA,
-    DEFAULT_QUOTA_BYTES,
-    DEFAULT_STORE_BYTES,
     Limits,
 )
 from protocol.transport import RECEIVE_BYTES, SharedStream, encode_frames
@@ -102,21 +95,14 @@ _CONNECTION_GONE = (
 
 
 @dataclass(frozen=True, slots=True)
-class ServerConfig:
+class ServerConfig(Limits):
     """Tunables of a queue server; tests shrink the times. `duplex server --help` has the
-    limits as flags."""
+    limits as flags.
 
-    # Limits (see protocol/server/limits.py): messages and body bytes per queue, body bytes
-    # in the store, message lifetime; queues one session may create per window; AUTH
-    # refusals per window that close a session.
-    quota: int = DEFAULT_QUOTA
-    quota_bytes: int = DEFAULT_QUOTA_BYTES
-    store_bytes: int = DEFAULT_STORE_BYTES
-    message_ttl: float = DEFAULT_MESSAGE_TTL
-    new_queues: int = DEFAULT_NEW_QUEUES
-    new_queue_window: float = DEFAULT_NEW_QUEUE_WINDOW
-    auth_failures: int = DEFAULT_AUTH_FAILURES
-    auth_failure_window: float = DEFAULT_AUTH_FAILURE_WINDOW
+    The limits (messages and body bytes per queue, body bytes in the store, message
+    lifetime, queues one session may create per window, AUTH refusals per window that close
+    a session) are the fields it inherits from `Limits` (protocol/server/limits.py)."""
+
     max_consecutive_errors: int = 64  # undecodable frames; then the session is closed
 
     expire_interval: float = 60.0  # also how often the SQLite log is truncated (scrub)
@@ -140,16 +126,8 @@ class ServerConfig:
     store_in_loop: bool | None = None
 
     def limits(self) -> Limits:
-        return Limits(
-            quota=self.quota,
-            quota_bytes=self.quota_bytes,
-            store_bytes=self.store_bytes,
-            message_ttl=self.message_ttl,
-            new_queues=self.new_queues,
-            new_queue_window=self.new_queue_window,
-            auth_failures=self.auth_failures,
-            auth_failure_window=self.auth_failure_window,
-        )
+        """The limits alone, as the broker takes them."""
+        return Limits(**{f.name: getattr(self, f.name) for f in dataclasses.fields(Limits)})
 
 
 class _Outbox:
