@@ -139,7 +139,12 @@ class CommandRunner:
 
     def run(self, command: AgentCommand) -> None:
         kind = CommandKind(command.kind)
-        if self.port.state.conn is None and kind not in _WITHOUT_CONNECTION:
+        state = self.port.state
+        if state.conn is None and kind not in _WITHOUT_CONNECTION:
+            # This activation may have started before the AgentActor stored the row (a
+            # message for the connection raced its creation): look once more before failing.
+            state.conn = self.port.store.connection(self.port.conn_id)
+        if state.conn is None and kind not in _WITHOUT_CONNECTION:
             self.fail(command, "NO_CONNECTION", "the connection does not exist")
             return
         handler = self._handlers.get(kind)
