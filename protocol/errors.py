@@ -36,6 +36,9 @@ is not stable. `str(error)` is ``"CODE: message"``::
     ├── AgentError                   AGENT         an agent command was refused or failed; the
     │                                              agent sets a finer code (NO_CONNECTION,
     │                                              PROHIBITED, NO_REQUEST …)
+    ├── ChatRefused                  CHAT_REFUSED  a peer's chat message that does not fit what
+    │                                              the chat holds (a forged member id, an intro
+    │                                              from a member that is not the host …)
     └── RuntimeFault                 RUNTIME       the actor runtime cannot do what was asked
         ├── ActorUnavailable         UNAVAILABLE   no live actor at an address, runtime stopped
         └── AskTimeout               ASK_TIMEOUT   an `ask` got no answer within its timeout
@@ -59,6 +62,7 @@ __all__ = [
     "ActorUnavailable",
     "AgentError",
     "AskTimeout",
+    "ChatRefused",
     "ChatWireError",
     "CommandTimeout",
     "ConfigurationError",
@@ -237,6 +241,13 @@ class ChatWireError(DuplexError):
     do not speak, has a field of the wrong type, shape or size, or is too large as a whole."""
 
     code = "CHAT"
+
+
+class ChatRefused(DuplexError):
+    """A chat message or event from a peer that the chat will not act on because it does not
+    fit the stored state (actors/chat); nothing was changed."""
+
+    code = "CHAT_REFUSED"
 
 
 # --------------------------------------------------------------------------- agent, runtime

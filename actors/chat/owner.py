@@ -77,17 +77,11 @@ from actors.chat.model import (
 from actors.chat.services import AgentEventArrived, ChatServices
 from actors.kernel import Actor, ActorContext
 from protocol.chat import ChatMessage, decode_chat_message, encode_chat_message
-from protocol.errors import ChatWireError, DuplexError
+from protocol.errors import ChatRefused, ChatWireError
 from protocol.queue import QueueMode
 from storage.chat import ChatStore, command_number, corr_id_of
 
 log = logging.getLogger(__name__)
-
-
-class ChatRefused(DuplexError):
-    """A chat message or event that the owner will not act on; nothing was changed."""
-
-    code = "CHAT_REFUSED"
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,6 @@ import logging
 from typing import Any
 
 from actors.chat import events as cev
-from actors.chat.owner import ChatRefused
 from protocol.chat import (
     GroupRole,
     MemberInfo,
@@ -25,7 +24,7 @@ from protocol.chat import (
     encode_chat_message,
     new_member_id,
 )
-from protocol.errors import ChatWireError
+from protocol.errors import ChatRefused, ChatWireError
 from tests.scenarios.chats import (
     befriend,
     exchange,
