@@ -22,7 +22,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any
 from actors.chat import events as cev
 from actors.chat_client import ChatClient
 from protocol.server import QueueServer
+from tests.helpers import eventually
 from tests.scenarios.agents import Events
 
 
@@ -45,17 +45,9 @@ def wait_until(
     what: str = "condition",
     explain: Callable[[], Any] | None = None,
 ) -> Any:
-    """Poll `predicate` until it returns something true; fail after `timeout` seconds with
-    `what` and, if given, `explain()` (the state that was not right)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            detail = f": {explain()}" if explain is not None else ""
-            raise AssertionError(f"{what} not reached within {timeout}s{detail}")
-        time.sleep(0.02)
+    """`eventually` with the chat scenarios' longer default and a slower poll (each poll is
+    an SQL statement per client)."""
+    return eventually(predicate, timeout, what, explain, interval=0.02)
 
 
 def befriend(a: ChatClient, a_events: Events, b: ChatClient, b_events: Events) -> tuple[str, str]:
