@@ -2,7 +2,9 @@
 
 Every error a caller can see derives from `DuplexError` and carries a machine-readable
 `code` (a short upper-case string, stable across versions) next to its human message, which
-is not stable. `str(error)` is ``"CODE: message"``::
+is not stable. `str(error)` is ``"CODE: message"`` and `error.message` the message alone:
+whoever passes an error's text on next to its code (an `Err` event, a wrapping error) takes
+`message` (or `message_of(exc)` for an exception of any kind), so the code is written once::
 
     DuplexError                      code
     ├── ConfigurationError           CONFIG        bad argument or setting from the caller
@@ -83,6 +85,7 @@ __all__ = [
     "StorageUnavailable",
     "WireError",
     "WrongPassphrase",
+    "message_of",
 ]
 
 
@@ -96,8 +99,20 @@ class DuplexError(Exception):
         if code is not None:
             self.code = code
 
+    @property
+    def message(self) -> str:
+        """The human message alone, without the code: what to pass on when the code travels
+        next to it (an `Err` event, another `DuplexError`), so it is not written twice."""
+        return str(self.args[0])
+
     def __str__(self) -> str:
-        return f"{self.code}: {self.args[0]}"
+        return f"{self.code}: {self.message}"
+
+
+def message_of(error: BaseException) -> str:
+    """The human message of any exception: `DuplexError.message` for ours (whose code is
+    carried separately), ``str(error)`` for anything else."""
+    return error.message if isinstance(error, DuplexError) else str(error)
 
 
 class ConfigurationError(DuplexError):
@@ -175,6 +190,10 @@ class WireError(DuplexError):
         self.code = code
         self.corr_id = corr_id
         self.detail = detail
+
+    @property
+    def message(self) -> str:
+        return self.detail or str(getattr(self.code, "value", self.code))
 
     def __str__(self) -> str:
         value = getattr(self.code, "value", self.code)

@@ -266,7 +266,7 @@ class AgentActor(Supervisor):
         except DuplexError as exc:
             conn_id = getattr(command, "conn_id", None) or ""
             corr_id = getattr(command, "corr_id", None)
-            self.services.events.put(ev.Err(conn_id, exc.code, str(exc), corr_id))
+            self.services.events.put(ev.Err(conn_id, exc.code, exc.message, corr_id))
 
     # ------------------------------------------------------------------ helpers
 

@@ -49,7 +49,7 @@ from actors.agent.model import (
 )
 from actors.agent.ports import ConnectionPort, EventLike, FailureHook, Handler, OnFail
 from actors.kernel import IoError
-from protocol.errors import AgentError, DuplexError, QueueFault
+from protocol.errors import AgentError, DuplexError, QueueFault, message_of
 from storage.agent import AgentCommand
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ class CommandRunner:
         try:
             handler(command, payload)
         except DuplexError as exc:
-            self.fail(command, exc.code, str(exc))
+            self.fail(command, exc.code, exc.message)
 
     # ------------------------------------------------------------------ failures and retries
 
@@ -179,7 +179,7 @@ class CommandRunner:
             if temporary and command.origin != CommandOrigin.SYNC:
                 self._retry(command, server, error)
             else:
-                self.fail(command, getattr(error, "code", "INTERNAL"), str(error))
+                self.fail(command, getattr(error, "code", "INTERNAL"), message_of(error))
 
         return on_fail
 

@@ -76,7 +76,7 @@ class LinkData:
             try:
                 data = decrypt_link_data(short, reply.data)
             except LinkError as exc:
-                self.commands.fail(command, exc.code, str(exc))
+                self.commands.fail(command, exc.code, exc.message)
                 return
             corr_id = self.commands.public_corr_id(command)
             self.commands.complete(
