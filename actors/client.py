@@ -206,6 +206,14 @@ class Client:
         """Store `body` for delivery on the connection; returns its message id."""
         return self._ask(SendMessage(body), connection_address(conn_id))
 
+    def send_message_async(self, corr_id: str, conn_id: str, body: bytes) -> str:
+        """As `send_message`, acknowledged: `OK` with `corr_id` is told once the message is
+        stored for delivery (kept until `ack_command_event`). The same `corr_id` again
+        stores nothing new and tells its `OK` again, so a caller unsure whether a message
+        was handed over (after a crash) may hand it over again: it is sent once."""
+        self._ask(SendMessage(body, corr_id), connection_address(conn_id))
+        return conn_id
+
     def ack_message(self, conn_id: str, msg_id: int) -> None:
         """The user processed MSG `msg_id`: returns once the ACK is stored. The connection
         delivers it to the server (which then hands out the next message), with retries."""

@@ -5,9 +5,12 @@ outcome as events (each carrying the command's corr id), like the async forms of
 
 * `Submit(CreateConnection(...) | JoinConnection(...) | …)` to `AGENT`: the command is
   stored and run; a refusal (a bad link, no such connection) comes back as `ERR`;
-* `Tell(SendMessage(body) | AckMessage(msg_id) | AckCommandEvent(corr_id) | Replay())` to
-  `connection_address(conn_id)`; `Replay` asks the connection to tell again what was not
-  acknowledged (completion events, received messages), for a layer above that restarted.
+* `Tell(SendMessage(body, corr_id) | AckMessage(msg_id) | AckCommandEvent(corr_id) |
+  Replay())` to `connection_address(conn_id)`; a send with a corr id is acknowledged (`OK`
+  once it is stored for delivery; the same corr id again is sent once: hand a message over
+  again whenever a crash leaves you unsure); `Replay` asks the connection to tell again what
+  was not acknowledged (completion events, received messages), for a layer above that
+  restarted.
 
 Connection ids of create/join/accept may be chosen by the caller, so that its own rows exist
 before any event of the connection can arrive. Events are `actors.agent.events`.

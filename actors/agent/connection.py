@@ -16,6 +16,7 @@ the server's session). The collaborators, each in its own module, are:
 * `Inbound` (inbound.py)         what arrives on the receive queues, the user's ACKs;
 * `Handshake` (handshake.py)     create, join, allow, accept, delete;
 * `LinkData` (link_data.py)      short links to contact addresses;
+* `UserSends` (sending.py)       the user's messages, plain or acknowledged by corr id;
 * `ReceivingSwitch` (rotation.py, with rotation_sender.py)  queue rotation, both ends.
 
 After every message the actor *pumps*: each collaborator starts what is due, and the actor
@@ -42,7 +43,6 @@ from actors.agent.model import (
     CommandOrigin,
     ConnStatus,
     Lane,
-    MessageKind,
     Replay,
     Tell,
     decode_pending_conf,
@@ -50,6 +50,7 @@ from actors.agent.model import (
 from actors.agent.ports import OnDone, OnFail, QueueRequest
 from actors.agent.queues import QueueSteps
 from actors.agent.rotation import ReceivingSwitch
+from actors.agent.sending import UserSends
 from actors.agent.services import AgentConfig, AgentServices
 from actors.agent.sessions import (
     Forget,
@@ -61,7 +62,6 @@ from actors.agent.sessions import (
 )
 from actors.agent.state import ConnectionState
 from actors.kernel import Actor, ActorContext, IoResult, TimerHandle
-from protocol.envelope import UserMessage
 from protocol.errors import AgentError, DuplexError
 from storage.agent import AgentCommand, AgentRcvQueue, AgentStore
 
@@ -80,9 +80,13 @@ class Wake:
 
 @dataclass(frozen=True, slots=True)
 class SendMessage:
-    """Ask: store a user message for delivery; answers its msg id."""
+    """Ask: store a user message for delivery; answers its msg id. With `corr_id` (the
+    acknowledged form, for a layer above that tells): answers None, and `OK` with the corr
+    id is told (and kept until acknowledged) once the message is stored; the same corr id
+    again stores nothing new (sending.py)."""
 
     body: bytes
+    corr_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +187,7 @@ class ConnectionActor(Actor):
             self, self.commands, queues, self.delivery, self.inbound.process
         )
         LinkData(self, self.commands, queues)
+        self.sends = UserSends(self, self.commands, self.delivery)
         for command in unacknowledged:
             self.emit(ev.decode_event(bytes(command.event)))  # not acknowledged: again
         self.rotation.recover_held()
@@ -274,8 +279,8 @@ class ConnectionActor(Actor):
         actor instead of being the asker's error (its work is stored: the asker must not
         try again)."""
         match message:
-            case SendMessage(body=body):
-                answer = self._send_user_message(body)
+            case SendMessage(body=body, corr_id=corr_id):
+                answer = self.sends.send(body, corr_id)
             case AckMessage(msg_id=msg_id, corr_id=corr_id):
                 answer = self.inbound.ack_message(msg_id, corr_id)
             case StartSwitch(corr_id=corr_id, server=server, origin=origin):
@@ -308,15 +313,6 @@ class ConnectionActor(Actor):
         if conn.status == ConnStatus.READY:
             self.emit(ev.Con(self.conn_id))
         self.inbound.release(again=True)
-
-    def _send_user_message(self, body: bytes) -> int:
-        conn = self.state.conn
-        if conn is None:
-            raise AgentError(f"no connection {self.conn_id!r}", code="NO_CONNECTION")
-        queue = self.state.active_snd_queue()
-        if queue is None or conn.status not in (ConnStatus.JOINED, ConnStatus.READY):
-            raise AgentError(f"connection is {conn.status}: it cannot send yet", code="PROHIBITED")
-        return self.delivery.enqueue(queue, UserMessage(body), MessageKind.USER).seq
 
     def _ready(self) -> None:
         self.inbound.release()

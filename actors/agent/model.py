@@ -73,6 +73,7 @@ class CommandKind(enum.StrEnum):
     SWITCH = "switch"  # the user's: NEW the new queue, queue QADD
     SWITCH_SECURE = "switch_secure"  # internal: KEY the new queue, queue QUSE
     SWITCH_DELETE = "switch_delete"  # internal: DEL a receive queue the switch is done with
+    SEND = "send"  # a user message sent with a corr id: OK once it is stored for delivery
 
 
 class CommandOrigin(enum.StrEnum):
@@ -118,6 +119,10 @@ class Ack(msgspec.Struct, **_PAYLOAD):
     msg_id: int
 
 
+class Send(msgspec.Struct, **_PAYLOAD):
+    body: bytes
+
+
 class Delete(msgspec.Struct, **_PAYLOAD):
     pass
 
@@ -144,7 +149,17 @@ class SwitchDelete(msgspec.Struct, **_PAYLOAD):
 
 
 CommandPayload = (
-    Create | Join | Allow | Ack | Delete | SetLink | GetLink | Switch | SwitchSecure | SwitchDelete
+    Create
+    | Join
+    | Allow
+    | Ack
+    | Send
+    | Delete
+    | SetLink
+    | GetLink
+    | Switch
+    | SwitchSecure
+    | SwitchDelete
 )
 
 PAYLOAD_TYPES: dict[CommandKind, type[CommandPayload]] = {
@@ -152,6 +167,7 @@ PAYLOAD_TYPES: dict[CommandKind, type[CommandPayload]] = {
     CommandKind.JOIN: Join,
     CommandKind.ALLOW: Allow,
     CommandKind.ACK: Ack,
+    CommandKind.SEND: Send,
     CommandKind.DELETE: Delete,
     CommandKind.SET_LINK: SetLink,
     CommandKind.GET_LINK: GetLink,

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from actors.agent import events as ev
+from protocol.errors import AgentError
 from protocol.queue import QueueMode
 from protocol.server import QueueServer
 from tests.helpers import eventually
@@ -172,3 +175,34 @@ def test_after_a_restart_pending_work_resumes_when_the_server_answers(
     bob, b_events = open_client("bob", [address], config=patient)
     b_events.wait_for(ev.Joined, corr_id="join", timeout=10)  # long before the minute
     assert a_events.wait_for(ev.Conf, conn_id=a_conn, timeout=10)
+
+
+def test_an_acknowledged_send_handed_over_again_is_sent_once(server, open_client) -> None:
+    alice, a_events = open_client("alice", [server])
+    bob, b_events = open_client("bob", [server])
+    a_conn, b_conn = connect(alice, a_events, bob, b_events)
+    alice.send_message_async("send-1", a_conn, b"hello")
+    first = a_events.wait_for(ev.Ok, corr_id="send-1")
+    alice.send_message_async("send-1", a_conn, b"hello")  # unsure it was taken: again
+    a_events.wait(lambda e: len(a_events.of(ev.Ok, corr_id="send-1")) == 2)
+    assert a_events.of(ev.Ok, corr_id="send-1") == [first, first]
+    alice.ack_command_event("send-1")
+    alice.send_message(a_conn, b"next")
+    hello = b_events.wait_for(ev.Msg, conn_id=b_conn, body=b"hello")
+    bob.ack_message(b_conn, hello.msg_id)  # the server holds the next one back till then
+    b_events.wait_for(ev.Msg, conn_id=b_conn, body=b"next")
+    assert [e.body for e in b_events.of(ev.Msg, conn_id=b_conn)] == [b"hello", b"next"]
+    assert alice.connection_status(a_conn).pending_commands == 0
+
+
+def test_an_acknowledged_send_on_a_connection_that_cannot_send_is_refused(
+    server, open_client
+) -> None:
+    alice, a_events = open_client("alice", [server])
+    a_conn = alice.create_connection_async("create")
+    a_events.wait_for(ev.Inv, corr_id="create")
+    with pytest.raises(AgentError) as refused:
+        alice.send_message_async("send-early", a_conn, b"too early")
+    assert refused.value.code == "PROHIBITED"
+    assert alice.connection_status(a_conn).pending_messages == 0
+    assert not a_events.of(ev.Ok, corr_id="send-early")

@@ -156,3 +156,23 @@ def test_delete(point: str, server: QueueServer, open_client) -> None:
     check_once(a_events, "cmd", point)
     assert alice.connection_status(a_conn) is None
     assert server.store.stats()["queues"] == 1  # only bob's reply queue is left
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_acknowledged_send(point: str, server: QueueServer, open_client) -> None:
+    alice, a_events = open_client("alice", [server])
+    bob, b_events = open_client("bob", [server])
+    a_conn, b_conn = connect(alice, a_events, bob, b_events)
+    faults.arm(point, "send")
+    alice.send_message_async("cmd", a_conn, b"once")
+    a_events.wait(
+        lambda e: len(completions(a_events, "cmd")) >= (2 if point == faults.AFTER_EMIT else 1)
+    )
+    assert restarted(alice, a_conn)
+    assert isinstance(check_once(a_events, "cmd", point), ev.Ok)
+    alice.send_message(a_conn, b"after")  # in order behind it: once this came, all did
+    once = b_events.wait_for(ev.Msg, conn_id=b_conn, body=b"once")
+    bob.ack_message(b_conn, once.msg_id)
+    b_events.wait_for(ev.Msg, conn_id=b_conn, body=b"after")
+    bodies = [e.body for e in b_events.of(ev.Msg, conn_id=b_conn)]
+    assert bodies == [b"once", b"after"]
