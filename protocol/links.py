@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from typing import Annotated, ClassVar, Final
 
 import msgspec
+import msgspec.inspect
 
 from protocol.address import SCHEME, ServerAddress, b64url
 from protocol.crypto import CryptoError, hkdf, open_sealed, random_bytes, seal
@@ -291,7 +292,7 @@ def decrypt_link_data(short_link: ShortLink, blob: bytes) -> LinkData:
     try:
         version = _data_version_decoder.decode(plaintext).version
     except _DECODE_ERRORS as exc:
-        raise LinkError(f"link data is malformed: {exc}") from None
+        raise LinkError(f"link data is malformed: {_decode_problem(exc, LinkData)}") from None
     if version != LINK_DATA_VERSION:
         raise LinkError(
             f"link data of version {version}; this client reads version {LINK_DATA_VERSION}"
@@ -299,7 +300,7 @@ def decrypt_link_data(short_link: ShortLink, blob: bytes) -> LinkData:
     try:
         return _data_decoder.decode(plaintext)
     except _DECODE_ERRORS as exc:
-        raise LinkError(f"link data is malformed: {exc}") from None
+        raise LinkError(f"link data is malformed: {_decode_problem(exc, LinkData)}") from None
 
 
 def _data_key(short_link: ShortLink) -> bytes:
@@ -332,12 +333,12 @@ def parse_link(text: str) -> ConnectionLink:
     try:
         versions = _versions_decoder.decode(data)
     except _DECODE_ERRORS as exc:
-        raise LinkError(f"malformed {kind} link: {exc}") from None
+        raise LinkError(f"malformed {kind} link: {_decode_problem(exc, ConnectionLink)}") from None
     _check_versions(versions.min_version, versions.max_version)
     try:
         link = _link_decoder.decode(data)
     except _DECODE_ERRORS as exc:
-        raise LinkError(f"malformed {kind} link: {exc}") from None
+        raise LinkError(f"malformed {kind} link: {_decode_problem(exc, ConnectionLink)}") from None
     if link.kind != kind:
         raise LinkError(f"a {kind} link must hold {kind} queues, not {link.kind} queues")
     return link
@@ -419,3 +420,81 @@ def _from_b64url(text: str, what: str) -> bytes:
     if b64url(data) != text:
         raise LinkError(f"the {what} is not canonical base64url")
     return data
+
+
+# ---------------------------------------------------------------------- decode errors in words
+
+# msgspec's type names and the link's field names, as a person reading the error knows them.
+_TYPE_WORDS: Final = {
+    "array": "a list",
+    "int": "a number",
+    "float": "a decimal number",
+    "str": "text",
+    "bytes": "bytes",
+    "object": "a map",
+    "null": "nil",
+    "bool": "true or false",
+}
+_FIELD_WORDS: Final = {
+    "min_version": "the lowest version",
+    "max_version": "the highest version",
+    "queues": "the queue list",
+    "server": "the server address",
+    "snd_id": "the sender id",
+    "dh_public": "the public key",
+    "mode": "the queue mode",
+    "link": "the connection link",
+    "user_data": "the user data",
+}
+_EXPECTED_GOT = re.compile(r"Expected `(\w+)`, got `(\w+)`")
+_TOO_FEW_FIELDS = re.compile(r"Expected `array` of at least length (\d+), got (\d+)")
+
+
+def _decode_problem(exc: BaseException, root: type[msgspec.Struct]) -> str:
+    """What is wrong with undecodable link bytes, in words: msgspec says
+    ``Expected `array`, got `int` - at `$[2][0]` ``, which means nothing to whoever pasted
+    the link; this says ``queue 1 is a number where a list belongs``."""
+    if isinstance(exc, UnicodeDecodeError):
+        return "it holds text that is not UTF-8"
+    if isinstance(exc, RecursionError):
+        return "it is nested too deeply to be a link"
+    problem, _, path = str(exc).partition(" - at `")
+    where = _field_at(path.rstrip("`"), root)
+    if problem == "Input data was truncated":
+        return "its data ends too early (was the link cut short?)"
+    if match := _EXPECTED_GOT.fullmatch(problem):
+        expected, got = (_TYPE_WORDS.get(word, word) for word in match.groups())
+        return f"{where} is {got} where {expected} belongs"
+    if match := _TOO_FEW_FIELDS.fullmatch(problem):
+        needed, present = match.groups()
+        return f"{where} has {present} fields where at least {needed} belong"
+    if problem.startswith("Invalid enum value "):
+        return f"{where} is {problem.removeprefix('Invalid enum value ')}, not a known value"
+    # Anything else (a length or a range): msgspec's sentence with its type names in words.
+    words = re.sub(r"`(\w+)`", lambda m: _TYPE_WORDS.get(m[1], m[1]), problem)
+    if words.startswith("Expected "):
+        return f"{where} should be {words.removeprefix('Expected ')}"
+    return f"{where}: {words[:1].lower()}{words[1:]}"
+
+
+def _field_at(path: str, root: type[msgspec.Struct]) -> str:
+    """``$[2][0][3]`` of a `ConnectionLink` → ``queue 1's queue mode``."""
+    where = "the link data" if root is LinkData else "the link"
+    kind: msgspec.inspect.Type = msgspec.inspect.type_info(root)
+    for index in map(int, re.findall(r"\[(\d+)\]", path)):
+        if isinstance(kind, msgspec.inspect.StructType):
+            position = index - 1 if kind.tag is not None else index  # the tag comes first
+            if position < 0:
+                return f"the version of {where}"
+            if position >= len(kind.fields):
+                return where
+            field = kind.fields[position]
+            words = _FIELD_WORDS.get(field.name, field.name)
+            where = words if where in ("the link", "the link data") else f"{where}, {words}"
+            kind = field.type
+        elif isinstance(kind, msgspec.inspect.VarTupleType | msgspec.inspect.ListType):
+            where = f"queue {index + 1}" if where.endswith("queue list") else f"item {index + 1}"
+            kind = kind.item_type
+        else:
+            break
+    return where

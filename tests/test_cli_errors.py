@@ -3,13 +3,16 @@ words, a one-line refusal of every bad `duplex server` option."""
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from actors.client import Client
 from protocol.address import ServerAddress
-from protocol.errors import AgentError, NetworkError, message_of
+from protocol.errors import AgentError, LinkError, NetworkError, message_of
+from protocol.links import parse_link
 from protocol.server import QueueServer
 
 
@@ -48,3 +51,32 @@ def test_a_server_with_another_certificate_says_identity_once(tmp_path: Path) ->
     assert error.code == "IDENTITY"
     assert str(error).count("IDENTITY") == 1, str(error)
     assert "presented a certificate" in str(error)
+
+
+def _link_of(content: object) -> str:
+    encoded = base64.urlsafe_b64encode(msgspec.msgpack.encode(content)).rstrip(b"=")
+    return f"duplex:/invitation#{encoded.decode()}"
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (5, "the link is a number where a list belongs"),
+        ([1, 1, 5], "the queue list is a number where a list belongs"),
+        ([1, 1, [[1, b"", b"", ""]]], "queue 1, the server address is a number where text"),
+        ([1, 1], "the link has 2 fields where at least 3 belong"),
+        ([1, 1, [["s", b"", b"", "x"]]], "queue 1, the sender id should be bytes of length"),
+    ],
+)
+def test_a_corrupt_link_says_what_is_wrong_in_words(content: object, words: str) -> None:
+    with pytest.raises(LinkError) as caught:
+        parse_link(_link_of(content))
+    message = str(caught.value)
+    assert message.startswith("LINK: malformed invitation link: "), message
+    assert words in message
+    assert "`" not in message and "$[" not in message, message  # none of msgspec's own words
+
+
+def test_a_cut_short_link_says_so() -> None:
+    with pytest.raises(LinkError, match="ends too early"):
+        parse_link(_link_of([1, 1, [["s", b"x" * 24, b"y" * 32, "m"]]])[:-20])
