@@ -4,7 +4,13 @@ namespace is the public surface."""
 
 from actors.kernel.actor import Actor, ActorContext, ActorCrash, DeadLetter
 from actors.kernel.directory import Directory, EntryState, VirtualKind
-from actors.kernel.errors import ActorUnavailable, AskTimeout, IoError, KernelError
+from actors.kernel.errors import (
+    ActorUnavailable,
+    AskTimeout,
+    IoError,
+    KernelError,
+    NotApplicable,
+)
 from actors.kernel.io import IoActor, IoBridge
 from actors.kernel.messages import ChildExited, ChildStarted, ExitReason, IoResult
 from actors.kernel.runtime import Runtime, RuntimeConfig, TransactionalDatabase
@@ -41,6 +47,7 @@ __all__ = [
     "IoError",
     "IoResult",
     "KernelError",
+    "NotApplicable",
     "Restart",
     "Runtime",
     "RuntimeConfig",

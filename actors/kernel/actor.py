@@ -5,7 +5,8 @@ Theory of operation
 Nobody holds a pykka `ActorRef`: refs die with an activation, addresses do not. Every message
 goes through the runtime's `Directory` (see directory.py), which delivers it to the live
 activation, buffers it while the address starts, restarts or passivates, or activates a
-virtual actor for it. Subclasses implement four hooks and never pykka's own:
+virtual actor for it. Subclasses implement four hooks (and an optional fifth), never
+pykka's own:
 
 * ``started()``  loads the actor's state from storage; a restart is a new activation that
   calls it again, so whatever it loads is what survives a crash. An exception here is a
@@ -14,6 +15,12 @@ virtual actor for it. Subclasses implement four hooks and never pykka's own:
 * ``stopped()``  runs on a clean stop or passivation, not after a crash.
 * ``summary()``  a few fields for the supervision tree; read from other threads, so it only
   reads plain attributes.
+* ``inspect()``  optional: more detail for an operator (the debug console), computed on the
+  actor's own thread when `Runtime.inspect` asks, so it may read anything the actor owns.
+
+Operators (the debug console, through `Runtime.crash` / `restart` / `passivate` /
+`inspect`) reach an activation only through kernel messages in its mailbox: a
+`CrashRequested` is a crash like any other, and `Inspect` is answered by ``describe()``.
 
 A crash (an exception escaping ``started`` or ``receive`` for a `tell`) salvages the
 messages still in the mailbox into the directory's buffer, records the work item being done,
@@ -60,8 +67,10 @@ from actors.kernel.messages import (
     Ask,
     ChildExited,
     ChildStarted,
+    CrashRequested,
     ExitReason,
     IdleCheck,
+    Inspect,
     IoResult,
     Passivate,
     TimerFired,
@@ -119,7 +128,7 @@ class Actor(pykka.ThreadingActor):
     # path (an application message) to one membership test. Subclasses of the kernel extend
     # it (supervisors) so that an application's `receive` can never swallow them.
     _kernel_types: ClassVar[frozenset[type]] = frozenset(
-        {TimerFired, Ask, IdleCheck, Passivate, IoResult, ChildStarted}
+        {TimerFired, Ask, IdleCheck, Passivate, IoResult, ChildStarted, CrashRequested}
     )
 
     def __init__(self, ctx: ActorContext) -> None:
@@ -164,6 +173,11 @@ class Actor(pykka.ThreadingActor):
 
     def summary(self) -> dict[str, Any]:
         """A few state fields for the supervision tree (read from another thread)."""
+        return {}
+
+    def inspect(self) -> dict[str, Any]:
+        """More about this activation for an operator than `summary` (pending work, last
+        errors…), as plain data; runs on the actor's own thread (see `describe`)."""
         return {}
 
     def may_passivate(self) -> bool:
@@ -270,6 +284,23 @@ class Actor(pykka.ThreadingActor):
             "state": summary,
         }
 
+    def describe(self) -> dict[str, Any]:
+        """The snapshot, the kernel's bookkeeping of this activation and `inspect()`: the
+        answer to `Inspect`, on this actor's own thread."""
+        description = self.snapshot()
+        description.update(
+            urn=self.actor_urn,
+            parent=self.ctx.parent,
+            virtual=self.ctx.virtual,
+            ready=self.is_ready,
+            idle_seconds=round(time.monotonic() - self.last_activity, 3),
+        )
+        try:
+            description["details"] = self.inspect()
+        except Exception as exc:  # noqa: BLE001 (an operator still gets the rest)
+            description["details"] = {"inspect_error": repr(exc)}
+        return description
+
     # ------------------------------------------------------------------ pykka's hooks (final)
 
     @final
@@ -328,14 +359,18 @@ class Actor(pykka.ThreadingActor):
                 return callback(message)
             return self.receive(message)
         if type(message) is Ask:
-            self.last_activity = time.monotonic()
+            inspecting = type(message.message) is Inspect
+            if not inspecting:  # an operator looking is not activity (passivation)
+                self.last_activity = time.monotonic()
             try:
-                message.future.set(self.receive(message.message))
+                message.future.set(self.describe() if inspecting else self.receive(message.message))
             except BaseException:  # noqa: BLE001 (the asker gets it; the actor keeps serving)
                 message.future.set_exception()
             return None
         if type(message) is IdleCheck:
             return self._check_idle()
+        if type(message) is CrashRequested:
+            raise ActorCrash(f"{self.address}: {message.reason}")
         if type(message) is Passivate and not (self._may_passivate_now() and self.passivate()):
             self.runtime.directory.passivation_refused(self.address)
         if type(message) is ChildStarted:

@@ -28,7 +28,9 @@ told to an activation after it asked to stop (pykka drops that) go back to the b
 order, ahead of newer messages.
 
 Virtual actors are passivated when idle (the actor's own timer) and when more than
-`live_cap` of them are alive: the least recently used one that agrees is asked to stop.
+`live_cap` of them are alive: the least recently used one that agrees is asked to stop. A
+passivated actor has no entry; the last `PASSIVATED_KEPT` of them are remembered (address
+and kind) until they activate again, so that the tree can show them (`passivated`).
 The directory also keeps the crash ledger that `Actor.run_work_item` uses for dead letters.
 """
 
@@ -56,6 +58,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ActorFactory = Callable[[ActorContext], Actor]
+
+PASSIVATED_KEPT = 1024
 
 
 class EntryState(enum.Enum):
@@ -123,6 +127,7 @@ class Directory:
         self.closed = False
         self.counters: Counter[str] = Counter()
         self.recent_dead_letters: deque[tuple[str, str]] = deque(maxlen=100)
+        self._passivated: OrderedDict[str, str] = OrderedDict()  # address → kind
 
     # ------------------------------------------------------------------ delivery
 
@@ -230,6 +235,18 @@ class Directory:
             self._forget_live(address)
         self._await_stop([actor.actor_ref.stop(block=False)], timeout)
 
+    def restart_virtual(self, address: str, timeout: float = 10.0) -> bool:
+        """Stop a live virtual actor cleanly and activate it again at once (an operator's
+        restart: counted in `restarts`); False if it is not a live virtual actor. Blocks
+        until the old activation stopped: not for an actor's own thread."""
+        with self._lock:
+            entry = self._entries.get(address)
+            if entry is None or not entry.virtual or entry.actor is None:
+                return False
+            entry.start_requested = True
+        self.stop(address, timeout)
+        return True
+
     def stop_children_of(self, supervisor: str, timeout: float = 10.0) -> None:
         """Stop every live virtual actor of a kind at once (its supervisor is stopping)."""
         futures = []
@@ -292,10 +309,15 @@ class Directory:
             # messages were told after it asked to stop (an actor's own `stop()`).
             entry.buffer.extendleft(reversed(_drain(actor.actor_inbox)))
             if entry.virtual:
+                if entry.start_requested and not self.closed:  # restart_virtual
+                    self._activate(entry)
+                    return
                 self.counters["passivations"] += 1
                 if entry.buffer and not self.closed:
                     self._activate(entry)
                 else:
+                    if not self.closed:
+                        self._remember_passivated(actor.address, actor.kind)
                     self.discard(actor.address, "runtime shut down")
                 return
             entry.state = EntryState.PENDING
@@ -353,6 +375,12 @@ class Directory:
                 if entry.virtual and address.startswith(prefix)
             ]
 
+    def passivated(self, supervisor: str) -> list[tuple[str, str]]:
+        """(address, kind) of the remembered passivated children of a virtual supervisor."""
+        prefix = supervisor + "/"
+        with self._lock:
+            return [(a, k) for a, k in self._passivated.items() if a.startswith(prefix)]
+
     def live_virtual(self) -> int:
         with self._lock:
             return len(self._lru)
@@ -372,8 +400,9 @@ class Directory:
             virtual=entry.virtual,
             passivate_after=entry.passivate_after,
         )
-        if entry.activations and (entry.crashed or not entry.virtual):
+        if entry.activations and (entry.crashed or not entry.virtual or entry.start_requested):
             entry.restarts += 1
+        self._passivated.pop(entry.address, None)
         entry.activations += 1
         entry.crashed = entry.supervised_stop = entry.start_requested = False
         try:
@@ -437,6 +466,12 @@ class Directory:
             excess -= 1
             if not excess:
                 return
+
+    def _remember_passivated(self, address: str, kind: str) -> None:
+        self._passivated[address] = kind
+        self._passivated.move_to_end(address)
+        while len(self._passivated) > PASSIVATED_KEPT:
+            self._passivated.popitem(last=False)
 
     def _forget_live(self, address: str) -> None:
         self._lru.pop(address, None)

@@ -10,6 +10,8 @@ message is not) so that the mapping is one lookup:
     │                                  failed, a service (database, I/O thread) is absent
     ├── AskTimeout        ASK_TIMEOUT  an `ask` (or a blocking I/O call at the edge) got no
     │                                  answer within its timeout
+    ├── NotApplicable     NOT_APPLICABLE  an operator's command that this actor cannot take
+    │                                  (crashing the root, passivating a supervised actor)
     └── IoError           IO           submitted I/O could not run or did not finish: the I/O
                                        thread was restarting or stopping, the task could not
                                        be spawned, or it was cancelled (only ever inside an
@@ -35,6 +37,14 @@ class AskTimeout(KernelError):
     """An `ask` or a blocking edge call got no answer within its timeout."""
 
     code = "ASK_TIMEOUT"
+
+
+class NotApplicable(KernelError):
+    """An operator's command (`Runtime.crash`, `restart`, `passivate`) that does not apply to
+    this actor: the root supervisor (its crash would fail the runtime), or a supervised
+    actor asked to passivate."""
+
+    code = "NOT_APPLICABLE"
 
 
 class IoError(KernelError):

@@ -19,11 +19,14 @@ __all__ = [
     "Ask",
     "ChildExited",
     "ChildStarted",
+    "CrashRequested",
     "ExitReason",
     "IdleCheck",
+    "Inspect",
     "IoError",  # defined in errors.py, importable from here as before
     "IoResult",
     "Passivate",
+    "RestartChild",
     "RestartChildren",
     "RestartVirtual",
     "TimerFired",
@@ -94,6 +97,28 @@ class Passivate:
 @dataclass(frozen=True, slots=True)
 class IdleCheck:
     """A virtual actor's own timer: passivate if nothing arrived for `passivate_after`."""
+
+
+@dataclass(frozen=True, slots=True)
+class CrashRequested:
+    """An operator's command (`Runtime.crash`): the activation crashes on it, as it would on
+    an exception in a handler, and its supervisor restarts it."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RestartChild:
+    """An operator's command to a supervisor (`Runtime.restart`): stop this child cleanly
+    and start a fresh activation of it, its siblings untouched."""
+
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class Inspect:
+    """Asked from the runtime's edge (`Runtime.inspect`): the activation describes itself on
+    its own thread (`Actor.describe`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,9 @@ root supervisor at address `name` (``client`` by default) with an `io` child in 
 given children, and returns once the tree is running. From outside the actors, `tell` sends
 a message to an address and `ask` waits for an answer with a timeout (the edges only: actors
 never ask each other). `tree()` returns the supervision tree as nested `TreeNode`s.
+An operator (the debug console) may `inspect`, `crash`, `restart` and `passivate` an actor:
+each goes to the activation as a kernel message, so it takes the paths a real crash or an
+idle passivation takes.
 `shutdown()` stops the tree in reverse start order, cancels the trio tasks and leaves no
 thread of the runtime running.
 
@@ -30,9 +33,17 @@ from typing import Any, Protocol
 import pykka
 
 from actors.kernel.directory import ActorFactory, Directory, EntryState, EntryView
-from actors.kernel.errors import ActorUnavailable, AskTimeout, IoError
+from actors.kernel.errors import ActorUnavailable, AskTimeout, IoError, NotApplicable
 from actors.kernel.io import IoActor, IoBridge
-from actors.kernel.messages import Ask, ChildExited, IoResult
+from actors.kernel.messages import (
+    Ask,
+    ChildExited,
+    CrashRequested,
+    Inspect,
+    IoResult,
+    Passivate,
+    RestartChild,
+)
 from actors.kernel.supervisor import (
     ChildSpec,
     Intensity,
@@ -222,24 +233,77 @@ class Runtime:
 
     # ------------------------------------------------------------------ the tree
 
-    def tree(self) -> TreeNode:
-        """A snapshot of the whole supervision tree (live actors and their counters)."""
-        return self._node(self.name)
+    def tree(self, passivated: bool = False) -> TreeNode:
+        """A snapshot of the whole supervision tree (live actors and their counters); with
+        `passivated`, the virtual actors the directory remembers as passivated too."""
+        return self._node(self.name, passivated)
 
-    def _node(self, address: str) -> TreeNode:
+    def _node(self, address: str, passivated: bool = False) -> TreeNode:
         view = self.directory.view(address)
         if view is None:
             return TreeNode(address=address, kind="?", status="down")
         actor = view.actor
         children: list[TreeNode] = []
         if isinstance(actor, Supervisor):
-            children = [self._node(child) for child in actor.child_addresses]
+            children = [self._node(child, passivated) for child in actor.child_addresses]
         elif isinstance(actor, VirtualSupervisor):
-            views = self.directory.virtual_children(address)
-            children = [_leaf(v) for v in sorted(views, key=lambda v: v.address)]
+            children = [_leaf(v) for v in self.directory.virtual_children(address)]
+            if passivated:
+                present = {child.address for child in children}
+                children += [
+                    TreeNode(address=a, kind=kind, status="passivated")
+                    for a, kind in self.directory.passivated(address)
+                    if a not in present
+                ]
+            children.sort(key=lambda child: child.address)
         node = _leaf(view)
         node.children = children
         return node
+
+    # ------------------------------------------------------------------ operator commands
+
+    def inspect(self, address: str, timeout: float | None = None) -> dict[str, Any]:
+        """What the live activation at `address` says of itself (`Actor.describe`), asked
+        on its own thread; `AskTimeout` if it is busy for longer than `timeout`."""
+        self._live_view(address)
+        return self.ask(address, Inspect(), timeout)
+
+    def crash(self, address: str, reason: str = "crashed on request") -> None:
+        """Crash the live activation at `address`, as an exception in its handler would:
+        its supervisor restarts it. Not the root (that would fail the runtime)."""
+        self._live_view(address, not_root="crashing the root supervisor fails the runtime")
+        self.directory.tell(address, CrashRequested(reason))
+
+    def restart(self, address: str) -> None:
+        """Stop the activation at `address` cleanly and start a fresh one (counted in its
+        restarts; its siblings keep running, nothing counts as a crash). A virtual actor
+        is restarted here, whatever its `may_passivate` says (as a crash would), so this
+        blocks until it stopped: call it from the edge, never from an actor."""
+        view = self._live_view(address, not_root="the root supervisor is the runtime")
+        assert view.actor is not None
+        ctx = view.actor.ctx
+        if ctx.virtual:
+            if not self.directory.restart_virtual(address):
+                raise ActorUnavailable(f"no live actor at {address}")
+        elif ctx.parent is not None:
+            self.directory.tell(ctx.parent, RestartChild(address))
+
+    def passivate(self, address: str) -> None:
+        """Ask the live virtual actor at `address` to passivate; it stays if it may not
+        (`may_passivate`: work in progress), as it would when idle."""
+        view = self._live_view(address)
+        assert view.actor is not None
+        if not view.actor.ctx.virtual:
+            raise NotApplicable(f"{address} is a supervised actor, not a virtual one")
+        self.directory.tell(address, Passivate("requested"))
+
+    def _live_view(self, address: str, not_root: str | None = None) -> EntryView:
+        if not_root is not None and address == self.name:
+            raise NotApplicable(not_root)
+        view = self.directory.view(address)
+        if view is None or view.actor is None:
+            raise ActorUnavailable(f"no live actor at {address}")
+        return view
 
     # ------------------------------------------------------------------ lifecycle
 

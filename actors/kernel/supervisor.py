@@ -49,6 +49,7 @@ from actors.kernel.messages import (
     ChildExited,
     ChildStarted,
     ExitReason,
+    RestartChild,
     RestartChildren,
     RestartVirtual,
 )
@@ -158,7 +159,7 @@ class Supervisor(Actor):
     """Supervises an ordered list of children; see the module docstring."""
 
     kind = "supervisor"
-    _kernel_types = Actor._kernel_types | {ChildExited, RestartChildren}
+    _kernel_types = Actor._kernel_types | {ChildExited, RestartChildren, RestartChild}
 
     def __init__(
         self,
@@ -226,9 +227,22 @@ class Supervisor(Actor):
                 if self._held.get(address) == message.epoch:
                     del self._held[address]
             self._advance()
+        elif kind is RestartChild:
+            self._restart_on_request(message.address)
         else:
             return super()._kernel_message(message)
         return None
+
+    def _restart_on_request(self, address: str) -> None:
+        """An operator's restart of one child: a clean stop and a fresh activation, no
+        strategy applied (nothing crashed) and no restart intensity spent."""
+        spec = self._by_address.get(address)
+        if spec is None or address in self._removed:
+            return
+        if address in self._to_start or address == self._starting:
+            return  # (re)starting already: that activation is the fresh one
+        log.info("restarting child on request", extra={"address": address})
+        self.runtime.directory.start(address, self.address, spec.factory)
 
     def _after_started(self) -> None:
         self._maybe_ready()
