@@ -31,6 +31,15 @@ anything else is refused (`ChatRefused`) and changes nothing.
 Group messages go to every member connected to us; a member known but not connected yet gets
 them once it is (`ChatPending`), in order. A copy of a message with a shared id we already
 hold is dropped, so each message is told once.
+
+Where it lives
+--------------
+The actor is a shell: it opens one unit per ask, agent event, completion or chat message
+(owner.py), checks who may say what, and hands the step to a collaborator, which changes
+rows and queues effects on that unit but never opens one itself:
+
+* `Members` (members.py)              the group's rows, who is who, and group messages;
+* `Introductions` (introductions.py)  the joining steps above, on every side.
 """
 
 from __future__ import annotations
@@ -41,6 +50,8 @@ from typing import Any
 
 from actors.agent import events as aev
 from actors.chat import events as cev
+from actors.chat.introductions import Introductions
+from actors.chat.members import Members, new_conn_id
 from actors.chat.model import (
     WAITING_MEMBERS,
     AgentCall,
@@ -48,7 +59,6 @@ from actors.chat.model import (
     CommandFunction,
     ContactStatus,
     GroupStatus,
-    IntroStatus,
     MemberStatus,
     OwnerKind,
     decode_call,
@@ -58,15 +68,12 @@ from protocol.chat import (
     ChatMessage,
     GroupProfile,
     GroupRole,
-    MemberInfo,
-    Profile,
     XGrpAcpt,
     XGrpDel,
     XGrpInv,
     XGrpLeave,
     XGrpMemCon,
     XGrpMemFwd,
-    XGrpMemInfo,
     XGrpMemIntro,
     XGrpMemInv,
     XGrpMemNew,
@@ -77,9 +84,6 @@ from protocol.chat import (
     new_message_id,
 )
 from protocol.errors import AgentError, ChatWireError
-
-_GONE = {MemberStatus.LEFT, MemberStatus.REMOVED, MemberStatus.FAILED}
-
 
 # ---------------------------------------------------------------------- asks
 
@@ -132,52 +136,17 @@ class GroupView:
     members: tuple[MemberView, ...]
 
 
-def _new_conn_id() -> str:
-    return new_member_id()  # the same shape: 16 base64url characters
-
-
 class GroupActor(OwnerActor):
+    """The owner of one group: turns asks, agent events, completions and chat messages into
+    units and hands each to the collaborator whose step it is."""
+
     kind = "group"
     owner_kind = OwnerKind.GROUP
 
     def load(self) -> None:
         self.group_id = self.ctx.key
-
-    # ------------------------------------------------------------------ helpers
-
-    def _group(self) -> Any:
-        return self.store.Group.get_or_none(self.store.Group.group_id == self.group_id)
-
-    def _members(self) -> list[Any]:
-        store = self.store
-        return list(store.Member.select().where(store.Member.group_id == self.group_id))
-
-    def _member(self, member_id: str) -> Any:
-        store = self.store
-        return store.Member.get_or_none(
-            (store.Member.group_id == self.group_id) & (store.Member.member_id == member_id)
-        )
-
-    def _member_on(self, conn_id: str) -> Any:
-        store = self.store
-        return store.Member.get_or_none(
-            (store.Member.group_id == self.group_id) & (store.Member.conn_id == conn_id)
-        )
-
-    def _me(self, group: Any) -> MemberInfo:
-        profile = self.services.profile
-        return MemberInfo(group.member_id, GroupRole(group.role), profile)
-
-    @staticmethod
-    def _info(member: Any) -> MemberInfo:
-        profile = Profile(member.display_name, member.full_name or "")
-        return MemberInfo(member.member_id, GroupRole(member.role), profile)
-
-    def _is_host(self, group: Any) -> bool:
-        return group.host_member_id == group.member_id
-
-    def _from_host(self, group: Any, member: Any) -> bool:
-        return member is not None and member.member_id == group.host_member_id
+        self.members = Members(self.services, self.group_id, str(self.owner))
+        self.introductions = Introductions(self.members)
 
     # ------------------------------------------------------------------ asks
 
@@ -190,14 +159,16 @@ class GroupActor(OwnerActor):
             case JoinGroup():
                 return self._join()
             case SendGroupMessage(text=text):
-                return self._send(text)
+                msg_id = new_message_id()
+                with self.unit() as unit:
+                    return self.members.send(unit, msg_id, text)
             case GroupState():
                 return self._view()
         return super().receive(message)
 
     def _create(self, profile: GroupProfile) -> str:
         with self.unit():
-            if self._group() is None:
+            if self.members.group() is None:
                 me = new_member_id()
                 self.store.Group.create(
                     group_id=self.group_id,
@@ -214,8 +185,8 @@ class GroupActor(OwnerActor):
     def _add_member(self, ask: AddMember) -> str:
         store = self.store
         with self.unit() as unit:
-            group = self._group()
-            if group is None or not self._is_host(group):
+            group = self.members.group()
+            if group is None or not Members.is_host(group):
                 raise AgentError("only the group's host adds members", code="PROHIBITED")
             contact = store.Contact.get_or_none(store.Contact.contact_id == ask.contact_id)
             if contact is None or contact.status != ContactStatus.CONNECTED:
@@ -237,7 +208,7 @@ class GroupActor(OwnerActor):
             invitation = XGrpInv(
                 self.group_id,
                 GroupProfile(group.name, group.description),
-                self._me(group),
+                self.members.me(group),
                 member_id,
                 ask.role,
                 ask.link,
@@ -248,14 +219,14 @@ class GroupActor(OwnerActor):
     def _join(self) -> str:
         store = self.store
         with self.unit() as unit:
-            group = self._group()
+            group = self.members.group()
             if group is None:
                 raise AgentError(f"no group {self.group_id!r}", code="NO_GROUP")
             if group.status != GroupStatus.INVITED:
                 return self.group_id  # joined already (or failed: see its status)
             invitation = decode_chat_message(bytes(group.invitation))
             assert isinstance(invitation, XGrpInv)
-            conn_id = _new_conn_id()
+            conn_id = new_conn_id()
             host = invitation.host
             store.Member.create(
                 group_id=self.group_id,
@@ -274,41 +245,14 @@ class GroupActor(OwnerActor):
             unit.command(CommandFunction.JOIN_GROUP, conn_id, call)
         return self.group_id
 
-    def _send(self, text: str) -> str:
-        store = self.store
-        msg_id = new_message_id()
-        with self.unit() as unit:
-            group = self._group()
-            if group is None or group.status != GroupStatus.CONNECTED:
-                raise AgentError("not a member of this group (yet)", code="PROHIBITED")
-            message = XMsgNew(msg_id, text)
-            store.Message.create(
-                chat_kind="group",
-                chat_id=self.group_id,
-                msg_id=msg_id,
-                author="",
-                text=text,
-                sent=True,
-                created_at=time.time(),
-            )
-            body = encode_chat_message(message)
-            for member in self._members():
-                if member.status == MemberStatus.CONNECTED:
-                    unit.send(member.conn_id, message)
-                elif member.status not in _GONE:
-                    store.Pending.create(
-                        group_id=self.group_id, member_id=member.member_id, body=body
-                    )
-        return msg_id
-
     def _view(self) -> GroupView | None:
         with self.store.transaction(read_only=True):
-            group = self._group()
+            group = self.members.group()
             if group is None:
                 return None
             members = tuple(
                 MemberView(m.member_id, m.role, m.status, m.display_name)
-                for m in sorted(self._members(), key=lambda m: m.id)
+                for m in sorted(self.members.all(), key=lambda m: m.id)
             )
         return GroupView(self.group_id, group.name, group.status, group.member_id, members)
 
@@ -326,137 +270,23 @@ class GroupActor(OwnerActor):
     def on_agent_event(self, event: Any) -> None:
         match event:
             case aev.Conf(conn_id=conn_id, conf_id=conf_id, info=info):
-                self._confirmed(conn_id, conf_id, info)
+                with self.unit("CONF") as unit:
+                    self.introductions.confirmed(unit, conn_id, conf_id, _decode(info))
             case aev.Info(conn_id=conn_id, info=info):
-                self._peer_info(conn_id, info)
+                with self.unit("INFO"):
+                    self.introductions.peer_info(conn_id, _decode(info))
             case aev.Con(conn_id=conn_id):
-                self._connected(conn_id)
-
-    def _confirmed(self, conn_id: str, conf_id: str, info: bytes) -> None:
-        """A peer joined a link we made: the host's member link, or our intro link."""
-        with self.unit("CONF") as unit:
-            group, member = self._group(), self._member_on(conn_id)
-            if group is None or member is None:
-                return
-            message = _decode(info)
-            if member.status == MemberStatus.INVITED and isinstance(message, XGrpAcpt):
-                if message.member_id != member.member_id:
-                    return  # not the member this link was made for: left unanswered
-                member.display_name = message.profile.display_name
-                member.full_name = message.profile.full_name
-                member.status = MemberStatus.ACCEPTED
-                function = CommandFunction.ALLOW_MEMBER
-            elif member.status == MemberStatus.INTRO_INV and isinstance(message, XGrpMemInfo):
-                if message.member.member_id != member.member_id:
-                    return
-                member.status = MemberStatus.CONNECTING
-                function = CommandFunction.ALLOW_INTRO
-            else:
-                return  # a confirmation we did not wait for (a copy): nothing to do
-            member.save()
-            mine = encode_chat_message(XGrpMemInfo(self.group_id, self._me(group)))
-            call = AgentCall(AgentCallKind.ALLOW, conf_id=conf_id, info=mine)
-            unit.command(function, conn_id, call)
-
-    def _peer_info(self, conn_id: str, info: bytes) -> None:
-        with self.unit("INFO"):
-            member = self._member_on(conn_id)
-            message = _decode(info)
-            if (
-                member is not None
-                and isinstance(message, XGrpMemInfo)
-                and message.member.member_id == member.member_id
-            ):
-                member.display_name = message.member.profile.display_name
-                member.full_name = message.member.profile.full_name
-                member.save()
-
-    def _connected(self, conn_id: str) -> None:
-        with self.unit("CON") as unit:
-            group, member = self._group(), self._member_on(conn_id)
-            if group is not None and member is not None:
-                self._connect(unit, group, member)
-
-    def _connect(self, unit: Unit, group: Any, member: Any) -> None:
-        """`member`'s connection is ready: CON, or the OK of our allow (the agent makes the
-        connection ready in the transaction that completes the allow, and tells CON after
-        it: a crash between the two must not leave the member connecting)."""
-        if member.status == MemberStatus.CONNECTED:
-            return
-        member.status = MemberStatus.CONNECTED
-        member.save()
-        unit.tell(cev.MemberConnected(self.group_id, member.member_id, member.display_name))
-        if self._from_host(group, member) and group.status == GroupStatus.JOINING:
-            group.status = GroupStatus.CONNECTED
-            group.save()
-            unit.tell(cev.GroupConnected(self.group_id))
-        elif self._is_host(group):
-            self._introduce(unit, group, member)
-            self._forward_waiting(unit, member)
-        else:
-            host = self._member(group.host_member_id)
-            if host is not None and host.conn_id is not None:
-                unit.send(host.conn_id, XGrpMemCon(member.member_id))
-        self._flush_pending(unit, member)
-
-    def _introduce(self, unit: Unit, group: Any, new: Any) -> None:
-        """The host: `new` is connected; introduce it to every connected member."""
-        store = self.store
-        for other in self._members():
-            if other.member_id == new.member_id or other.status != MemberStatus.CONNECTED:
-                continue
-            known = store.Intro.get_or_none(
-                (store.Intro.group_id == self.group_id)
-                & (store.Intro.re_member_id == other.member_id)
-                & (store.Intro.to_member_id == new.member_id)
-            )
-            if known is not None:
-                continue
-            store.Intro.create(
-                group_id=self.group_id,
-                re_member_id=other.member_id,
-                to_member_id=new.member_id,
-                status=IntroStatus.INTRO_SENT,
-            )
-            unit.send(other.conn_id, XGrpMemNew(self._info(new)))
-            unit.send(new.conn_id, XGrpMemIntro(self._info(other)))
-
-    def _forward_waiting(self, unit: Unit, member: Any) -> None:
-        """The host: invitations for `member` that came while it was not connected."""
-        store = self.store
-        waiting = store.Intro.select().where(
-            (store.Intro.group_id == self.group_id)
-            & (store.Intro.re_member_id == member.member_id)
-            & (store.Intro.status == IntroStatus.INV_RECEIVED)
-        )
-        for intro in list(waiting):
-            new = self._member(intro.to_member_id)
-            if new is not None:
-                unit.send(member.conn_id, XGrpMemFwd(self._info(new), intro.link))
-                intro.status = IntroStatus.FWD_SENT
-                intro.save()
-
-    def _flush_pending(self, unit: Unit, member: Any) -> None:
-        store = self.store
-        rows = list(
-            store.Pending.select()
-            .where(
-                (store.Pending.group_id == self.group_id)
-                & (store.Pending.member_id == member.member_id)
-            )
-            .order_by(store.Pending.id)
-        )
-        for row in rows:
-            message = decode_chat_message(bytes(row.body))
-            unit.send(member.conn_id, message)
-            row.delete_instance()
+                with self.unit("CON") as unit:
+                    group, member = self.members.group(), self.members.on(conn_id)
+                    if group is not None and member is not None:
+                        self.introductions.connect(unit, group, member)
 
     # ------------------------------------------------------------------ completions
 
     def on_completion(self, unit: Unit, command: Any, event: Any) -> None:
         call = decode_call(bytes(command.payload))
-        group = self._group()
-        member = self._member_on(command.conn_id)
+        group = self.members.group()
+        member = self.members.on(command.conn_id)
         if group is None or member is None:
             return
         if isinstance(event, aev.Err):
@@ -464,13 +294,9 @@ class GroupActor(OwnerActor):
             return
         match CommandFunction(command.function), event:
             case CommandFunction.ALLOW_MEMBER | CommandFunction.ALLOW_INTRO, aev.Ok():
-                self._connect(unit, group, member)
+                self.introductions.connect(unit, group, member)
             case CommandFunction.CREATE_INTRO_INV, aev.Inv(link=link):
-                member.status = MemberStatus.INTRO_INV
-                member.save()
-                host = self._member(group.host_member_id)
-                if host is not None and host.conn_id is not None:
-                    unit.send(host.conn_id, XGrpMemInv(call.member_id or member.member_id, link))
+                self.introductions.invitation_made(unit, group, member, call, link)
             case _:
                 pass  # JOINED / OK: the connection goes on; CON ends it
 
@@ -487,23 +313,24 @@ class GroupActor(OwnerActor):
     # ------------------------------------------------------------------ chat messages
 
     def on_chat_message(self, unit: Unit, conn_id: str, message: ChatMessage) -> None:
-        group, sender = self._group(), self._member_on(conn_id)
+        group, sender = self.members.group(), self.members.on(conn_id)
         if group is None or sender is None:
             raise refuse("a group message on a connection of no member")
-        from_host = self._from_host(group, sender)
+        from_host = Members.from_host(group, sender)
+        joining = self.introductions
         match message:
             case XMsgNew():
-                self._received(unit, sender.member_id, message)
+                self.members.received(unit, sender.member_id, message)
             case XGrpMemNew(member=member) if from_host:
-                self._announced(member)
+                joining.announced(member)
             case XGrpMemIntro(member=member) if from_host:
-                self._introduced(unit, member)
-            case XGrpMemInv(member_id=member_id, link=link) if self._is_host(group):
-                self._intro_invitation(unit, sender, member_id, link)
+                joining.introduced(unit, member)
+            case XGrpMemInv(member_id=member_id, link=link) if Members.is_host(group):
+                joining.intro_invitation(unit, sender, member_id, link)
             case XGrpMemFwd(member=member, link=link) if from_host:
-                self._forwarded(unit, group, member, link)
-            case XGrpMemCon(member_id=member_id) if self._is_host(group):
-                self._intro_done(sender.member_id, member_id)
+                joining.forwarded(unit, group, member, link)
+            case XGrpMemCon(member_id=member_id) if Members.is_host(group):
+                joining.intro_done(sender.member_id, member_id)
             case XGrpLeave():
                 sender.status = MemberStatus.LEFT
                 sender.save()
@@ -512,112 +339,6 @@ class GroupActor(OwnerActor):
                 group.save()
             case _:
                 raise refuse(f"{type(message).__name__} from {sender.member_id} is not expected")
-
-    def _received(self, unit: Unit, author: str, message: XMsgNew) -> None:
-        store = self.store
-        known = store.Message.get_or_none(
-            (store.Message.chat_kind == "group")
-            & (store.Message.chat_id == self.group_id)
-            & (store.Message.msg_id == message.msg_id)
-        )
-        if known is not None:
-            return
-        store.Message.create(
-            chat_kind="group",
-            chat_id=self.group_id,
-            msg_id=message.msg_id,
-            author=author,
-            text=message.text,
-            sent=False,
-            created_at=time.time(),
-        )
-        unit.tell(cev.NewMessage("group", self.group_id, message.msg_id, author, message.text))
-
-    def _announced(self, info: MemberInfo) -> None:
-        if self._member(info.member_id) is None and info.member_id != self._group().member_id:
-            self._new_member(info, MemberStatus.ANNOUNCED)
-
-    def _introduced(self, unit: Unit, info: MemberInfo) -> None:
-        """We are the new member: make an invitation for the member the host introduced."""
-        if self._member(info.member_id) is not None or info.member_id == self._group().member_id:
-            return  # introduced before (a copy)
-        conn_id = _new_conn_id()
-        self._new_member(info, MemberStatus.INTRODUCED, conn_id)
-        call = AgentCall(AgentCallKind.CREATE, member_id=info.member_id)
-        unit.command(CommandFunction.CREATE_INTRO_INV, conn_id, call)
-
-    def _intro_invitation(self, unit: Unit, sender: Any, member_id: str, link: str) -> None:
-        """The host: the new member (`sender`) made its invitation for `member_id`."""
-        store = self.store
-        intro = store.Intro.get_or_none(
-            (store.Intro.group_id == self.group_id)
-            & (store.Intro.re_member_id == member_id)
-            & (store.Intro.to_member_id == sender.member_id)
-        )
-        if intro is None:
-            raise refuse(f"no introduction of {member_id} to {sender.member_id}")
-        if intro.status != IntroStatus.INTRO_SENT:
-            return  # answered before
-        intro.status, intro.link = IntroStatus.INV_RECEIVED, link
-        other = self._member(member_id)
-        if other is not None and other.status == MemberStatus.CONNECTED:
-            unit.send(other.conn_id, XGrpMemFwd(self._info(sender), link))
-            intro.status = IntroStatus.FWD_SENT
-        intro.save()
-
-    def _forwarded(self, unit: Unit, group: Any, info: MemberInfo, link: str) -> None:
-        """An existing member: the new member `info` invites us over `link`: join it."""
-        member = self._member(info.member_id)
-        if member is not None and member.conn_id is not None:
-            return  # joined before (a copy)
-        if info.member_id == group.member_id:
-            raise refuse("a forwarded invitation from ourselves")
-        conn_id = _new_conn_id()
-        if member is None:
-            member = self._new_member(info, MemberStatus.CONNECTING, conn_id)
-        else:
-            member.status, member.conn_id = MemberStatus.CONNECTING, conn_id
-            member.save()
-            self.store.own_connection(conn_id, str(self.owner))
-        mine = encode_chat_message(XGrpMemInfo(self.group_id, self._me(group)))
-        call = AgentCall(AgentCallKind.JOIN, link=link, info=mine, member_id=info.member_id)
-        unit.command(CommandFunction.JOIN_INTRO, conn_id, call)
-
-    def _intro_done(self, reporter: str, member_id: str) -> None:
-        """The host: `reporter` is connected to `member_id`; that introduction is done."""
-        store = self.store
-        known = False
-        for re_id, to_id in ((reporter, member_id), (member_id, reporter)):
-            intro = store.Intro.get_or_none(
-                (store.Intro.group_id == self.group_id)
-                & (store.Intro.re_member_id == re_id)
-                & (store.Intro.to_member_id == to_id)
-            )
-            if intro is None:
-                continue
-            known = True
-            if intro.status != IntroStatus.CONNECTED:
-                intro.status = IntroStatus.CONNECTED
-                intro.save()
-        if not known:
-            raise refuse(f"no introduction of {reporter} and {member_id}")
-
-    def _new_member(
-        self, info: MemberInfo, status: MemberStatus, conn_id: str | None = None
-    ) -> Any:
-        member = self.store.Member.create(
-            group_id=self.group_id,
-            member_id=info.member_id,
-            role=info.role.value,
-            status=status,
-            display_name=info.profile.display_name,
-            full_name=info.profile.full_name,
-            conn_id=conn_id,
-            created_at=time.time(),
-        )
-        if conn_id is not None:
-            self.store.own_connection(conn_id, str(self.owner))
-        return member
 
 
 def _decode(info: bytes) -> ChatMessage | None:
