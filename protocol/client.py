@@ -150,6 +150,9 @@ class QueueClient:
         self._wanted = trio.Event()  # set when someone needs a connection
         self._attempt_done = trio.Event()  # set after every connection attempt
         self._last_error: QueueFault | None = None
+        self._paused = False
+        self._resumed = trio.Event()
+        self._resumed.set()
         self.reconnects = 0
 
     # ------------------------------------------------------------------ public API
@@ -222,10 +225,31 @@ class QueueClient:
         """Stop resubscribing a queue (after DEL, or when its owner goes away)."""
         self._subscriptions.pop(rcv_id, None)
 
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def drop_connection(self, *, pause: bool = False) -> None:
+        """Drop the live connection as a network failure would: waiting requests get
+        `NetworkError` and the client reconnects with its backoff. With `pause` it does not
+        reconnect, and requests fail at once with `NetworkError`, until `resume()`. For
+        fault drills (the debug console); call it from the client's trio loop."""
+        if pause and not self._paused:
+            self._paused = True
+            self._resumed = trio.Event()
+        if self._connection_scope is not None:
+            self._connection_scope.cancel()
+
+    def resume(self) -> None:
+        """End a `drop_connection(pause=True)`: connect again when someone needs it."""
+        self._paused = False
+        self._resumed.set()
+
     async def aclose(self) -> None:
         """Drop the connection and stop reconnecting; waiting requests get NetworkError."""
         self._closed = True
         self._fail_waiting(NetworkError("client closed"))
+        self._resumed.set()
         self._wanted.set()
         if self._connection_scope is not None:
             self._connection_scope.cancel()
@@ -262,6 +286,8 @@ class QueueClient:
         """The live connection, connecting first if needed; NetworkError if that fails."""
         if self._closed:
             raise NetworkError("client closed")
+        if self._paused:
+            raise NetworkError(f"the session to {self.address} is paused")
         while self._connection is None:
             if not self._running:
                 self._running = True
@@ -281,6 +307,9 @@ class QueueClient:
         try:
             while not self._closed:
                 await self._wanted.wait()
+                await self._resumed.wait()
+                if self._closed:
+                    return
                 try:
                     await self._serve_one_connection()
                     failures = 0

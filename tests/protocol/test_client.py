@@ -172,3 +172,42 @@ async def test_idle_sessions_are_closed_and_pings_keep_clients_alive(
         await silent.ws.get_message()  # the server closed the silent session
     assert pinging.connected and pinging.reconnects == 1  # pings kept this one open
     await pinging.aclose()
+
+
+async def test_a_dropped_connection_comes_back_and_a_paused_one_waits_for_resume(
+    server: QueueServer, nursery: trio.Nursery
+) -> None:
+    states: list[bool] = []
+    inbox = Inbox()
+    owner = QueueOwner()
+    recipient = QueueClient(
+        server.address, nursery, on_push=inbox.push, on_state=states.append, config=FAST_CLIENT
+    )
+    sender = QueueClient(server.address, nursery, config=FAST_CLIENT)
+    await owner.create(recipient)
+    await recipient.subscribe(owner.rcv_id, owner.auth)
+
+    recipient.drop_connection()  # a network failure: it reconnects and resubscribes
+    with trio.fail_after(5):
+        while recipient.reconnects < 2 or not recipient.connected:
+            await trio.sleep(0.01)
+    assert states == [True, False, True]
+    await sender.request(Send(0, b"after the drop"), entity_id=owner.snd_id)
+    _, message = await inbox.next(timeout=5)
+    assert isinstance(message, Msg) and owner.open(message).body == b"after the drop"
+    await recipient.request(Ack(message.msg_id), entity_id=owner.rcv_id, key=owner.auth)
+
+    recipient.drop_connection(pause=True)
+    assert recipient.paused
+    with pytest.raises(NetworkError, match="paused"):
+        await recipient.request(Ping())  # at once, not after a timeout
+    await sender.request(Send(0, b"while paused"), entity_id=owner.snd_id)
+    await inbox.expect_nothing()
+    assert not recipient.connected and recipient.reconnects == 2
+
+    recipient.resume()
+    _, message = await inbox.next(timeout=5)  # reconnected and resubscribed by itself
+    assert isinstance(message, Msg) and owner.open(message).body == b"while paused"
+    assert await recipient.request(Ping()) == Pong()
+    await sender.aclose()
+    await recipient.aclose()
