@@ -58,6 +58,7 @@ class AgentConnection(peewee.Model):
     link_key = peewee.BlobField(null=True)  # the short link's key (contact addresses)
     rcv_switch_status = peewee.CharField(max_length=24, null=True)  # RcvSwitchStatus value
     snd_switch_status = peewee.CharField(max_length=24, null=True)  # SndSwitchStatus value
+    peer_info = peewee.BlobField(null=True)  # the inviter's info, at the joiner (told as INFO)
     created_at = peewee.FloatField()
 
     class Meta:
@@ -245,11 +246,19 @@ def _add_command_columns(db: peewee.Database) -> None:
     db.execute_sql("UPDATE agent_command SET origin = 'internal' WHERE corr_id IS NULL")
 
 
+def _add_peer_info(db: peewee.Database) -> None:
+    # The joiner keeps the inviter's connection info, so that `Replay` can tell INFO again.
+    if "peer_info" not in {column.name for column in db.get_columns("agent_connection")}:
+        migrator = SchemaMigrator.from_database(db)
+        migrate(migrator.add_column("agent_connection", "peer_info", peewee.BlobField(null=True)))
+
+
 AGENT_MIGRATIONS = (
     Migration(100, "agent tables", _create_agent_tables),
     Migration(101, "queue rotation", _add_switch_columns),
     Migration(102, "drop the queue server's tables", _drop_server_tables),
     Migration(103, "command lanes and origins as columns", _add_command_columns),
+    Migration(104, "the peer's connection info kept", _add_peer_info),
 )
 AGENT_LAYER = Layer("agent", LAYER_VERSION_BLOCKS["agent"], AGENT_MIGRATIONS)
 """The agent's storage layer: pass it to `open_database(url, layers=[AGENT_LAYER])`."""

@@ -298,7 +298,8 @@ class ConnectionActor(Actor):
     def _replay(self) -> None:
         """Tell again what the layer above may have lost with an activation of its own: the
         unacknowledged completions, a confirmation waiting for allow, the contact requests
-        not answered, CON of a ready connection, and the received messages not ACKed —
+        not answered, INFO (at the joiner) and CON of a ready connection, and the received
+        messages not ACKed —
         in the order they were first told. The layer above is idempotent by its state."""
         for event in self.store.unacknowledged_events(self.conn_id):
             self.emit(ev.decode_event(event))
@@ -311,6 +312,8 @@ class ConnectionActor(Actor):
         for inv_id, info in self.store.contact_requests(self.conn_id):
             self.emit(ev.Req(self.conn_id, inv_id, info))
         if conn.status == ConnStatus.READY:
+            if conn.peer_info is not None:
+                self.emit(ev.Info(self.conn_id, bytes(conn.peer_info)))
             self.emit(ev.Con(self.conn_id))
         self.inbound.release(again=True)
 

@@ -263,6 +263,7 @@ class Handshake:
         if conn.status != ConnStatus.JOINED:
             return []
         conn.status = ConnStatus.READY
+        conn.peer_info = payload.info  # kept, for `Replay`
         return [ev.Info(self.port.conn_id, payload.info), ev.Con(self.port.conn_id)]
 
     # ------------------------------------------------------------------ DELETE

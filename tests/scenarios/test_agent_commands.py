@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from actors.agent import api
 from actors.agent import events as ev
 from protocol.errors import AgentError
 from protocol.queue import QueueMode
@@ -206,3 +207,24 @@ def test_an_acknowledged_send_on_a_connection_that_cannot_send_is_refused(
     assert refused.value.code == "PROHIBITED"
     assert alice.connection_status(a_conn).pending_messages == 0
     assert not a_events.of(ev.Ok, corr_id="send-early")
+
+
+def test_replay_tells_a_ready_connection_again_its_info_and_con(server, open_client) -> None:
+    alice, a_events = open_client("alice", [server])
+    bob, b_events = open_client("bob", [server])
+    a_conn, b_conn = connect(alice, a_events, bob, b_events)
+    bob.ack_command_event("join")  # else its completion is told again too
+    alice.send_message(a_conn, b"not acked")
+    b_events.wait_for(ev.Msg, conn_id=b_conn, body=b"not acked")
+    told_before = len(b_events.seen)
+
+    bob.runtime.tell(api.connection_address(b_conn), api.Tell(api.Replay()))
+    b_events.wait(lambda e: len(b_events.of(ev.Msg, conn_id=b_conn)) == 2)
+    again = [e for e in b_events.seen[told_before:] if e.conn_id == b_conn]
+    assert [type(e).__name__ for e in again] == ["Info", "Con", "Msg"], again
+    assert again[0].info == b"alice"  # the inviter's info, kept by the joiner
+    assert again[2].body == b"not acked"
+
+    alice.runtime.tell(api.connection_address(a_conn), api.Tell(api.Replay()))
+    a_events.wait(lambda e: len(a_events.of(ev.Con, conn_id=a_conn)) == 2)
+    assert not a_events.of(ev.Info, conn_id=a_conn)  # the inviter had the joiner's in CONF

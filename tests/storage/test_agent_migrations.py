@@ -50,3 +50,28 @@ def test_a_version_100_database_gains_the_rotation_columns(tmp_path: Path) -> No
         database.close()
     for table, column in ROTATION_COLUMNS:
         assert column in columns(path, table)
+
+
+def test_a_version_103_database_gains_the_peer_info_column(tmp_path: Path) -> None:
+    path = tmp_path / "agent.db"
+    open_database(f"sqlite:///{path}", layers=[AGENT_LAYER]).close()
+    raw = sqlite3.connect(path)
+    raw.execute("alter table agent_connection drop column peer_info")
+    raw.execute(f"delete from {_MIGRATIONS_TABLE} where version > 103")
+    raw.execute(
+        "insert into agent_connection (conn_id, status, mode, snd_seq, rcv_seq, created_at)"
+        " values ('c1', 'ready', 'invitation', 3, 4, 0)"
+    )
+    raw.commit()
+    raw.close()
+
+    database = open_database(f"sqlite:///{path}", layers=[AGENT_LAYER])
+    try:
+        store = AgentStore(database)
+        with store.transaction(read_only=True):
+            conn = store.Connection.get(store.Connection.conn_id == "c1")
+        assert (conn.snd_seq, conn.peer_info) == (3, None)
+        assert database.schema_version() == 104
+    finally:
+        database.close()
+    assert "peer_info" in columns(path, "agent_connection")
