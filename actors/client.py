@@ -17,6 +17,10 @@ with retries, also after a restart.
 
 Every error raised here is a `DuplexError`; the kernel's own errors are mapped at this edge
 (`ActorUnavailable`, `AskTimeout`).
+
+With `debug=True` the client also serves the debug endpoint (actors/debug): `duplex console`
+and `duplex tree` connect to `client.debug_endpoint.url_with_token`, or to its `url` with
+its `token_file`.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ from actors.agent.connection import (
 from actors.agent.model import CommandOrigin
 from actors.agent.services import AgentConfig, AgentServices, EventStream, QueueClients
 from actors.agent.sessions import connection_address
+from actors.debug import DebugEndpoint
 from actors.kernel import ActorUnavailable as KernelUnavailable
 from actors.kernel import AskTimeout as KernelAskTimeout
 from actors.kernel import ChildSpec, KernelError, Runtime, RuntimeConfig, TreeNode
@@ -78,6 +83,7 @@ class Client:
         self.database = database
         self._owns_database = owns_database
         self.agent_events: EventStream = services.events
+        self.debug_endpoint: DebugEndpoint | None = None
 
     @classmethod
     def open(
@@ -88,12 +94,14 @@ class Client:
         config: AgentConfig | None = None,
         runtime_config: RuntimeConfig | None = None,
         passphrase: str | None = None,
+        debug: bool = False,
     ) -> Client:
         """Open (or create) a client database and resume everything it had in progress.
 
         `db` is a URL (`sqlite:///path`, `postgresql://…`) or a `Database` opened for the
         agent layer. With `passphrase`, a SQLite file is encrypted with SQLCipher (the
         `duplex[encrypted]` extra); a wrong one raises `WrongPassphrase` and changes nothing.
+        With `debug`, the debug endpoint is served too (`debug_endpoint`).
         """
         if isinstance(db, str):
             database = open_database(db, layers=[AGENT_LAYER], passphrase=passphrase)
@@ -109,14 +117,16 @@ class Client:
             clients=QueueClients(runtime, config.client),
         )
         runtime.services["agent"] = services
+        client = cls(runtime, services, database, owns_database=isinstance(db, str))
         try:
             with mapped_kernel_errors():
                 runtime.boot([ChildSpec("agent", AgentActor)])
+                if debug:
+                    client.debug_endpoint = DebugEndpoint.start(runtime)
         except BaseException:
-            if isinstance(db, str):
-                database.close()
+            client.close()
             raise
-        return cls(runtime, services, database, owns_database=isinstance(db, str))
+        return client
 
     # ------------------------------------------------------------------ connections
 
@@ -239,6 +249,8 @@ class Client:
     def close(self) -> None:
         """Close the queue sessions, stop the runtime (no thread of it is left running) and
         close the database if this client opened it. Idempotent."""
+        if self.debug_endpoint is not None:
+            self.debug_endpoint.stop()
         if self.runtime.io_running:
             try:
                 self.runtime.io.run(self.services.clients.close_all, timeout=5)

@@ -131,6 +131,11 @@ class QueueClients:
             self._clients[server] = client
         return client
 
+    def is_paused(self, server: str) -> bool:
+        """Whether a fault drill holds the session to `server` down (any thread may ask)."""
+        client = self._clients.get(server)
+        return client is not None and client.paused
+
     async def request(
         self,
         server: str,

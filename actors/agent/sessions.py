@@ -15,6 +15,9 @@ At boot it subscribes every receive queue of its server in one pipelined batch. 
 that fails (the I/O thread restarting, the server not answering) is retried on the backoff
 until every queue is subscribed or refused for good: no failure is dropped. I/O results are
 matched to what was asked by request id.
+
+For fault drills (the debug console) it drops its server's connection on `DropConnection`,
+as a network failure would, or keeps it down until `ResumeConnection`.
 """
 
 from __future__ import annotations
@@ -89,6 +92,19 @@ class ServerUp:
 
 
 @dataclass(frozen=True, slots=True)
+class DropConnection:
+    """A fault drill: drop the server's connection (the client reconnects with its
+    backoff); with `pause`, keep it down, every request failing at once, until resumed."""
+
+    pause: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeConnection:
+    """End a paused `DropConnection`: connect again."""
+
+
+@dataclass(frozen=True, slots=True)
 class _Probe:
     """The session's own timer: PING the server to learn whether it is back."""
 
@@ -102,6 +118,7 @@ class _Request(enum.Enum):
     SUBSCRIBE = "subscribe"
     PING = "ping"
     FORGET = "forget"
+    DRILL = "drill"
 
 
 class ServerSessionActor(Actor):
@@ -131,6 +148,7 @@ class ServerSessionActor(Actor):
             "queues": len(self.routes),
             "waiting": len(self.waiting),
             "unsubscribed": len(self._unsubscribed),
+            "paused": self.services.clients.is_paused(self.server),
         }
 
     def receive(self, message: Any) -> Any:
@@ -163,6 +181,10 @@ class ServerSessionActor(Actor):
                 self._subscribe()
             case _Resubscribe():
                 self._subscribe()
+            case DropConnection(pause=pause):
+                self._submit(_Request.DRILL, self._drop, pause)
+            case ResumeConnection():
+                self._submit(_Request.DRILL, self._resume)
             case IoResult(request_id=request_id):
                 what = self._requests.pop(request_id, None)
                 if what is not None:
@@ -187,7 +209,9 @@ class ServerSessionActor(Actor):
         elif what is _Request.SUBSCRIBE:
             self._subscribed(result)
         elif not result.ok:
-            log.info("forgetting a subscription failed", extra={"error": repr(result.error)})
+            log.info(
+                "session request failed", extra={"request": what.value, "error": repr(result.error)}
+            )
 
     def _subscribe(self) -> None:
         if not self._unsubscribed or _Request.SUBSCRIBE in self._requests.values():
@@ -234,6 +258,12 @@ class ServerSessionActor(Actor):
 
     async def _forget(self, rcv_id: bytes) -> None:
         self.services.clients.get(self.server).forget_subscription(rcv_id)
+
+    async def _drop(self, pause: bool) -> None:
+        self.services.clients.get(self.server).drop_connection(pause=pause)
+
+    async def _resume(self) -> None:
+        self.services.clients.get(self.server).resume()
 
     # ------------------------------------------------------------------ routing and state
 

@@ -1,0 +1,525 @@
+"""`duplex tree` and `duplex console`: a running runtime's supervision tree, read through its
+debug endpoint (actors/debug), printed once with rich or watched live in a textual app.
+
+`tree_main` prints one snapshot (a rich tree, or its JSON with `--json`) for scripts.
+`ConsoleApp` shows the live tree (supervisors, actors, live / restarting / passivated,
+mailbox depth, restarts, state fields coloured by what they mean), a detail pane with what
+the selected actor says of itself, an event log (what changed between snapshots, and the
+answers to commands), a filter, and keys for the endpoint's commands: crash, restart,
+passivate, drop or pause a queue-server session. Both only talk to the endpoint: nothing
+here touches a runtime directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from typing import Any, ClassVar
+
+import msgspec
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree as RichTree
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.screen import ModalScreen
+from textual.widgets import Footer, Header, Input, RichLog, Static, Tree
+from textual.widgets.tree import TreeNode as TreeWidgetNode
+
+from actors.debug.link import DebugLink, LinkDown, LinkEvent, LinkUp, fetch_snapshot, redacted
+from actors.debug.wire import (
+    Command,
+    CrashActor,
+    Done,
+    DropSession,
+    InspectActor,
+    Inspection,
+    PassivateActor,
+    Refused,
+    RestartActor,
+    ResumeSession,
+    Snapshot,
+)
+from actors.kernel import TreeNode
+from protocol.errors import DuplexError
+
+STATUS_STYLES = {
+    "live": "green",
+    "restarting": "bold yellow",
+    "passivating": "blue",
+    "passivated": "dim cyan",
+    "down": "bold red",
+}
+
+# What a state field's value means, whatever the actor: connection statuses, queue-switch
+# phases, server sessions (up), member and relay states. Unknown values stay plain.
+_GOOD = {"ready", "active", "connected", "secured", "completed", "running", "up", "true"}
+_MOVING = {
+    "new",
+    "joined",
+    "confirmed",
+    "joining",
+    "inviting",
+    "accepted",
+    "allowing",
+    "switching",
+    "retiring",
+    "started",
+    "pending",
+    "introduced",
+}
+_BAD = {"failed", "aborted", "deleted", "removed", "stopped", "down", "false", "error"}
+
+
+def value_style(key: str, value: Any) -> str:
+    """The colour of one state field's value."""
+    if key == "paused":
+        return "bold red" if value else "dim"
+    if value is None:
+        return "dim"
+    word = str(value).lower()
+    if word in _GOOD:
+        return "green"
+    if word in _MOVING:
+        return "yellow"
+    if word in _BAD:
+        return "red"
+    return ""
+
+
+def node_label(node: TreeNode) -> Text:
+    """One line per actor: name, kind, status, state fields, mailbox, restarts, last error."""
+    label = Text()
+    name = node.name
+    if "@" in name:  # a server session: fingerprint@host:port, the fingerprint shortened
+        fingerprint, _, where = name.partition("@")
+        name = f"{fingerprint[:8]}…@{where}"
+    label.append(name, style="bold")
+    label.append(f" {node.kind} ", style="dim")
+    label.append(node.status, style=STATUS_STYLES.get(node.status, "red"))
+    for key, value in node.state.items():
+        label.append(f"  {key}=", style="dim")
+        label.append(str(value), style=value_style(key, value))
+    if node.status != "passivated":
+        label.append(f"  mailbox={node.mailbox}", style="bold magenta" if node.mailbox else "dim")
+    if node.restarts:
+        label.append(f"  restarts={node.restarts}", style="yellow")
+    if node.last_error:
+        label.append(f"  last_error={_shorter(node.last_error, 60)}", style="red")
+    return label
+
+
+def render_tree(node: TreeNode) -> RichTree:
+    """The whole tree for a terminal (what `duplex tree` prints)."""
+    tree = RichTree(node_label(node))
+    for child in node.children:
+        tree.add(render_tree(child))
+    return tree
+
+
+def counters_line(snapshot: Snapshot) -> str:
+    counters = snapshot.counters
+    return (
+        f"crashes {counters.get('crashes', 0)} · activations {counters.get('activations', 0)}"
+        f" · passivations {counters.get('passivations', 0)}"
+        f" · dead letters {counters.get('dead_letters', 0)}"
+    )
+
+
+# ---------------------------------------------------------------------- duplex tree
+
+
+def tree_main(args: argparse.Namespace) -> int:
+    """`duplex tree ENDPOINT [--token-file FILE] [--json]`: print one snapshot."""
+    try:
+        snapshot = fetch_snapshot(args.endpoint, args.token_file)
+    except DuplexError as exc:
+        print(f"duplex tree: {exc.message}", file=sys.stderr)
+        return 1
+    if args.json:
+        sys.stdout.write(msgspec.json.encode(snapshot).decode() + "\n")
+        return 0
+    console = Console()
+    console.print(render_tree(snapshot.tree))
+    console.print(f"[dim]{counters_line(snapshot)}[/]")
+    return 0
+
+
+# ---------------------------------------------------------------------- duplex console
+
+
+def console_main(args: argparse.Namespace) -> int:
+    """`duplex console ENDPOINT [--token-file FILE]`: the live console until `q`."""
+    try:
+        app = ConsoleApp(args.endpoint, token_file=args.token_file)
+    except DuplexError as exc:
+        print(f"duplex console: {exc.message}", file=sys.stderr)
+        return 1
+    app.run()
+    return 0
+
+
+class FromEndpoint(Message):
+    """A message or link event from the endpoint, posted from the link's thread."""
+
+    def __init__(self, event: LinkEvent) -> None:
+        super().__init__()
+        self.event = event
+
+
+HELP = """\
+[b]duplex console[/b]: the supervision tree of a running runtime, live.
+
+[b]The tree[/b]  one line per actor: name, kind, status ([green]live[/], [yellow]restarting[/],
+[blue]passivating[/], [cyan]passivated[/]), its state fields ([green]good[/],
+[yellow]on its way[/], [red]failed[/]), mailbox depth, restarts and last error.
+Virtual actors (connections, sessions) sit below their virtual supervisor; a passivated one
+is shown until it activates again.
+
+[b]Keys[/b] (on the selected actor)
+  [b]↑ ↓[/b] move   [b]space[/b] fold   [b]i[/b] inspect again (the pane on the right)
+  [b]c[/b] crash it: an exception in its handler; its supervisor restarts it
+  [b]r[/b] restart it: a clean stop and a fresh activation, siblings untouched
+  [b]p[/b] passivate it (virtual actors; it stays while it has work)
+  [b]d[/b] drop its queue-server session (a server-session actor): it reconnects
+  [b]z[/b] pause that session (requests fail until resumed), or resume it
+  [b]/[/b] filter by address, kind or status ([b]escape[/b] back to the tree)
+  [b]?[/b] this help   [b]q[/b] quit
+
+The event log (bottom right) says what changed between snapshots and what each command did.
+"""
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "dismiss", "Close"),
+        Binding("question_mark", "dismiss", "Close"),
+        Binding("q", "dismiss", "Close"),
+    ]
+    DEFAULT_CSS = """
+    HelpScreen { align: center middle; }
+    HelpScreen > Static {
+        width: 96; height: auto; padding: 1 2; border: thick $accent; background: $panel;
+    }
+    """
+
+    def compose(self) -> ComposeResult:
+        yield Static(HELP, id="help")
+
+
+class ConsoleApp(App[None]):
+    """The live console of one debug endpoint; see the module docstring."""
+
+    TITLE = "duplex console"
+    CSS = """
+    #main { height: 1fr; }
+    #tree { width: 3fr; border: round $primary; }
+    #side { width: 2fr; }
+    #detail-box { height: 3fr; border: round $secondary; }
+    #events { height: 2fr; border: round $secondary; }
+    #filter { dock: bottom; margin: 0 0 1 0; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("c", "crash", "Crash"),
+        Binding("r", "restart", "Restart"),
+        Binding("p", "passivate", "Passivate"),
+        Binding("d", "drop_session", "Drop session"),
+        Binding("z", "pause_session", "Pause session"),
+        Binding("i", "inspect", "Inspect"),
+        Binding("slash", "focus_filter", "Filter"),
+        Binding("escape", "focus_tree", "Tree", show=False),
+        Binding("question_mark", "help", "Help"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(self, url: str, token_file: Any = None, inspect_every: float = 1.0) -> None:
+        super().__init__()
+        self.link = DebugLink(url, self._deliver, token_file=token_file)
+        self.endpoint = redacted(url)
+        self.inspect_every = inspect_every
+        self.snapshot: Snapshot | None = None
+        self.selected: str | None = None
+        self.filter_text = ""
+        self.shown: dict[str, TreeWidgetNode[str]] = {}
+        self._shown_order: list[str] = []
+        self._collapsed: set[str] = set()
+        self._ids = itertools.count(1)
+        self._sent: dict[int, Command] = {}
+
+    # ------------------------------------------------------------------ layout
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="main"):
+            tree: Tree[str] = Tree("connecting…", id="tree")
+            tree.show_root = True
+            tree.guide_depth = 3
+            yield tree
+            with Vertical(id="side"):
+                with VerticalScroll(id="detail-box"):
+                    yield Static("select an actor", id="detail")
+                yield RichLog(id="events", markup=True, wrap=True, max_lines=500)
+        yield Input(placeholder="/ filter: part of an address, a kind or a status", id="filter")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = f"{self.endpoint} · connecting"
+        self.query_one("#detail-box").border_title = "actor"
+        self.query_one("#events").border_title = "events"
+        self.query_one("#tree").border_title = "supervision tree"
+        self.query_one("#tree", Tree).focus()
+        self.link.start()
+        self.set_interval(self.inspect_every, self.action_inspect)
+
+    def on_unmount(self) -> None:
+        self.link.stop()
+
+    # ------------------------------------------------------------------ the link
+
+    def _deliver(self, event: LinkEvent) -> None:  # on the link's thread
+        self.post_message(FromEndpoint(event))
+
+    def on_from_endpoint(self, message: FromEndpoint) -> None:
+        event = message.event
+        match event:
+            case Snapshot():
+                self._show(event)
+            case Inspection():
+                self._sent.pop(event.id, None)
+                if event.address == self.selected:
+                    self._show_inspection(event)
+            case Done():
+                self._sent.pop(event.id, None)
+                self.log_event(f"[green]{event.address}[/]: {event.detail}")
+            case Refused():
+                command = self._sent.pop(event.id, None)
+                what = type(command).__name__ if command is not None else "message"
+                self.log_event(f"[red]refused[/] {what} ({event.code.value}): {event.detail}")
+            case LinkUp():
+                self.sub_title = f"{self.endpoint} · runtime {event.welcome.runtime}"
+                self.log_event(f"connected to runtime [b]{event.welcome.runtime}[/]")
+            case LinkDown():
+                self.sub_title = f"{self.endpoint} · disconnected"
+                again = "" if event.final else " (trying again)"
+                self.log_event(f"[red]disconnected[/]: {event.reason}{again}")
+            case _:
+                pass
+
+    def log_event(self, text: str) -> None:
+        self.query_one("#events", RichLog).write(text)
+
+    def send(self, command: Command) -> None:
+        if self.link.send(command):
+            self._sent[command.id] = command
+        else:
+            self.log_event("[red]not connected[/]: command not sent")
+
+    # ------------------------------------------------------------------ the tree
+
+    def _show(self, snapshot: Snapshot) -> None:
+        if self.snapshot is not None:
+            for line in changes(self.snapshot.tree, snapshot.tree):
+                self.log_event(line)
+        self.snapshot = snapshot
+        self.sub_title = f"{self.endpoint} · {counters_line(snapshot)}"
+        visible = self._visible(snapshot.tree)
+        order = [node.address for node in snapshot.tree.walk() if node.address in visible]
+        if order == self._shown_order:
+            for node in snapshot.tree.walk():
+                shown = self.shown.get(node.address)
+                if shown is not None:
+                    shown.set_label(node_label(node))
+        else:
+            self._rebuild(snapshot.tree, visible, order)
+
+    def _visible(self, root: TreeNode) -> set[str]:
+        """Addresses shown under the filter: the matches, their ancestors (and the root)."""
+        needle = self.filter_text.lower()
+        visible = {root.address}
+
+        def visit(node: TreeNode) -> bool:
+            matched = not needle or any(
+                needle in text.lower() for text in (node.address, node.kind, node.status)
+            )
+            for child in node.children:
+                matched = visit(child) or matched
+            if matched:
+                visible.add(node.address)
+            return matched
+
+        visit(root)
+        return visible
+
+    def _rebuild(self, root: TreeNode, visible: set[str], order: list[str]) -> None:
+        tree = self.query_one("#tree", Tree)
+        tree.reset(node_label(root), root.address)
+        self.shown = {root.address: tree.root}
+
+        def add(parent: TreeWidgetNode[str], node: TreeNode) -> None:
+            for child in node.children:
+                if child.address not in visible:
+                    continue
+                expand = child.address not in self._collapsed
+                if any(c.address in visible for c in child.children):
+                    shown = parent.add(node_label(child), child.address, expand=expand)
+                    add(shown, child)
+                else:
+                    shown = parent.add_leaf(node_label(child), child.address)
+                self.shown[child.address] = shown
+
+        add(tree.root, root)
+        tree.root.expand()
+        self._shown_order = order
+        self.call_after_refresh(self._restore_cursor)
+
+    def _restore_cursor(self) -> None:
+        node = self.shown.get(self.selected or "")
+        if node is not None:
+            self.query_one("#tree", Tree).move_cursor(node)
+
+    def on_tree_node_highlighted(self, event: Tree.NodeHighlighted[str]) -> None:
+        address = event.node.data
+        if address is not None and address != self.selected:
+            self.selected = address
+            self.action_inspect()
+
+    def on_tree_node_collapsed(self, event: Tree.NodeCollapsed[str]) -> None:
+        if event.node.data is not None:
+            self._collapsed.add(event.node.data)
+
+    def on_tree_node_expanded(self, event: Tree.NodeExpanded[str]) -> None:
+        self._collapsed.discard(event.node.data or "")
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self.filter_text = event.value.strip()
+        if self.snapshot is not None:
+            self._shown_order = []  # rebuild under the new filter
+            self._show(self.snapshot)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.action_focus_tree()
+
+    # ------------------------------------------------------------------ the detail pane
+
+    def _show_inspection(self, inspection: Inspection) -> None:
+        self.query_one("#detail", Static).update(describe(inspection))
+        self.query_one("#detail-box").border_title = inspection.address
+
+    # ------------------------------------------------------------------ actions
+
+    def _target(self) -> str | None:
+        if self.selected is None:
+            self.log_event("[yellow]select an actor first[/]")
+        return self.selected
+
+    def _node(self, address: str) -> TreeNode | None:
+        return self.snapshot.tree.find(address) if self.snapshot is not None else None
+
+    def action_inspect(self) -> None:
+        if self.selected is not None and self.link.connected:
+            self.send(InspectActor(next(self._ids), self.selected))
+
+    def action_crash(self) -> None:
+        if (address := self._target()) is not None:
+            self.log_event(f"crash [b]{address}[/]")
+            self.send(CrashActor(next(self._ids), address))
+
+    def action_restart(self) -> None:
+        if (address := self._target()) is not None:
+            self.log_event(f"restart [b]{address}[/]")
+            self.send(RestartActor(next(self._ids), address))
+
+    def action_passivate(self) -> None:
+        if (address := self._target()) is not None:
+            self.log_event(f"passivate [b]{address}[/]")
+            self.send(PassivateActor(next(self._ids), address))
+
+    def action_drop_session(self) -> None:
+        if (address := self._target()) is not None:
+            self.log_event(f"drop the session of [b]{address}[/]")
+            self.send(DropSession(next(self._ids), address))
+
+    def action_pause_session(self) -> None:
+        if (address := self._target()) is None:
+            return
+        node = self._node(address)
+        if node is not None and node.state.get("paused"):
+            self.log_event(f"resume the session of [b]{address}[/]")
+            self.send(ResumeSession(next(self._ids), address))
+        else:
+            self.log_event(f"pause the session of [b]{address}[/]")
+            self.send(DropSession(next(self._ids), address, pause=True))
+
+    def action_focus_filter(self) -> None:
+        self.query_one("#filter", Input).focus()
+
+    def action_focus_tree(self) -> None:
+        self.query_one("#tree", Tree).focus()
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+
+def describe(inspection: Inspection) -> Group:
+    """The detail pane: the actor's own fields, then its state and its extra details."""
+    fields = dict(inspection.description)
+    state = fields.pop("state", {}) or {}
+    details = fields.pop("details", {}) or {}
+    table = Table.grid(padding=(0, 1))
+    table.add_column(style="dim", no_wrap=True)
+    table.add_column()
+    status = Text(inspection.status, style=STATUS_STYLES.get(inspection.status, "red"))
+    table.add_row("status", status)
+    for key in (
+        "kind",
+        "mailbox",
+        "handled",
+        "activation",
+        "restarts",
+        "last_error",
+        "work_item",
+        "io_pending",
+        "idle_seconds",
+        "virtual",
+        "parent",
+    ):
+        if key in fields and fields[key] is not None:
+            style = "red" if key == "last_error" else ""
+            table.add_row(key, Text(str(fields[key]), style=style))
+    parts: list[Any] = [table]
+    for title, values in (("state", state), ("details", details)):
+        if values:
+            section = Table.grid(padding=(0, 1))
+            section.add_column(style="dim", no_wrap=True)
+            section.add_column()
+            for key, value in values.items():
+                section.add_row(key, Text(_shorter(str(value), 400), style=value_style(key, value)))
+            parts += [Text(f"\n{title}", style="bold"), section]
+    return Group(*parts)
+
+
+def changes(before: TreeNode, after: TreeNode) -> list[str]:
+    """What the event log says about the difference between two snapshots."""
+    old = {node.address: node for node in before.walk()}
+    lines = []
+    for node in after.walk():
+        previous = old.pop(node.address, None)
+        if previous is None:
+            lines.append(f"[green]+[/] {node.address} [dim]{node.kind}[/] {node.status}")
+            continue
+        if node.restarts > previous.restarts:
+            error = f": [red]{_shorter(node.last_error or '', 80)}[/]" if node.last_error else ""
+            lines.append(f"[yellow]↻[/] {node.address} restarted ({node.restarts}){error}")
+        if node.status != previous.status:
+            style = STATUS_STYLES.get(node.status, "red")
+            lines.append(f"  {node.address} {previous.status} → [{style}]{node.status}[/]")
+    lines.extend(f"[red]-[/] {address}" for address in old)
+    return lines
+
+
+def _shorter(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,325 @@
+"""`DebugEndpoint`: a runtime's debug websocket on 127.0.0.1, for `duplex console` and
+`duplex tree`.
+
+It runs on a trio thread of its own, not on the runtime's I/O thread: an operator may crash
+or restart the `io` actor from the console, and the endpoint must outlive that. It listens
+on loopback only, on a random port, and admits a connection only with its token (random,
+`secrets.token_urlsafe`), given in the URL path (`ws://127.0.0.1:PORT/TOKEN`) or as the
+first message (`Hello`) within `hello_timeout`; anything else is closed with code 1008
+(policy violation) before a single command is read, so a wrong or missing token changes
+nothing. The token is also written to a file only the user can read (mode 0600, in a
+directory of mode 0700), removed when the endpoint stops.
+
+An admitted connection gets a `Snapshot` every `interval` and may send commands (see
+wire.py). Commands run on worker threads through the kernel's operator commands
+(`Runtime.inspect`, `crash`, `restart`, `passivate`) and, for a queue-server session, the
+session actor's fault drills (`DropConnection`, `ResumeConnection`). Whatever a command
+raises, and whatever does not decode, is answered `Refused`: the endpoint never fails on
+its input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import itertools
+import logging
+import os
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import msgspec
+import trio
+import trio_websocket
+
+from actors.agent.sessions import SERVERS, DropConnection, ResumeConnection
+from actors.debug.wire import (
+    MAX_MESSAGE_BYTES,
+    POLICY_VIOLATION,
+    Command,
+    CrashActor,
+    Done,
+    DropSession,
+    EndpointMessage,
+    Hello,
+    InspectActor,
+    Inspection,
+    PassivateActor,
+    RefusalCode,
+    Refused,
+    RestartActor,
+    ResumeSession,
+    Snapshot,
+    Welcome,
+    command_id,
+    decode_console_message,
+    encode,
+)
+from actors.kernel import ActorUnavailable, AskTimeout, NotApplicable, Runtime
+
+log = logging.getLogger(__name__)
+
+# Commands of one connection that may run at once (a restart waits for the actor to stop).
+_COMMANDS_AT_ONCE = 4
+
+
+class DebugEndpoint:
+    """A running debug endpoint of one runtime; see the module docstring."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        interval: float = 0.25,
+        hello_timeout: float = 5.0,
+        inspect_timeout: float = 2.0,
+        token_dir: Path | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.interval = interval
+        self.hello_timeout = hello_timeout
+        self.inspect_timeout = inspect_timeout
+        self.host = "127.0.0.1"
+        self.port = 0
+        self.token = secrets.token_urlsafe(32)
+        self._token_dir = token_dir
+        self._made_dir: Path | None = None
+        self.token_file: Path | None = None
+        self._trio_token: trio.lowlevel.TrioToken | None = None
+        self._stop_requested: trio.Event | None = None
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._crash: BaseException | None = None
+        self._seq = itertools.count(1)
+
+    @classmethod
+    def start(cls, runtime: Runtime, **options: object) -> DebugEndpoint:
+        """Listen, write the token file, and return once connections are accepted."""
+        endpoint = cls(runtime, **options)  # type: ignore[arg-type]
+        endpoint._thread = threading.Thread(
+            target=endpoint._thread_main, name=f"{runtime.name}-debug", daemon=True
+        )
+        endpoint._thread.start()
+        if not endpoint._ready.wait(10.0) or endpoint._crash is not None:
+            endpoint.stop()
+            raise ActorUnavailable(f"the debug endpoint did not start: {endpoint._crash!r}")
+        endpoint.token_file = endpoint._write_token_file()
+        log.info(
+            "debug endpoint listening",
+            extra={"url": endpoint.url, "token_file": str(endpoint.token_file)},
+        )
+        return endpoint
+
+    @property
+    def url(self) -> str:
+        """Where to connect, without the token (send it as `Hello`, or use `url_with_token`)."""
+        return f"ws://{self.host}:{self.port}/"
+
+    @property
+    def url_with_token(self) -> str:
+        """The URL that admits by itself; anyone who can read it can drive the runtime."""
+        return f"{self.url}{self.token}"
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Close every connection, stop listening, remove the token file. Idempotent."""
+        token, stop_requested = self._trio_token, self._stop_requested
+        if token is not None and stop_requested is not None:
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(stop_requested.set)
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        if self.token_file is not None:
+            self.token_file.unlink(missing_ok=True)
+        if self._made_dir is not None:
+            shutil.rmtree(self._made_dir, ignore_errors=True)
+            self._made_dir = None
+
+    # ------------------------------------------------------------------ the token file
+
+    def _write_token_file(self) -> Path:
+        directory = self._token_dir
+        if directory is None:
+            directory = self._made_dir = Path(tempfile.mkdtemp(prefix="duplex-debug-"))
+        path = Path(directory) / f"debug-{self.port}.token"
+        # O_EXCL: never write into a file (or a link) someone else prepared; 0600 from birth.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as file:
+            os.fchmod(file.fileno(), 0o600)
+            file.write(self.token + "\n")
+        return path
+
+    # ------------------------------------------------------------------ the trio thread
+
+    def _thread_main(self) -> None:
+        try:
+            trio.run(self._main)
+        except BaseException as exc:
+            self._crash = exc
+            log.exception("the debug endpoint failed")
+        finally:
+            self._trio_token = None
+            self._ready.set()
+
+    async def _main(self) -> None:
+        self._stop_requested = trio.Event()
+        async with trio.open_nursery() as nursery:
+            serve = functools.partial(
+                trio_websocket.serve_websocket,
+                self._serve,
+                self.host,
+                0,
+                None,
+                max_message_size=MAX_MESSAGE_BYTES,
+                connect_timeout=5,
+                disconnect_timeout=2,
+            )
+            server = await nursery.start(serve)
+            self.port = server.port
+            self._trio_token = trio.lowlevel.current_trio_token()
+            self._ready.set()
+            await self._stop_requested.wait()
+            nursery.cancel_scope.cancel()
+
+    async def _serve(self, request: trio_websocket.WebSocketRequest) -> None:
+        # One connection's end, however it ends, is never the endpoint's.
+        try:
+            await self._serve_connection(request)
+        except* trio_websocket.ConnectionClosed:
+            pass  # the console went away
+        except* (trio_websocket.HandshakeError, trio.BrokenResourceError, OSError) as group:
+            log.info("debug connection failed", extra={"error": repr(group.exceptions[0])})
+        except* Exception:
+            log.exception("debug connection failed")
+
+    async def _serve_connection(self, request: trio_websocket.WebSocketRequest) -> None:
+        ws = await request.accept()
+        if not await self._admitted(request.path, ws):
+            await ws.aclose(code=POLICY_VIOLATION, reason="token refused")
+            return
+        await ws.send_message(encode(Welcome(self.runtime.name, self.interval)))
+        sending = trio.Lock()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._stream_snapshots, ws, sending)
+            await self._take_commands(ws, sending, nursery)
+            nursery.cancel_scope.cancel()
+
+    async def _admitted(self, path: str, ws: trio_websocket.WebSocketConnection) -> bool:
+        offered = path.lstrip("/")
+        if not offered:
+            with trio.move_on_after(self.hello_timeout):
+                first = await ws.get_message()
+                try:
+                    hello = decode_console_message(first)
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    return False
+                if isinstance(hello, Hello):
+                    offered = hello.token
+        # compare_digest: the time taken says nothing about how much of the token matched
+        return bool(offered) and secrets.compare_digest(offered.encode(), self.token.encode())
+
+    async def _stream_snapshots(
+        self, ws: trio_websocket.WebSocketConnection, sending: trio.Lock
+    ) -> None:
+        while True:
+            snapshot = await trio.to_thread.run_sync(self.snapshot)
+            async with sending:
+                await ws.send_message(encode(snapshot))
+            await trio.sleep(self.interval)
+
+    async def _take_commands(
+        self, ws: trio_websocket.WebSocketConnection, sending: trio.Lock, nursery: trio.Nursery
+    ) -> None:
+        limiter = trio.CapacityLimiter(_COMMANDS_AT_ONCE)
+
+        async def run(command: Command) -> None:
+            reply = await trio.to_thread.run_sync(
+                self.execute, command, limiter=limiter, abandon_on_cancel=True
+            )
+            async with sending:
+                await ws.send_message(encode(reply))
+
+        while True:
+            data = await ws.get_message()
+            try:
+                command = decode_console_message(data)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                refusal = Refused(command_id(data), RefusalCode.BAD_REQUEST, str(exc))
+                async with sending:
+                    await ws.send_message(encode(refusal))
+                continue
+            if isinstance(command, Hello):
+                refusal = Refused(0, RefusalCode.BAD_REQUEST, "already admitted")
+                async with sending:
+                    await ws.send_message(encode(refusal))
+                continue
+            nursery.start_soon(run, command)
+
+    # ------------------------------------------------------------------ on worker threads
+
+    def snapshot(self) -> Snapshot:
+        counters = dict.fromkeys(("activations", "crashes", "passivations", "dead_letters"), 0)
+        counters.update(self.runtime.directory.counters)
+        counters["live_virtual"] = self.runtime.directory.live_virtual()
+        tree = self.runtime.tree(passivated=True)
+        return Snapshot(next(self._seq), time.time(), tree, counters)
+
+    def execute(self, command: Command) -> EndpointMessage:
+        """Run one command against the runtime; every outcome is a typed reply."""
+        runtime = self.runtime
+        try:
+            match command:
+                case InspectActor(id=i, address=address):
+                    return self._inspect(i, address)
+                case CrashActor(id=i, address=address):
+                    runtime.crash(address, "crashed on purpose from the debug console")
+                    return Done(i, address, "crashed: its supervisor restarts it")
+                case RestartActor(id=i, address=address):
+                    runtime.restart(address)
+                    return Done(i, address, "restarting: a clean stop and a fresh activation")
+                case PassivateActor(id=i, address=address):
+                    runtime.passivate(address)
+                    return Done(i, address, "asked to passivate (it stays while it has work)")
+                case DropSession(id=i, address=address, pause=pause):
+                    self._session(address)
+                    runtime.tell(address, DropConnection(pause))
+                    detail = "paused until resumed" if pause else "dropped: it reconnects"
+                    return Done(i, address, f"connection {detail}")
+                case ResumeSession(id=i, address=address):
+                    self._session(address)
+                    runtime.tell(address, ResumeConnection())
+                    return Done(i, address, "connection resumed")
+        except NotApplicable as exc:
+            return Refused(command.id, RefusalCode.NOT_APPLICABLE, str(exc))
+        except ActorUnavailable as exc:
+            return Refused(command.id, RefusalCode.NO_ACTOR, str(exc))
+        except AskTimeout as exc:
+            return Refused(command.id, RefusalCode.BUSY, str(exc))
+        except Exception as exc:  # a command must never end the endpoint
+            log.exception("debug command failed", extra={"command": repr(command)})
+            return Refused(command.id, RefusalCode.FAILED, repr(exc))
+        raise AssertionError(f"unhandled command {command!r}")  # the union is matched whole
+
+    def _inspect(self, command_id: int, address: str) -> EndpointMessage:
+        node = self.runtime.tree(passivated=True).find(address)
+        if node is None:
+            return Refused(command_id, RefusalCode.NO_ACTOR, f"no actor at {address}")
+        seen = node.as_dict()
+        del seen["children"]
+        if node.status != "live":  # passivated or between activations: what is known of it
+            return Inspection(command_id, address, node.status, seen)
+        try:
+            description = self.runtime.inspect(address, timeout=self.inspect_timeout)
+        except ActorUnavailable:  # it stopped meanwhile
+            return Inspection(command_id, address, node.status, seen)
+        return Inspection(command_id, address, node.status, {**seen, **description})
+
+    def _session(self, address: str) -> None:
+        node = self.runtime.tree(passivated=True).find(address)
+        if node is None:
+            raise ActorUnavailable(f"no actor at {address}")
+        if node.kind != "server-session" or not address.startswith(SERVERS + "/"):
+            raise NotApplicable(f"{address} is not a queue-server session ({node.kind})")
