@@ -109,7 +109,8 @@ def node_label(node: TreeNode) -> Text:
     if node.restarts:
         label.append(f"  restarts={node.restarts}", style="yellow")
     if node.last_error:
-        label.append(f"  last_error={_shorter(node.last_error, 60)}", style="red")
+        error = node.last_error.replace(f"{node.address}: ", "")  # the line names it already
+        label.append(f"  last_error={_shorter(error, 72)}", style="red")
     return label
 
 
@@ -242,6 +243,7 @@ class ConsoleApp(App[None]):
         self.endpoint = redacted(url)
         self.inspect_every = inspect_every
         self.snapshot: Snapshot | None = None
+        self.inspection: Inspection | None = None  # of the selected actor, the last one
         self.selected: str | None = None
         self.filter_text = ""
         self.shown: dict[str, TreeWidgetNode[str]] = {}
@@ -267,11 +269,17 @@ class ConsoleApp(App[None]):
         yield Footer()
 
     def on_mount(self) -> None:
+        # Held, not queried each time: while the help screen is up, a query would look there.
+        self.tree_view: Tree[str] = self.query_one("#tree", Tree)
+        self.detail = self.query_one("#detail", Static)
+        self.detail_box = self.query_one("#detail-box", VerticalScroll)
+        self.log_view = self.query_one("#events", RichLog)
+        self.filter_input = self.query_one("#filter", Input)
         self.sub_title = f"{self.endpoint} · connecting"
-        self.query_one("#detail-box").border_title = "actor"
-        self.query_one("#events").border_title = "events"
-        self.query_one("#tree").border_title = "supervision tree"
-        self.query_one("#tree", Tree).focus()
+        self.detail_box.border_title = "actor"
+        self.log_view.border_title = "events"
+        self.tree_view.border_title = "supervision tree"
+        self.tree_view.focus()
         self.link.start()
         self.set_interval(self.inspect_every, self.action_inspect)
 
@@ -310,7 +318,7 @@ class ConsoleApp(App[None]):
                 pass
 
     def log_event(self, text: str) -> None:
-        self.query_one("#events", RichLog).write(text)
+        self.log_view.write(text)
 
     def send(self, command: Command) -> None:
         if self.link.send(command):
@@ -355,7 +363,7 @@ class ConsoleApp(App[None]):
         return visible
 
     def _rebuild(self, root: TreeNode, visible: set[str], order: list[str]) -> None:
-        tree = self.query_one("#tree", Tree)
+        tree = self.tree_view
         tree.reset(node_label(root), root.address)
         self.shown = {root.address: tree.root}
 
@@ -379,7 +387,7 @@ class ConsoleApp(App[None]):
     def _restore_cursor(self) -> None:
         node = self.shown.get(self.selected or "")
         if node is not None:
-            self.query_one("#tree", Tree).move_cursor(node)
+            self.tree_view.move_cursor(node)
 
     def on_tree_node_highlighted(self, event: Tree.NodeHighlighted[str]) -> None:
         address = event.node.data
@@ -406,8 +414,9 @@ class ConsoleApp(App[None]):
     # ------------------------------------------------------------------ the detail pane
 
     def _show_inspection(self, inspection: Inspection) -> None:
-        self.query_one("#detail", Static).update(describe(inspection))
-        self.query_one("#detail-box").border_title = inspection.address
+        self.inspection = inspection
+        self.detail.update(describe(inspection))
+        self.detail_box.border_title = inspection.address
 
     # ------------------------------------------------------------------ actions
 
@@ -455,10 +464,10 @@ class ConsoleApp(App[None]):
             self.send(DropSession(next(self._ids), address, pause=True))
 
     def action_focus_filter(self) -> None:
-        self.query_one("#filter", Input).focus()
+        self.filter_input.focus()
 
     def action_focus_tree(self) -> None:
-        self.query_one("#tree", Tree).focus()
+        self.tree_view.focus()
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
