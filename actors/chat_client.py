@@ -4,6 +4,7 @@
     contact_id = chat.create_contact_link()        # CONTACT_LINK event: share its link
     group_id = chat.create_group("friends")
     chat.add_member(group_id, contact_id)          # once the contact is connected
+    chat.remove_member(group_id, member_id)        # or leave_group, delete_group
     event = chat.chat_events.get(timeout=5)        # typed chat events (actors/chat/events.py)
     chat.close()
 
@@ -31,9 +32,12 @@ from actors.chat.contact import (
 from actors.chat.group import (
     AddMember,
     CreateGroup,
+    DeleteGroup,
     GroupState,
     GroupView,
     JoinGroup,
+    LeaveGroup,
+    RemoveMember,
     SendGroupMessage,
 )
 from actors.chat.model import Owner, OwnerKind
@@ -145,6 +149,24 @@ class ChatClient:
     def send_group_message(self, group_id: str, text: str) -> str:
         """Send a message to every member; returns its shared message id."""
         return self._ask(Owner(OwnerKind.GROUP, group_id), SendGroupMessage(text))
+
+    def leave_group(self, group_id: str) -> None:
+        """Leave a group: every member is told (x.grp.leave), our connections to them are
+        deleted, and the group is LEFT; sending to it then raises AgentError GROUP_ENDED.
+        Leaving a group left already does nothing."""
+        self._ask(Owner(OwnerKind.GROUP, group_id), LeaveGroup())
+
+    def remove_member(self, group_id: str, member_id: str) -> None:
+        """Remove a member (we must be an owner or admin, of a role not below its own;
+        AgentError PROHIBITED otherwise): every member, the removed one included, is told
+        (x.grp.mem.del) and our connection to it is deleted. Removing it again does nothing."""
+        self._ask(Owner(OwnerKind.GROUP, group_id), RemoveMember(member_id))
+
+    def delete_group(self, group_id: str) -> None:
+        """Delete a group we own (AgentError PROHIBITED otherwise): every member is told
+        (x.grp.del), our connections are deleted, and the group is DELETED. Deleting it
+        again does nothing."""
+        self._ask(Owner(OwnerKind.GROUP, group_id), DeleteGroup())
 
     def group(self, group_id: str) -> GroupView | None:
         """The group and its members as stored (None if there is no such group)."""

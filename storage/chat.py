@@ -285,6 +285,18 @@ class ChatStore:
     def own_connection(self, conn_id: str, owner: str) -> None:
         self.Connection.insert(conn_id=conn_id, owner=owner).on_conflict_ignore().execute()
 
+    def disown_connection(self, conn_id: str) -> None:
+        """The agent deleted `conn_id`: no owner has it any more."""
+        self.Connection.delete().where(self.Connection.conn_id == conn_id).execute()
+
+    def pending_command_of(self, conn_id: str, function: str) -> Any:
+        """A pending chat command of `function` for `conn_id` (None if there is none)."""
+        return self.Command.get_or_none(
+            (self.Command.conn_id == conn_id)
+            & (self.Command.function == function)
+            & (self.Command.status == "pending")
+        )
+
     def owner_of(self, conn_id: str) -> str | None:
         """Who owns an agent connection (own read-only transaction)."""
         with self.transaction(read_only=True):

@@ -15,6 +15,12 @@ may be told again, never lost for what was committed.
     MEMBER_CONNECTED    a member of a group is connected to us
     MEMBER_FAILED       a member's connection failed for good
     GROUP_FAILED        our join of a group failed for good
+    MEMBER_LEFT         a member left a group (its connection is deleted)
+    MEMBER_REMOVED      an owner or admin removed a member (its connection is deleted)
+    GROUP_REMOVED       an owner or admin removed us from a group (our connections are deleted)
+    GROUP_DELETED       the group's owner deleted it (our connections are deleted)
+
+What we do ourselves (leave, remove, delete) is not told: the call returns once it is stored.
 """
 
 from __future__ import annotations
@@ -86,6 +92,29 @@ class GroupFailed(msgspec.Struct, tag="GROUP_FAILED", **_EVENT):
     code: str
 
 
+class MemberLeft(msgspec.Struct, tag="MEMBER_LEFT", **_EVENT):
+    group_id: str
+    member_id: str
+
+
+class MemberRemoved(msgspec.Struct, tag="MEMBER_REMOVED", **_EVENT):
+    group_id: str
+    member_id: str
+    by_member_id: str  # the owner or admin that removed it
+
+
+class GroupRemoved(msgspec.Struct, tag="GROUP_REMOVED", **_EVENT):
+    """We were removed from the group."""
+
+    group_id: str
+    by_member_id: str
+
+
+class GroupDeleted(msgspec.Struct, tag="GROUP_DELETED", **_EVENT):
+    group_id: str
+    by_member_id: str  # its owner
+
+
 ChatEvent = (
     ContactLink
     | AddressLink
@@ -98,6 +127,10 @@ ChatEvent = (
     | MemberConnected
     | MemberFailed
     | GroupFailed
+    | MemberLeft
+    | MemberRemoved
+    | GroupRemoved
+    | GroupDeleted
 )
 
 

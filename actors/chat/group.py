@@ -24,9 +24,26 @@ Every connection the group makes by itself is an async agent command stored as a
 command (owner.py), so it is retried by the agent and continued after any crash. Each step
 is idempotent by the stored state: a member already known is not introduced again, an intro
 already answered is not answered again, a member that has a connection is not joined again.
-What a peer says is checked against that state (only the host introduces, forwards or
-deletes; an invitation or a report of a connection must name an introduction of its sender);
-anything else is refused (`ChatRefused`) and changes nothing.
+What a peer says is checked against that state (only the host introduces or forwards; an
+invitation or a report of a connection must name an introduction of its sender); anything
+else is refused (`ChatRefused`) and changes nothing.
+
+How a group ends (endings.py)::
+
+    we leave           x.grp.leave to every connected member; our group LEFT
+    an owner or admin  x.grp.mem.del(X) to every connected member, X included; X REMOVED
+      removes X        (only a member of a role not above the remover's)
+    the owner deletes  x.grp.del to every connected member; our group DELETED
+    on x.grp.leave     its sender LEFT                          (MEMBER_LEFT)
+    on x.grp.mem.del   X REMOVED, or our group REMOVED if X is us (MEMBER_REMOVED,
+                       GROUP_REMOVED), if the sender's stored role allows it
+    on x.grp.del       our group DELETED, if the sender is an owner (GROUP_DELETED)
+
+In the same unit, every connection to what ended (the member gone, or every member when the
+group ended for us) gets an async delete (DELETE_MEMBER_CONN), stored after the ending
+messages so that they reach their connections first; its OK clears the member's connection.
+From then on nothing is sent to what ended, a peer's message to it or from a member gone is
+refused, and a joining step that completes late only deletes the connection it made.
 
 Group messages go to every member connected to us; a member known but not connected yet gets
 them once it is (`ChatPending`), in order. A copy of a message with a shared id we already
@@ -39,7 +56,8 @@ The actor is a shell: it opens one unit per ask, agent event, completion or chat
 rows and queues effects on that unit but never opens one itself:
 
 * `Members` (members.py)              the group's rows, who is who, and group messages;
-* `Introductions` (introductions.py)  the joining steps above, on every side.
+* `Introductions` (introductions.py)  the joining steps above, on every side;
+* `Endings` (endings.py)              leave, remove, delete, on every side.
 """
 
 from __future__ import annotations
@@ -50,9 +68,12 @@ from typing import Any
 
 from actors.agent import events as aev
 from actors.chat import events as cev
+from actors.chat.endings import Endings
 from actors.chat.introductions import Introductions
-from actors.chat.members import Members, new_conn_id
+from actors.chat.members import Members, ended_error, new_conn_id
 from actors.chat.model import (
+    ENDED_GROUPS,
+    ENDED_MEMBERS,
     WAITING_MEMBERS,
     AgentCall,
     AgentCallKind,
@@ -73,6 +94,7 @@ from protocol.chat import (
     XGrpInv,
     XGrpLeave,
     XGrpMemCon,
+    XGrpMemDel,
     XGrpMemFwd,
     XGrpMemIntro,
     XGrpMemInv,
@@ -115,6 +137,21 @@ class SendGroupMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class LeaveGroup:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveMember:
+    member_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteGroup:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
 class GroupState:
     """Ask: the group and its members as stored (for the user and for tests)."""
 
@@ -147,6 +184,7 @@ class GroupActor(OwnerActor):
         self.group_id = self.ctx.key
         self.members = Members(self.services, self.group_id, str(self.owner))
         self.introductions = Introductions(self.members)
+        self.endings = Endings(self.members)
 
     # ------------------------------------------------------------------ asks
 
@@ -162,6 +200,18 @@ class GroupActor(OwnerActor):
                 msg_id = new_message_id()
                 with self.unit() as unit:
                     return self.members.send(unit, msg_id, text)
+            case LeaveGroup():
+                with self.unit("leave_group") as unit:
+                    self.endings.leave(unit)
+                return None
+            case RemoveMember(member_id=member_id):
+                with self.unit("remove_member") as unit:
+                    self.endings.remove(unit, member_id)
+                return None
+            case DeleteGroup():
+                with self.unit("delete_group") as unit:
+                    self.endings.delete(unit)
+                return None
             case GroupState():
                 return self._view()
         return super().receive(message)
@@ -186,6 +236,8 @@ class GroupActor(OwnerActor):
         store = self.store
         with self.unit() as unit:
             group = self.members.group()
+            if group is not None and group.status in ENDED_GROUPS:
+                raise ended_error(group)
             if group is None or not Members.is_host(group):
                 raise AgentError("only the group's host adds members", code="PROHIBITED")
             contact = store.Contact.get_or_none(store.Contact.contact_id == ask.contact_id)
@@ -258,6 +310,9 @@ class GroupActor(OwnerActor):
 
     def waiting(self) -> list[str]:
         store = self.store
+        group = self.members.group()
+        if group is None or group.status in ENDED_GROUPS:
+            return []  # its connections are deleted, or being deleted
         rows = store.Member.select(store.Member.conn_id).where(
             (store.Member.group_id == self.group_id)
             & store.Member.status.in_(WAITING_MEMBERS)
@@ -271,15 +326,27 @@ class GroupActor(OwnerActor):
         match event:
             case aev.Conf(conn_id=conn_id, conf_id=conf_id, info=info):
                 with self.unit("CONF") as unit:
-                    self.introductions.confirmed(unit, conn_id, conf_id, _decode(info))
+                    if not self._after_end(unit, conn_id):
+                        self.introductions.confirmed(unit, conn_id, conf_id, _decode(info))
             case aev.Info(conn_id=conn_id, info=info):
-                with self.unit("INFO"):
-                    self.introductions.peer_info(conn_id, _decode(info))
+                with self.unit("INFO") as unit:
+                    if not self._after_end(unit, conn_id):
+                        self.introductions.peer_info(conn_id, _decode(info))
             case aev.Con(conn_id=conn_id):
                 with self.unit("CON") as unit:
                     group, member = self.members.group(), self.members.on(conn_id)
-                    if group is not None and member is not None:
+                    if group is None or member is None:
+                        return
+                    if not self.endings.completed_after(unit, group, member):
                         self.introductions.connect(unit, group, member)
+
+    def _after_end(self, unit: Unit, conn_id: str) -> bool:
+        """The group ended for us or the member of `conn_id` is gone: the event changes
+        nothing but the deletion of its connection (True)."""
+        group, member = self.members.group(), self.members.on(conn_id)
+        if group is None or member is None:
+            return False
+        return self.endings.completed_after(unit, group, member)
 
     # ------------------------------------------------------------------ completions
 
@@ -289,10 +356,19 @@ class GroupActor(OwnerActor):
         member = self.members.on(command.conn_id)
         if group is None or member is None:
             return
+        function = CommandFunction(command.function)
+        if function is CommandFunction.DELETE_MEMBER_CONN:
+            if isinstance(event, aev.Ok) or (
+                isinstance(event, aev.Err) and event.code == "NO_CONNECTION"
+            ):
+                self.endings.connection_deleted(member, command.conn_id)
+            return  # another ERR: the command is FAILED; the connection stays the member's
+        if self.endings.completed_after(unit, group, member):
+            return
         if isinstance(event, aev.Err):
             self._failed(unit, group, member, command, event.code)
             return
-        match CommandFunction(command.function), event:
+        match function, event:
             case CommandFunction.ALLOW_MEMBER | CommandFunction.ALLOW_INTRO, aev.Ok():
                 self.introductions.connect(unit, group, member)
             case CommandFunction.CREATE_INTRO_INV, aev.Inv(link=link):
@@ -316,6 +392,10 @@ class GroupActor(OwnerActor):
         group, sender = self.members.group(), self.members.on(conn_id)
         if group is None or sender is None:
             raise refuse("a group message on a connection of no member")
+        if group.status in ENDED_GROUPS:
+            raise refuse(f"{type(message).__name__} for a group that is {group.status}")
+        if sender.status in ENDED_MEMBERS:
+            raise refuse(f"{type(message).__name__} from {sender.member_id}, {sender.status}")
         from_host = Members.from_host(group, sender)
         joining = self.introductions
         match message:
@@ -332,11 +412,11 @@ class GroupActor(OwnerActor):
             case XGrpMemCon(member_id=member_id) if Members.is_host(group):
                 joining.intro_done(sender.member_id, member_id)
             case XGrpLeave():
-                sender.status = MemberStatus.LEFT
-                sender.save()
-            case XGrpDel() if from_host:
-                group.status = GroupStatus.DELETED
-                group.save()
+                self.endings.left(unit, sender)
+            case XGrpMemDel(member_id=member_id):
+                self.endings.removed(unit, group, sender, member_id)
+            case XGrpDel():
+                self.endings.deleted(unit, group, sender)
             case _:
                 raise refuse(f"{type(message).__name__} from {sender.member_id} is not expected")
 

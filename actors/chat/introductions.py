@@ -19,6 +19,7 @@ from typing import Any
 from actors.chat import events as cev
 from actors.chat.members import Members, new_conn_id
 from actors.chat.model import (
+    ENDED_MEMBERS,
     AgentCall,
     AgentCallKind,
     CommandFunction,
@@ -201,6 +202,8 @@ class Introductions:
         member = self.members.member(info.member_id)
         if member is not None and member.conn_id is not None:
             return  # joined before (a copy)
+        if member is not None and member.status in ENDED_MEMBERS:
+            return  # it left or was removed before its invitation came
         if info.member_id == group.member_id:
             raise refuse("a forwarded invitation from ourselves")
         conn_id = new_conn_id()

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from actors.chat import events as cev
-from actors.chat.model import GroupStatus, MemberStatus
+from actors.chat.model import ENDED_GROUPS, ENDED_MEMBERS, GroupStatus, MemberStatus
 from actors.chat.owner import Unit
 from actors.chat.services import ChatServices
 from protocol.chat import (
@@ -28,7 +28,12 @@ from protocol.chat import (
 from protocol.errors import AgentError
 
 # A member that will not be connected (again): nothing is sent or kept for it.
-GONE = frozenset({MemberStatus.LEFT, MemberStatus.REMOVED, MemberStatus.FAILED})
+GONE = ENDED_MEMBERS | {MemberStatus.FAILED}
+
+
+def ended_error(group: Any) -> AgentError:
+    """What a call for a group that ended for us (left, removed, deleted) raises."""
+    return AgentError(f"the group is {group.status}", code="GROUP_ENDED")
 
 
 def new_conn_id() -> str:
@@ -111,6 +116,8 @@ class Members:
         """Our group message: to every connected member, kept for those not connected yet."""
         store = self.store
         group = self.group()
+        if group is not None and group.status in ENDED_GROUPS:
+            raise ended_error(group)
         if group is None or group.status != GroupStatus.CONNECTED:
             raise AgentError("not a member of this group (yet)", code="PROHIBITED")
         message = XMsgNew(msg_id, text)

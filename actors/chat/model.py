@@ -56,9 +56,13 @@ class GroupStatus(enum.StrEnum):
     JOINING = "joining"  # we joined the host's link; waiting for the connection
     CONNECTED = "connected"  # connected to the host (and so a member)
     FAILED = "failed"  # the join failed for good
-    LEFT = "left"
-    REMOVED = "removed"
-    DELETED = "deleted"
+    LEFT = "left"  # we left it
+    REMOVED = "removed"  # an owner or admin removed us
+    DELETED = "deleted"  # its owner (we, or another) deleted it
+
+
+# A group we are no longer in: nothing is sent to it, and a peer's message for it is refused.
+ENDED_GROUPS = frozenset({GroupStatus.LEFT, GroupStatus.REMOVED, GroupStatus.DELETED})
 
 
 class MemberStatus(enum.StrEnum):
@@ -70,9 +74,12 @@ class MemberStatus(enum.StrEnum):
     CONNECTING = "connecting"  # we joined its invitation (we are the existing member)
     CONNECTED = "connected"
     FAILED = "failed"  # its connection failed for good: never "connecting" forever
-    LEFT = "left"
-    REMOVED = "removed"
+    LEFT = "left"  # it left (x.grp.leave)
+    REMOVED = "removed"  # an owner or admin removed it (x.grp.mem.del)
 
+
+# A member that left or was removed: it stays so, and nothing is sent to it or taken from it.
+ENDED_MEMBERS = frozenset({MemberStatus.LEFT, MemberStatus.REMOVED})
 
 # Statuses in which a connection waits for an agent event that is not a completion (CONF,
 # CON, REQ): the agent tells such an event once, and again only when asked (Replay).
@@ -113,6 +120,7 @@ class CommandFunction(enum.StrEnum):
     CREATE_INTRO_INV = "create_intro_inv"
     JOIN_INTRO = "join_intro"
     ALLOW_INTRO = "allow_intro"
+    DELETE_MEMBER_CONN = "delete_member_conn"  # a group ended for us, or the member is gone
 
 
 class CommandStatus(enum.StrEnum):
@@ -127,6 +135,7 @@ class AgentCallKind(enum.StrEnum):
     JOIN = "join"
     ALLOW = "allow"
     ACCEPT = "accept"
+    DELETE = "delete"
 
 
 class AgentCall(msgspec.Struct, frozen=True):

@@ -231,10 +231,17 @@ class OwnerActor(Actor):
             self._told, self._handed = told + self._told, handed + self._handed
             self.services.handed.update(handed)
             raise
-        if step is not None:
-            faults.hit(faults.AFTER_EFFECTS, step)
-        for effect in unit.after:
-            effect()
+        try:
+            if step is not None:
+                faults.hit(faults.AFTER_EFFECTS, step)
+            for effect in unit.after:
+                effect()
+        except BaseException:
+            # Committed, not all handed over: a reconcile does it. A crash restarts the
+            # actor, which reconciles anyway; a failed ask does not (the asker gets the
+            # error, the actor keeps serving), so nothing else would until the next boot.
+            self.tell_self(Reconcile())
+            raise
 
     def notify(self, number: int, event: ChatEvent) -> None:
         """Tell the user `event` (stored as notice `number`, dropped a turn later)."""
@@ -251,17 +258,19 @@ class OwnerActor(Actor):
             self.notify(notice.id, decode_event(bytes(notice.body)))
 
     def _reconcile(self) -> set[str]:
-        """Hand over the pending commands and the outbox; the connections that a pending
-        command creates (the agent may not have them yet)."""
+        """Hand over the outbox and the pending commands; the connections that a pending
+        command creates (the agent may not have them yet). The outbox goes first, as a unit's
+        own effects do: a group's last message to a member (x.grp.leave …) then reaches its
+        connection before the delete of that connection."""
         with self.store.transaction(read_only=True):
             commands = self.store.pending_commands(str(self.owner))
             outbox = self.store.outbox(str(self.owner))
+        for row in outbox:
+            self.hand_over(row)
         creating = set()
         for command in commands:
             if self.submit(command):
                 creating.add(command.conn_id)
-        for row in outbox:
-            self.hand_over(row)
         return creating
 
     # ------------------------------------------------------------------ to the agent
@@ -287,7 +296,9 @@ class OwnerActor(Actor):
                 self.agent.submit(
                     api.AcceptContact(corr_id, call.inv_id, call.info, conn_id=conn_id)
                 )
-        return call.kind is not AgentCallKind.ALLOW
+            case AgentCallKind.DELETE:
+                self.agent.submit(api.DeleteConnection(corr_id, conn_id))
+        return call.kind not in (AgentCallKind.ALLOW, AgentCallKind.DELETE)
 
     def hand_over(self, row: Any) -> None:
         """Give an outbox row to the agent, unless this process did (its row is dropped in

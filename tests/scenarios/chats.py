@@ -13,6 +13,11 @@ rows, agent connections, queues on the server.
 
 `start_killed` / `wait_killed` run a client's database in a child process that SIGKILLs
 itself at a fault point (chat_child.py), for the kill -9 tests.
+
+For the endings of a group (leave, remove, delete): `group_of` makes a settled group of a
+host and named members, `wait_ended` polls until every client holds the expected group and
+member statuses with the connections of what ended deleted on both the chat's and the
+agent's side, and `content` is every chat row of a client (what "changes nothing" compares).
 """
 
 from __future__ import annotations
@@ -311,3 +316,115 @@ def received(client: ChatClient, group_id: str) -> list[tuple[str, str]]:
             .order_by(chat.Message.id)
         )
         return [(row.author, row.msg_id) for row in rows]
+
+
+# ---------------------------------------------------------------------- endings
+
+
+def group_of(
+    server: QueueServer, open_chat: Callable[..., Any], names: Sequence[str]
+) -> tuple[str, list[tuple[Any, Events]]]:
+    """A settled group hosted by "host" with a member per name, each added and joined in
+    turn. Returns (group id, [(client, events)], the host first)."""
+    host, h_events = open_chat("host", [server])
+    group_id = host.create_group("club")
+    everyone = [(host, h_events)]
+    for name in names:
+        client, events = open_chat(name, [server])
+        invite(host, h_events, group_id, client, events)
+        client.join_group(group_id)
+        everyone.append((client, events))
+    wait_settled([client for client, _ in everyone], group_id)
+    return group_id, everyone
+
+
+def member_ids(clients: Sequence[ChatClient], group_id: str) -> dict[str, str]:
+    """Each client's own member id in the group, by profile name."""
+    return {c.services.profile.display_name: c.group(group_id).member_id for c in clients}
+
+
+_ENDED = """
+SELECT (SELECT status FROM chat_group WHERE group_id = ?),
+       (SELECT group_concat(member_id || '=' || status || '=' || (conn_id IS NULL), ',')
+          FROM chat_member WHERE group_id = ?),
+       (SELECT count(*) FROM chat_command WHERE status = 'pending'),
+       (SELECT count(*) FROM chat_outbox) + (SELECT count(*) FROM chat_pending),
+       (SELECT count(*) FROM agent_command WHERE event IS NOT NULL),
+       (SELECT count(*) FROM agent_rcv_message),
+       (SELECT count(*) FROM chat_connection
+         WHERE conn_id NOT IN (SELECT conn_id FROM agent_connection)),
+       (SELECT count(*) FROM agent_connection
+         WHERE conn_id NOT IN (SELECT conn_id FROM chat_connection))
+"""
+
+
+def ending_state(client: ChatClient, group_id: str) -> tuple[Any, ...]:
+    """(group status, {member id: (status, connection deleted)}, then what is left to do:
+    pending commands, outbox and pending rows, unacknowledged agent events and messages,
+    connections the chat owns and the agent has not, and the reverse), in one statement."""
+    with client.services.store.transaction(read_only=True) as db:
+        status, members, *rest = db.execute_sql(_ENDED, (group_id,) * 2).fetchone()
+    by_id = {}
+    for item in (members or "").split(","):
+        if item:
+            member_id, member_status, deleted = item.split("=")
+            by_id[member_id] = (member_status, deleted == "1")
+    return (status, by_id, *rest)
+
+
+def wait_ended(
+    client: ChatClient,
+    group_id: str,
+    group_status: str,
+    members: dict[str, str],
+    timeout: float = 20.0,
+) -> None:
+    """Poll until `client` holds the group in `group_status` and each of `members` (member
+    id → status) so, with nothing left to do and its connections as the agent's. A member's
+    connection is deleted if the member left or was removed, or if the group ended for us;
+    every other connection stays."""
+    ended = group_status in ("left", "removed", "deleted")
+    want = {
+        member_id: (status, ended or status in ("left", "removed"))
+        for member_id, status in members.items()
+    }
+
+    def done() -> bool:
+        status, by_id, *rest = ending_state(client, group_id)
+        return status == group_status and by_id == want and rest == [0] * 6
+
+    name = client.services.profile.display_name
+    wait_until(done, timeout, f"{name}'s ending", lambda: ending_state(client, group_id))
+
+
+def content(client: ChatClient) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of the chat's own state, table by table. Left out: which agent message a
+    connection processed last (a refused message is recorded there, so that it is not
+    handled again) and the events kept until they were told."""
+    store = client.services.store
+    tables = [
+        store.Contact,
+        store.Address,
+        store.Group,
+        store.Member,
+        store.Intro,
+        store.Message,
+        store.Pending,
+        store.Outbox,
+        store.Command,
+    ]
+    with store.transaction(read_only=True):
+        return {
+            model._meta.table_name: sorted(tuple(row.values()) for row in model.select().dicts())
+            for model in tables
+        }
+
+
+def conn_to(client: ChatClient, group_id: str, member_id: str) -> str:
+    """`client`'s connection to member `member_id` of the group."""
+    store = client.services.store
+    with store.transaction(read_only=True):
+        member = store.Member.get(
+            (store.Member.group_id == group_id) & (store.Member.member_id == member_id)
+        )
+    return member.conn_id

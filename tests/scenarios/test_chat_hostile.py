@@ -9,7 +9,6 @@ so that what arrives is exactly the bytes the test chose."""
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from actors.chat import events as cev
 from protocol.chat import (
@@ -27,6 +26,8 @@ from protocol.chat import (
 from protocol.errors import ChatRefused, ChatWireError
 from tests.scenarios.chats import (
     befriend,
+    conn_to,
+    content,
     exchange,
     host_and_member,
     invite,
@@ -38,38 +39,6 @@ from tests.scenarios.chats import (
 GHOST = MemberInfo(new_member_id(), GroupRole.MEMBER, Profile("ghost"))
 LINK = "duplex:/invitation#forged"
 WIRE, REFUSED = ChatWireError.code, ChatRefused.code
-
-
-def content(client) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of the chat's own state, table by table. Left out: which agent message a
-    connection processed last (a refused message is recorded there, so that it is not
-    handled again) and the events kept until they were told."""
-    store = client.services.store
-    tables = [
-        store.Contact,
-        store.Address,
-        store.Group,
-        store.Member,
-        store.Intro,
-        store.Message,
-        store.Pending,
-        store.Outbox,
-        store.Command,
-    ]
-    with store.transaction(read_only=True):
-        return {
-            model._meta.table_name: sorted(tuple(row.values()) for row in model.select().dicts())
-            for model in tables
-        }
-
-
-def conn_to(client, group_id: str, member_id: str) -> str:
-    store = client.services.store
-    with store.transaction(read_only=True):
-        member = store.Member.get(
-            (store.Member.group_id == group_id) & (store.Member.member_id == member_id)
-        )
-    return member.conn_id
 
 
 def contact_conn(client, contact_id: str) -> str:
