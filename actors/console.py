@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
+from collections import deque
 from typing import Any, ClassVar
 
 import msgspec
@@ -101,16 +102,16 @@ def node_label(node: TreeNode) -> Text:
     label.append(name, style="bold")
     label.append(f" {node.kind} ", style="dim")
     label.append(node.status, style=STATUS_STYLES.get(node.status, "red"))
-    for key, value in node.state.items():
-        label.append(f"  {key}=", style="dim")
-        label.append(str(value), style=value_style(key, value))
+    # The kernel's counters first, so a narrow pane still shows them; then the state.
     if node.status != "passivated":
         label.append(f"  mailbox={node.mailbox}", style="bold magenta" if node.mailbox else "dim")
     if node.restarts:
-        label.append(f"  restarts={node.restarts}", style="yellow")
+        label.append(f"  restarts={node.restarts}", style="bold yellow")
+    for key, value in node.state.items():
+        label.append(f"  {key}=", style="dim")
+        label.append(str(value), style=value_style(key, value))
     if node.last_error:
-        error = node.last_error.replace(f"{node.address}: ", "")  # the line names it already
-        label.append(f"  last_error={_shorter(error, 72)}", style="red")
+        label.append(f"  last_error={_shorter(_error_of(node), 72)}", style="red")
     return label
 
 
@@ -218,8 +219,8 @@ class ConsoleApp(App[None]):
     TITLE = "duplex console"
     CSS = """
     #main { height: 1fr; }
-    #tree { width: 3fr; border: round $primary; }
-    #side { width: 2fr; }
+    #tree { width: 2fr; border: round $primary; }
+    #side { width: 1fr; }
     #detail-box { height: 3fr; border: round $secondary; }
     #events { height: 2fr; border: round $secondary; }
     #filter { dock: bottom; margin: 0 0 1 0; }
@@ -244,6 +245,7 @@ class ConsoleApp(App[None]):
         self.inspect_every = inspect_every
         self.snapshot: Snapshot | None = None
         self.inspection: Inspection | None = None  # of the selected actor, the last one
+        self.event_lines: deque[str] = deque(maxlen=500)  # the event log's text
         self.selected: str | None = None
         self.filter_text = ""
         self.shown: dict[str, TreeWidgetNode[str]] = {}
@@ -264,7 +266,7 @@ class ConsoleApp(App[None]):
             with Vertical(id="side"):
                 with VerticalScroll(id="detail-box"):
                     yield Static("select an actor", id="detail")
-                yield RichLog(id="events", markup=True, wrap=True, max_lines=500)
+                yield RichLog(id="events", markup=True, wrap=True, min_width=20, max_lines=500)
         yield Input(placeholder="/ filter: part of an address, a kind or a status", id="filter")
         yield Footer()
 
@@ -319,6 +321,7 @@ class ConsoleApp(App[None]):
 
     def log_event(self, text: str) -> None:
         self.log_view.write(text)
+        self.event_lines.append(Text.from_markup(text).plain)
 
     def send(self, command: Command) -> None:
         if self.link.send(command):
@@ -521,13 +524,20 @@ def changes(before: TreeNode, after: TreeNode) -> list[str]:
             lines.append(f"[green]+[/] {node.address} [dim]{node.kind}[/] {node.status}")
             continue
         if node.restarts > previous.restarts:
-            error = f": [red]{_shorter(node.last_error or '', 80)}[/]" if node.last_error else ""
+            error = ""
+            if node.last_error:
+                error = f": [red]{_shorter(_error_of(node), 100)}[/]"
             lines.append(f"[yellow]↻[/] {node.address} restarted ({node.restarts}){error}")
         if node.status != previous.status:
             style = STATUS_STYLES.get(node.status, "red")
             lines.append(f"  {node.address} {previous.status} → [{style}]{node.status}[/]")
     lines.extend(f"[red]-[/] {address}" for address in old)
     return lines
+
+
+def _error_of(node: TreeNode) -> str:
+    """The node's last error without its own address (the line names the actor already)."""
+    return (node.last_error or "").replace(f"{node.address}: ", "")
 
 
 def _shorter(text: str, limit: int) -> str:

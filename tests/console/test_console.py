@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from textual.pilot import Pilot
-from textual.widgets import Input, RichLog, Tree
+from textual.widgets import Input, Tree
 
 from actors.console import ConsoleApp, HelpScreen
 from tests.console.conftest import DebuggedClient
@@ -51,7 +51,7 @@ def label(app: ConsoleApp, address: str) -> str:
 
 
 def event_log(app: ConsoleApp) -> str:
-    return "\n".join(line.text for line in app.query_one("#events", RichLog).lines)
+    return "\n".join(app.event_lines)
 
 
 def test_the_console_shows_the_live_tree_and_drives_the_runtime(debugged: DebuggedClient) -> None:
@@ -61,7 +61,7 @@ def test_the_console_shows_the_live_tree_and_drives_the_runtime(debugged: Debugg
 async def drive(debugged: DebuggedClient) -> None:
     conn, session = debugged.conn_address, debugged.session_address
     app = ConsoleApp(debugged.endpoint.url_with_token, inspect_every=0.2)
-    async with app.run_test(size=(150, 36)) as pilot:
+    async with app.run_test(size=(160, 36)) as pilot:
         await until(pilot, lambda: conn in app.shown, "the connection actor shown")
         for address in ("client", "client/io", "client/agent", "client/agent/conns", session):
             assert address in app.shown, address
@@ -89,6 +89,11 @@ async def drive(debugged: DebuggedClient) -> None:
         assert "debug console" in label(app, conn)  # its last error
         await until(pilot, lambda: f"{conn} restarted (1)" in event_log(app), "logged")
 
+        await until(
+            pilot,
+            lambda: app.inspection is not None and app.inspection.description["restarts"] == 1,
+            "the new activation inspected",
+        )
         if os.environ.get("DUPLEX_WRITE_SCREENSHOT") == "1":
             SCREENSHOT.parent.mkdir(exist_ok=True)
             app.save_screenshot(SCREENSHOT.name, str(SCREENSHOT.parent))
