@@ -221,6 +221,29 @@ class ConnectionActor(Actor):
             "in_flight": len(self._steps),
         }
 
+    def inspect(self) -> dict[str, Any]:
+        """For the debug console: the connection's pending commands, the events it told and
+        the program has not acknowledged (read from the store: the actor does not keep
+        them), its queues, and its last error."""
+        state, now = self.state, time.time()
+        conn = state.conn
+        stored = self.store.load_connection(self.conn_id).commands
+        return {
+            "mode": conn.mode if conn is not None else None,
+            "error": conn.error if conn is not None else None,
+            "switch": (conn.rcv_switch_status, conn.snd_switch_status) if conn else None,
+            "pending_commands": [
+                f"{c.kind} corr={c.corr_id} attempts={c.attempts} "
+                f"next in {max(0.0, c.next_attempt_at - now):.1f}s"
+                for c in state.commands
+            ],
+            "unacknowledged_events": [f"{c.kind} corr={c.corr_id}" for c in stored if c.event],
+            "receive_queues": [f"{q.server} {q.status}" for q in state.rcv_queues.values()],
+            "send_queues": [f"{q.server} {q.status}" for q in state.snd_queues.values()],
+            "received_unacked": len(state.received),
+            "in_flight": sorted(f"{lane.kind.value} {lane.key}" for lane in self._lanes),
+        }
+
     # ------------------------------------------------------------------ messages
 
     def receive(self, message: Any) -> Any:

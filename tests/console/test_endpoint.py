@@ -159,6 +159,10 @@ async def test_inspect_crash_restart_and_the_session_drills(debugged: DebuggedCl
         description = inspection.description
         assert description["kind"] == "connection" and description["restarts"] == 0
         assert description["state"]["status"] == "new" and "mailbox" in description
+        details = description["details"]  # ConnectionActor.inspect
+        assert details["mode"] == "invitation" and details["pending_commands"] == []
+        assert details["unacknowledged_events"] == []  # a sync create stores no event
+        assert len(details["receive_queues"]) == 1 and details["send_queues"] == []
 
         assert isinstance(await answer(session, CrashActor(2, conn)), Done)
         crashed = await snapshot_where(
