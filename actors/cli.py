@@ -1,19 +1,26 @@
 """The `duplex` command line: `duplex server`, `duplex demo` and `duplex bench NAME`.
 
 The CLI is the only place that prints to the terminal; everything it runs reports through
-return values and logging.
+return values and logging. It owns what a user sees when something is wrong: a bad option,
+a port in use or a database that does not open is one line on stderr (never a traceback),
+and Ctrl-C ends a command with exit status 130 and one line. `-v` logs at INFO level with
+each record's structured fields (`extra=`) appended.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
+import os
 import signal
+import socket
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 BENCHMARKS = (
     "limits",
@@ -27,17 +34,89 @@ BENCHMARKS = (
 )
 
 
+# Hosts that mean "every interface": a server listens there, but no peer can dial them.
+_WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
+INTERRUPTED = 130  # the shell's status for a command ended by SIGINT
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose refusal is one line: what is wrong and where help is."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+class _DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows each option's default, except where there is none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a port is a number, not {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1..65535 (or 0: any free port), not {port}")
+    return port
+
+
+def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
+    """An argparse type: a whole number ≥ 1 (counts, bytes) or a number of seconds > 0."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            what = "a whole number" if kind is int else "a number of seconds"
+            raise argparse.ArgumentTypeError(f"{what} is needed, not {text!r}") from None
+        if not value > 0 or value == float("inf"):  # `not >` refuses nan too
+            least = "at least 1" if kind is int else "more than 0 (and finite)"
+            raise argparse.ArgumentTypeError(f"{least} is needed, not {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="duplex", description="An actor-model runtime for server-relayed messaging."
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log at INFO level, with each record's fields"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    server = commands.add_parser("server", help="run a queue server and print its address")
-    server.add_argument("--db", default="sqlite:///duplex-server.db", help="database URL")
-    server.add_argument("--host", default="127.0.0.1")
-    server.add_argument("--port", type=int, default=5223)
+    server = commands.add_parser(
+        "server",
+        help="run a queue server and print its address",
+        description="Run a queue server until Ctrl-C; the first line printed is its address "
+        "(duplex://<certificate fingerprint>@host:port), which clients are given.",
+        formatter_class=_DefaultsShown,
+    )
+    server.add_argument(
+        "--db",
+        default="sqlite:///duplex-server.db",
+        help="database URL: sqlite:///relative.db, sqlite:////absolute.db or "
+        "postgresql://user:password@host:port/name",
+    )
+    server.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="interface to listen on (0.0.0.0 or :: for every interface; give --public-host then)",
+    )
+    server.add_argument(
+        "--port", type=_port, default=5223, help="TCP port to listen on (0: any free port)"
+    )
+    server.add_argument(
+        "--public-host",
+        help="the host name or IP address peers dial, put in the printed address (default: --host)",
+    )
     server.add_argument(
         "--passphrase-file",
         type=Path,
@@ -49,16 +128,6 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run a small runtime on SQLite and check it")
     demo.add_argument("--workdir", type=Path, help="keep the demo's files here")
 
-    for name, text in (
-        ("tree", "print the supervision tree of a runtime served with debug=True"),
-        ("console", "watch and drive a runtime served with debug=True (textual)"),
-    ):
-        sub = commands.add_parser(name, help=text)
-        sub.add_argument("endpoint", help="the URL the debug endpoint printed (ws://…)")
-        sub.add_argument("--token-file", type=Path, help="read the token from this file")
-        if name == "tree":
-            sub.add_argument("--json", action="store_true", help="print the snapshot as JSON")
-
     bench = commands.add_parser("bench", help="run a benchmark from bench/")
     bench.add_argument("name", choices=BENCHMARKS)
     bench.add_argument("args", nargs=argparse.REMAINDER, help="passed to the benchmark")
@@ -67,22 +136,44 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.CRITICAL,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    _set_up_logging(args.verbose)
     if args.command == "server":
         return _run_server(args)
-    if args.command in ("tree", "console"):
-        from actors import console
-
-        return console.tree_main(args) if args.command == "tree" else console.console_main(args)
     if args.command == "demo":
         from actors.demo import run_demo
 
         return run_demo(args.workdir)
-    module = importlib.import_module(f"bench.{args.name}")
-    return int(module.main(args.args) or 0)
+    try:
+        module = importlib.import_module(f"bench.{args.name}")
+        return int(module.main(args.args) or 0)
+    except KeyboardInterrupt:
+        print(f"duplex bench {args.name}: interrupted", file=sys.stderr)
+        return INTERRUPTED
+
+
+# The attributes every LogRecord has; anything else on a record came from `extra=`.
+_RECORD_FIELDS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+class FieldsFormatter(logging.Formatter):
+    """The usual line, then the record's structured fields (``extra={...}``) as key=value:
+    the runtime logs "dead letter" with the address, the message type and the reason, and
+    without them the line says little."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = {k: v for k, v in vars(record).items() if k not in _RECORD_FIELDS}
+        if not fields:
+            return line
+        head, newline, rest = line.partition("\n")  # a traceback stays below the fields
+        pairs = " ".join(f"{key}={value!r}" for key, value in fields.items())
+        return f"{head} [{pairs}]{newline}{rest}"
+
+
+def _set_up_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(FieldsFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO if verbose else logging.CRITICAL, handlers=[handler])
 
 
 # `duplex server`'s limits: (flag, ServerConfig field, type, help). The defaults are the
@@ -104,8 +195,7 @@ def _server_limits(server: argparse.ArgumentParser) -> None:
 
     defaults = Limits()
     for flag, field, kind, text in _SERVER_LIMITS:
-        default = getattr(defaults, field)
-        server.add_argument(flag, type=kind, default=default, help=f"{text} ({default})")
+        server.add_argument(flag, type=_positive(kind), default=getattr(defaults, field), help=text)
 
 
 def _server_config(args: argparse.Namespace, config: type) -> object:
@@ -113,16 +203,29 @@ def _server_config(args: argparse.Namespace, config: type) -> object:
 
 
 def _run_server(args: argparse.Namespace) -> int:
+    stop = threading.Event()
+    previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in _STOP_SIGNALS}
+    try:
+        return _serve_until_stopped(args, stop)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _serve_until_stopped(args: argparse.Namespace, stop: threading.Event) -> int:
+    from protocol.address import ServerAddress
     from protocol.errors import DuplexError
     from protocol.server import QueueServer, ServerConfig
 
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+    new_files = _new_sqlite_files(args.db)
     try:
         passphrase = None
         if args.passphrase_file is not None:
             passphrase = _read_passphrase(args.passphrase_file)
+        _check_can_listen(args.host, args.port)  # before the database file is made
         server = QueueServer.start(
             args.db,
             host=args.host,
@@ -131,12 +234,79 @@ def _run_server(args: argparse.Namespace) -> int:
             passphrase=passphrase,
         )
     except DuplexError as exc:
+        for path in new_files:  # a server that did not start leaves no database behind
+            path.unlink(missing_ok=True)
         print(f"duplex server: {exc}", file=sys.stderr)
         return 1
-    print(server.address, flush=True)
+    address = server.address
+    if args.public_host:
+        address = ServerAddress(address.fingerprint, args.public_host, address.port)
+    # The address alone on the first line: scripts and bench/_agents.py read it.
+    print(address, flush=True)
+    print(f"  listening on {_host_port(args.host, address.port)}", flush=True)
+    if not args.public_host and args.host in _WILDCARD_HOSTS:
+        print(
+            f"  {args.host or 'every interface'} is no address a peer can dial: run with "
+            "--public-host NAME (the host name or IP peers use) to print one they can",
+            flush=True,
+        )
+    print(f"  database: {_database_place(args.db, server.database.target)}", flush=True)
+    print("  Ctrl-C stops it", flush=True)
     stop.wait()
     server.stop()
     return 0
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _check_can_listen(host: str, port: int) -> None:
+    """Bind every address `host` resolves to, as the server will, and let go at once: a port
+    in use or a host that is not ours is refused in one line before any file is made. (The
+    server binds with SO_REUSEADDR too, so a port in TIME_WAIT passes here and there.)"""
+    from protocol.errors import ConfigurationError
+
+    where = _host_port(host, port)
+    try:
+        addresses = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise ConfigurationError(f"cannot listen on {where}: {exc.strerror}") from None
+    for family, kind, protocol, _, sockaddr in addresses:
+        with socket.socket(family, kind, protocol) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise ConfigurationError(
+                        f"cannot listen on {where}: the port is in use (another server? "
+                        "--port chooses another)"
+                    ) from None
+                raise ConfigurationError(f"cannot listen on {where}: {exc.strerror}") from None
+
+
+def _sqlite_file(url: str) -> Path | None:
+    prefix = "sqlite:///"
+    return Path(url.removeprefix(prefix)) if url.startswith(prefix) else None
+
+
+def _new_sqlite_files(url: str) -> list[Path]:
+    """The files a SQLite database at `url` would create that do not exist yet: removed again
+    if the server does not start."""
+    path = _sqlite_file(url)
+    if path is None or path.exists():
+        return []
+    return [Path(f"{path}{suffix}") for suffix in ("", "-wal", "-shm", "-journal")]
+
+
+def _database_place(url: str, target: str) -> str:
+    """Where the database is: a SQLite file's absolute path, else the (redacted) URL."""
+    return os.path.abspath(target) if _sqlite_file(url) is not None else target
 
 
 def _read_passphrase(path: Path) -> str:

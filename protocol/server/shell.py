@@ -202,6 +202,18 @@ class _GuardedStream(SharedStream):
         return data
 
 
+def _start_failure(error: BaseException | None) -> str:
+    """Why the server thread did not start, in words: the first error inside trio's nested
+    ExceptionGroups (``Address already in use``), not the groups' repr."""
+    if error is None:
+        return "it was not listening in time"
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error) or type(error).__name__
+
+
 class QueueServer:
     """A running queue server; see the module docstring."""
 
@@ -275,7 +287,8 @@ class QueueServer:
         if not ready.wait(ready_timeout) or server._address is None:
             server.stop()
             raise ConfigurationError(
-                f"queue server did not start on {host}:{port}: {server._thread_error!r}"
+                f"queue server did not start on {host}:{port}: "
+                f"{_start_failure(server._thread_error)}"
             )
         return server
 
