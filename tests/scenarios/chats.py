@@ -34,6 +34,7 @@ from typing import Any
 
 from actors.chat import events as cev
 from actors.chat_client import ChatClient
+from protocol.chat import GroupRole
 from protocol.server import QueueServer
 from tests.helpers import eventually
 from tests.scenarios.agents import Events
@@ -66,12 +67,18 @@ def befriend(a: ChatClient, a_events: Events, b: ChatClient, b_events: Events) -
 
 
 def invite(
-    host: ChatClient, h_events: Events, group_id: str, client: ChatClient, events: Events
+    host: ChatClient,
+    h_events: Events,
+    group_id: str,
+    client: ChatClient,
+    events: Events,
+    *,
+    role: GroupRole = GroupRole.MEMBER,
 ) -> str:
-    """The host befriends `client` and adds it to the group; the invitation arrived (not
-    joined yet). Returns the new member's id."""
+    """The host befriends `client` and adds it to the group as `role`; the invitation
+    arrived (not joined yet). Returns the new member's id."""
     h_contact, _ = befriend(host, h_events, client, events)
-    member_id = host.add_member(group_id, h_contact)
+    member_id = host.add_member(group_id, h_contact, role)
     events.wait_for(cev.GroupInvitation, group_id=group_id, timeout=15)
     return member_id
 
@@ -322,16 +329,21 @@ def received(client: ChatClient, group_id: str) -> list[tuple[str, str]]:
 
 
 def group_of(
-    server: QueueServer, open_chat: Callable[..., Any], names: Sequence[str]
+    server: QueueServer,
+    open_chat: Callable[..., Any],
+    names: Sequence[str],
+    roles: dict[str, GroupRole] | None = None,
 ) -> tuple[str, list[tuple[Any, Events]]]:
-    """A settled group hosted by "host" with a member per name, each added and joined in
-    turn. Returns (group id, [(client, events)], the host first)."""
+    """A settled group hosted by "host" with a member per name (of its role in `roles`, a
+    plain member by default), each added and joined in turn. Returns (group id,
+    [(client, events)], the host first)."""
     host, h_events = open_chat("host", [server])
     group_id = host.create_group("club")
     everyone = [(host, h_events)]
     for name in names:
         client, events = open_chat(name, [server])
-        invite(host, h_events, group_id, client, events)
+        role = (roles or {}).get(name, GroupRole.MEMBER)
+        invite(host, h_events, group_id, client, events, role=role)
         client.join_group(group_id)
         everyone.append((client, events))
     wait_settled([client for client, _ in everyone], group_id)

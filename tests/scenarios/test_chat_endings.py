@@ -18,7 +18,14 @@ from actors.chat import events as cev
 from actors.chat.chat import owner_address
 from actors.chat.model import Owner, OwnerKind
 from actors.chat.services import AgentEventArrived
-from protocol.chat import XGrpDel, XGrpMemDel, XMsgNew, encode_chat_message, new_message_id
+from protocol.chat import (
+    GroupRole,
+    XGrpDel,
+    XGrpMemDel,
+    XMsgNew,
+    encode_chat_message,
+    new_message_id,
+)
 from protocol.errors import AgentError, ChatRefused
 from tests.scenarios.chats import (
     Stored,
@@ -103,6 +110,22 @@ def test_the_owner_removes_a_member(server, open_chat) -> None:
     before = len(received(r, group_id))
     exchange([host, a], group_id)
     assert len(received(r, group_id)) == before
+
+
+def test_an_admin_removes_a_member_but_not_the_owner(server, open_chat) -> None:
+    group_id, everyone = group_of(server, open_chat, ["adm", "r"], {"adm": GroupRole.ADMIN})
+    (host, h_events), (adm, _), (r, r_events) = everyone
+    ids = member_ids([host, adm, r], group_id)
+    with pytest.raises(AgentError) as refused:
+        adm.remove_member(group_id, ids["host"])  # an owner is above an admin
+    assert refused.value.code == "PROHIBITED"
+
+    adm.remove_member(group_id, ids["r"])
+    h_events.wait_for(cev.MemberRemoved, group_id=group_id, by_member_id=ids["adm"])
+    r_events.wait_for(cev.GroupRemoved, group_id=group_id, by_member_id=ids["adm"])
+    wait_ended(host, group_id, CONNECTED, {ids["adm"]: CONNECTED, ids["r"]: REMOVED})
+    wait_ended(adm, group_id, CONNECTED, {ids["host"]: CONNECTED, ids["r"]: REMOVED})
+    wait_ended(r, group_id, REMOVED, {ids["host"]: CONNECTED, ids["adm"]: CONNECTED})
 
 
 def test_a_plain_member_cannot_remove_anyone(server, open_chat, caplog) -> None:
