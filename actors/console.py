@@ -56,39 +56,46 @@ STATUS_STYLES = {
     "down": "bold red",
 }
 
-# What a state field's value means, whatever the actor: connection statuses, queue-switch
-# phases, server sessions (up), member and relay states. Unknown values stay plain.
-_GOOD = {"ready", "active", "connected", "secured", "completed", "running", "up", "true"}
+# What a state field's value means, whatever the actor: connection, contact, group, member
+# and introduction statuses, queue-switch phases, server sessions (up). Unknown values plain.
+_GOOD = {"ready", "active", "connected", "secured", "completed", "running", "done", "true"}
+_BAD = {"failed", "aborted", "deleted", "removed", "left", "stopped", "none", "false"}
 _MOVING = {
     "new",
     "joined",
     "confirmed",
-    "joining",
+    "creating",
     "inviting",
-    "accepted",
+    "joining",
+    "accepting",
     "allowing",
-    "switching",
-    "retiring",
-    "started",
-    "pending",
+    "invited",
+    "accepted",
+    "announced",
     "introduced",
+    "intro-inv",
+    "connecting",
+    "intro-sent",
+    "inv-received",
+    "fwd-sent",
+    "retiring",
+    "pending",
 }
-_BAD = {"failed", "aborted", "deleted", "removed", "stopped", "down", "false", "error"}
 
 
 def value_style(key: str, value: Any) -> str:
-    """The colour of one state field's value."""
+    """The colour of one state field's value: green settled, yellow on its way, red lost."""
     if key == "paused":
         return "bold red" if value else "dim"
     if value is None:
         return "dim"
     word = str(value).lower()
+    if word in _BAD or word.endswith(("_failed", "-failed")):
+        return "red"
     if word in _GOOD:
         return "green"
-    if word in _MOVING:
+    if word in _MOVING or "switch" in key:  # every switch phase but the ends is a move
         return "yellow"
-    if word in _BAD:
-        return "red"
     return ""
 
 

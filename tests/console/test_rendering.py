@@ -1,0 +1,50 @@
+"""What the console and `duplex tree` draw from a snapshot: colours by meaning, one line
+per actor, and the event log's account of what changed between two snapshots."""
+
+from __future__ import annotations
+
+from actors.console import changes, node_label, value_style
+from actors.kernel import TreeNode
+
+
+def test_state_values_are_coloured_by_what_they_mean() -> None:
+    assert value_style("status", "ready") == "green"
+    assert value_style("status", "connecting") == "yellow"
+    assert value_style("status", "failed") == "red"
+    assert value_style("rcv_switch", "qadd_sent") == "yellow"
+    assert value_style("rcv_switch", "qkey_failed") == "red"
+    assert value_style("up", True) == "green" and value_style("up", False) == "red"
+    assert value_style("paused", True) == "bold red" and value_style("paused", False) == "dim"
+    assert value_style("queues", 3) == ""
+
+
+def test_a_line_shows_the_counters_first_and_a_passivated_actor_without_a_mailbox() -> None:
+    crashed = TreeNode(
+        "client/agent/conns/c1",
+        "connection",
+        "live",
+        state={"status": "ready"},
+        mailbox=2,
+        restarts=1,
+        last_error="ActorCrash('client/agent/conns/c1: on purpose')",
+    )
+    text = node_label(crashed).plain
+    assert text.startswith("c1 connection live  mailbox=2  restarts=1  status=ready")
+    assert text.endswith("last_error=ActorCrash('on purpose')")
+    passivated = node_label(TreeNode("client/agent/conns/c2", "connection", "passivated"))
+    assert passivated.plain == "c2 connection passivated"
+
+
+def test_the_event_log_says_what_changed() -> None:
+    def tree(*children: TreeNode) -> TreeNode:
+        return TreeNode("client", "supervisor", "live", children=list(children))
+
+    before = tree(TreeNode("client/a", "worker", "live"), TreeNode("client/gone", "worker", "live"))
+    after = tree(
+        TreeNode("client/a", "worker", "live", restarts=1, last_error="RuntimeError('x')"),
+        TreeNode("client/new", "worker", "restarting"),
+    )
+    lines = changes(before, after)
+    assert any("client/a restarted (1)" in line and "RuntimeError('x')" in line for line in lines)
+    assert any(line.endswith("client/new [dim]worker[/] restarting") for line in lines)
+    assert any(line.endswith("client/gone") for line in lines)
