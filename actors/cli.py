@@ -1,4 +1,4 @@
-"""The `duplex` command line: `duplex server`, `duplex demo` and `duplex bench NAME`.
+"""The `duplex` command line: `duplex server`, `demo`, `bench NAME`, `tree` and `console`.
 
 The CLI is the only place that prints to the terminal; everything it runs reports through
 return values and logging. It owns what a user sees when something is wrong: a bad option,
@@ -128,6 +128,16 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run a small runtime on SQLite and check it")
     demo.add_argument("--workdir", type=Path, help="keep the demo's files here")
 
+    for name, text in (
+        ("tree", "print the supervision tree of a runtime served with debug=True"),
+        ("console", "watch and drive a runtime served with debug=True (textual)"),
+    ):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("endpoint", help="the URL the debug endpoint printed (ws://…)")
+        sub.add_argument("--token-file", type=Path, help="read the token from this file")
+        if name == "tree":
+            sub.add_argument("--json", action="store_true", help="print the snapshot as JSON")
+
     bench = commands.add_parser("bench", help="run a benchmark from bench/")
     bench.add_argument("name", choices=BENCHMARKS)
     bench.add_argument("args", nargs=argparse.REMAINDER, help="passed to the benchmark")
@@ -139,6 +149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _set_up_logging(args.verbose)
     if args.command == "server":
         return _run_server(args)
+    if args.command in ("tree", "console"):
+        from actors import console
+
+        return console.tree_main(args) if args.command == "tree" else console.console_main(args)
     if args.command == "demo":
         from actors.demo import run_demo
 

@@ -149,6 +149,9 @@ def tree_main(args: argparse.Namespace) -> int:
     except DuplexError as exc:
         print(f"duplex tree: {exc.message}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("duplex tree: interrupted", file=sys.stderr)
+        return 130
     if args.json:
         sys.stdout.write(msgspec.json.encode(snapshot).decode() + "\n")
         return 0
