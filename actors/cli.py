@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -157,12 +158,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         from actors.demo import run_demo
 
         return run_demo(args.workdir)
+    return _run_bench(args.name, args.args)
+
+
+# Set in the process that runs a bench for `duplex bench` (see `_run_bench`).
+_BENCH_CHILD = "DUPLEX_BENCH_CHILD"
+
+
+def _run_bench(name: str, argv: list[str]) -> int:
+    """Run bench `name` in a child process of its own process group, and on Ctrl-C pass the
+    interrupt on to that process alone.
+
+    A terminal's Ctrl-C signals its whole foreground process group. A bench's helper
+    processes (queue servers, workers) would each get it too, mid-import at times, and print
+    their own tracebacks; in a group of their own they never see it, and the bench stops
+    them on its way out as on any other exit. The user reads one line and gets status 130.
+    """
+    if os.environ.get(_BENCH_CHILD):
+        try:
+            module = importlib.import_module(f"bench.{name}")
+            return int(module.main(argv) or 0)
+        except KeyboardInterrupt:
+            return INTERRUPTED
+    command = [sys.executable, "-m", "actors.cli", "bench", name, *argv]
+    bench = subprocess.Popen(command, env={**os.environ, _BENCH_CHILD: "1"}, process_group=0)
     try:
-        module = importlib.import_module(f"bench.{args.name}")
-        return int(module.main(args.args) or 0)
+        code = bench.wait()
     except KeyboardInterrupt:
-        print(f"duplex bench {args.name}: interrupted", file=sys.stderr)
+        bench.send_signal(signal.SIGINT)
+        try:
+            bench.wait()
+        except KeyboardInterrupt:  # a second Ctrl-C: stop everything of the bench now
+            os.killpg(bench.pid, signal.SIGKILL)
+            bench.wait()
+        code = INTERRUPTED
+    if code in (INTERRUPTED, -signal.SIGINT):
+        print(f"duplex bench {name}: interrupted", file=sys.stderr)
         return INTERRUPTED
+    return code if code >= 0 else 128 - code
 
 
 # The attributes every LogRecord has; anything else on a record came from `extra=`.

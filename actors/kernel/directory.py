@@ -484,9 +484,13 @@ class Directory:
                 message.future.set_exception(exc_info=(ActorUnavailable, error, None))
         self.counters["dead_letters"] += 1
         self.recent_dead_letters.append((address, type(message).__name__))
-        log.warning(
-            "dead letter",
-            extra={"address": address, "message_type": type(message).__name__, "reason": reason},
+        kind = type(message).__name__
+        log.warning(  # the line says what was lost where, also where `extra` is not shown
+            "dead letter: %s to %s (%s)",
+            kind,
+            address,
+            reason,
+            extra={"address": address, "message_type": kind, "reason": reason},
         )
 
     @staticmethod
