@@ -102,11 +102,7 @@ def value_style(key: str, value: Any) -> str:
 def node_label(node: TreeNode) -> Text:
     """One line per actor: name, kind, status, state fields, mailbox, restarts, last error."""
     label = Text()
-    name = node.name
-    if "@" in name:  # a server session: fingerprint@host:port, the fingerprint shortened
-        fingerprint, _, where = name.partition("@")
-        name = f"{fingerprint[:8]}…@{where}"
-    label.append(name, style="bold")
+    label.append(short(node.name), style="bold")
     label.append(f" {node.kind} ", style="dim")
     label.append(node.status, style=STATUS_STYLES.get(node.status, "red"))
     # The kernel's counters first, so a narrow pane still shows them; then the state.
@@ -120,6 +116,15 @@ def node_label(node: TreeNode) -> Text:
     if node.last_error:
         label.append(f"  last_error={_shorter(_error_of(node), 72)}", style="red")
     return label
+
+
+def short(address: str) -> str:
+    """An address with a server session's fingerprint shortened (fingerprint@host:port)."""
+    head, slash, name = address.rpartition("/")
+    if "@" not in name:
+        return address
+    fingerprint, _, where = name.partition("@")
+    return f"{head}{slash}{fingerprint[:8]}…@{where}"
 
 
 def render_tree(node: TreeNode) -> RichTree:
@@ -183,27 +188,31 @@ class FromEndpoint(Message):
         self.event = event
 
 
-HELP = """\
-[b]duplex console[/b]: the supervision tree of a running runtime, live.
-
-[b]The tree[/b]  one line per actor: name, kind, status ([green]live[/], [yellow]restarting[/],
-[blue]passivating[/], [cyan]passivated[/]), its state fields ([green]good[/],
-[yellow]on its way[/], [red]failed[/]), mailbox depth, restarts and last error.
-Virtual actors (connections, sessions) sit below their virtual supervisor; a passivated one
-is shown until it activates again.
-
-[b]Keys[/b] (on the selected actor)
-  [b]↑ ↓[/b] move   [b]space[/b] fold   [b]i[/b] inspect again (the pane on the right)
-  [b]c[/b] crash it: an exception in its handler; its supervisor restarts it
-  [b]r[/b] restart it: a clean stop and a fresh activation, siblings untouched
-  [b]p[/b] passivate it (virtual actors; it stays while it has work)
-  [b]d[/b] drop its queue-server session (a server-session actor): it reconnects
-  [b]z[/b] pause that session (requests fail until resumed), or resume it
-  [b]/[/b] filter by address, kind or status ([b]escape[/b] back to the tree)
-  [b]?[/b] this help   [b]q[/b] quit
-
-The event log (bottom right) says what changed between snapshots and what each command did.
-"""
+# Paragraphs are single lines: the help screen wraps them to its width.
+HELP = "\n".join(
+    [
+        "[b]duplex console[/b]: the supervision tree of a running runtime, live.",
+        "",
+        "[b]The tree[/b]: one line per actor with its name, kind, status ([green]live[/], "
+        "[yellow]restarting[/], [blue]passivating[/], [cyan]passivated[/]), mailbox depth, "
+        "restarts, its state fields ([green]settled[/], [yellow]on its way[/], [red]failed[/]) "
+        "and its last error. Virtual actors (connections, server sessions) sit below their "
+        "virtual supervisor; a passivated one is shown until it activates again.",
+        "",
+        "[b]Keys[/b], on the selected actor:",
+        "  [b]↑ ↓[/b] move   [b]space[/b] fold   [b]i[/b] inspect again (the pane on the right)",
+        "  [b]c[/b] crash it: an exception in its handler; its supervisor restarts it",
+        "  [b]r[/b] restart it: a clean stop and a fresh activation, siblings untouched",
+        "  [b]p[/b] passivate it (virtual actors; it stays while it has work)",
+        "  [b]d[/b] drop its queue-server session (a server-session actor): it reconnects",
+        "  [b]z[/b] pause that session (its requests fail until resumed), or resume it",
+        "  [b]/[/b] filter by address, kind or status ([b]escape[/b] back to the tree)",
+        "  [b]?[/b] this help   [b]q[/b] quit",
+        "",
+        "The event log (bottom right) says what changed between snapshots and what each "
+        "command did.",
+    ]
+)
 
 
 class HelpScreen(ModalScreen[None]):
@@ -314,7 +323,7 @@ class ConsoleApp(App[None]):
                     self._show_inspection(event)
             case Done():
                 self._sent.pop(event.id, None)
-                self.log_event(f"[green]{event.address}[/]: {event.detail}")
+                self.log_event(f"[green]{short(event.address)}[/]: {event.detail}")
             case Refused():
                 command = self._sent.pop(event.id, None)
                 what = type(command).__name__ if command is not None else "message"
@@ -395,6 +404,9 @@ class ConsoleApp(App[None]):
         add(tree.root, root)
         tree.root.expand()
         self._shown_order = order
+        if self.selected is None:  # the cursor starts on the root: show what it is
+            self.selected = root.address
+            self.action_inspect()
         self.call_after_refresh(self._restore_cursor)
 
     def _restore_cursor(self) -> None:
@@ -429,7 +441,7 @@ class ConsoleApp(App[None]):
     def _show_inspection(self, inspection: Inspection) -> None:
         self.inspection = inspection
         self.detail.update(describe(inspection))
-        self.detail_box.border_title = inspection.address
+        self.detail_box.border_title = short(inspection.address)
 
     # ------------------------------------------------------------------ actions
 
@@ -447,22 +459,22 @@ class ConsoleApp(App[None]):
 
     def action_crash(self) -> None:
         if (address := self._target()) is not None:
-            self.log_event(f"crash [b]{address}[/]")
+            self.log_event(f"crash [b]{short(address)}[/]")
             self.send(CrashActor(next(self._ids), address))
 
     def action_restart(self) -> None:
         if (address := self._target()) is not None:
-            self.log_event(f"restart [b]{address}[/]")
+            self.log_event(f"restart [b]{short(address)}[/]")
             self.send(RestartActor(next(self._ids), address))
 
     def action_passivate(self) -> None:
         if (address := self._target()) is not None:
-            self.log_event(f"passivate [b]{address}[/]")
+            self.log_event(f"passivate [b]{short(address)}[/]")
             self.send(PassivateActor(next(self._ids), address))
 
     def action_drop_session(self) -> None:
         if (address := self._target()) is not None:
-            self.log_event(f"drop the session of [b]{address}[/]")
+            self.log_event(f"drop the session of [b]{short(address)}[/]")
             self.send(DropSession(next(self._ids), address))
 
     def action_pause_session(self) -> None:
@@ -470,10 +482,10 @@ class ConsoleApp(App[None]):
             return
         node = self._node(address)
         if node is not None and node.state.get("paused"):
-            self.log_event(f"resume the session of [b]{address}[/]")
+            self.log_event(f"resume the session of [b]{short(address)}[/]")
             self.send(ResumeSession(next(self._ids), address))
         else:
-            self.log_event(f"pause the session of [b]{address}[/]")
+            self.log_event(f"pause the session of [b]{short(address)}[/]")
             self.send(DropSession(next(self._ids), address, pause=True))
 
     def action_focus_filter(self) -> None:
@@ -531,18 +543,28 @@ def changes(before: TreeNode, after: TreeNode) -> list[str]:
     for node in after.walk():
         previous = old.pop(node.address, None)
         if previous is None:
-            lines.append(f"[green]+[/] {node.address} [dim]{node.kind}[/] {node.status}")
+            lines.append(f"[green]+[/] {short(node.address)} [dim]{node.kind}[/] {node.status}")
             continue
         if node.restarts > previous.restarts:
             error = ""
             if node.last_error:
                 error = f": [red]{_shorter(_error_of(node), 100)}[/]"
-            lines.append(f"[yellow]↻[/] {node.address} restarted ({node.restarts}){error}")
+            lines.append(f"[yellow]↻[/] {short(node.address)} restarted ({node.restarts}){error}")
         if node.status != previous.status:
             style = STATUS_STYLES.get(node.status, "red")
-            lines.append(f"  {node.address} {previous.status} → [{style}]{node.status}[/]")
-    lines.extend(f"[red]-[/] {address}" for address in old)
+            lines.append(f"  {short(node.address)} {previous.status} → [{style}]{node.status}[/]")
+        for key, value in node.state.items():
+            was = previous.state.get(key, value)
+            if value != was and (key in _WATCHED or "switch" in key):
+                style = value_style(key, value)
+                shown = f"[{style}]{value}[/]" if style else str(value)
+                lines.append(f"  {short(node.address)} {key}: {was} → {shown}")
+    lines.extend(f"[red]-[/] {short(address)}" for address in old)
     return lines
+
+
+# State fields whose changes the event log tells (counters change all the time).
+_WATCHED = frozenset({"status", "up", "paused"})
 
 
 def _error_of(node: TreeNode) -> str:

@@ -48,3 +48,14 @@ def test_the_event_log_says_what_changed() -> None:
     assert any("client/a restarted (1)" in line and "RuntimeError('x')" in line for line in lines)
     assert any(line.endswith("client/new [dim]worker[/] restarting") for line in lines)
     assert any(line.endswith("client/gone") for line in lines)
+
+
+def test_the_event_log_tells_a_session_going_down_but_not_its_counters() -> None:
+    session = "client/agent/servers/AAAAAAAAAAAAAAAAAAAAAAAA@127.0.0.1:5223"
+
+    def tree(**state: object) -> TreeNode:
+        node = TreeNode(session, "server-session", "live", state=state)
+        return TreeNode("client", "supervisor", "live", children=[node])
+
+    lines = changes(tree(up=True, queues=1), tree(up=False, queues=2))
+    assert lines == ["  client/agent/servers/AAAAAAAA…@127.0.0.1:5223 up: True → [red]False[/]"]
