@@ -10,6 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from bench._report import PipedProgress, Report, progress
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -32,3 +36,55 @@ def test_ctrl_c_during_a_bench_is_one_line_and_status_130() -> None:
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert err.strip().splitlines()[-1] == "duplex bench server: interrupted"
     assert out == ""
+
+
+def _report() -> Report:
+    report = Report("demo")
+    report.add("tell_per_s", 81234.5, "msg/s")
+    report.add("ratio", 0.4567)
+    report.add("target_met", True)
+    return report
+
+
+def test_figures_on_a_terminal_are_a_table(capsys: pytest.CaptureFixture[str]) -> None:
+    _report().emit(False, as_table=True)
+    out = capsys.readouterr().out
+    assert "bench.demo" in out and "┃ figure" in out
+    rows = [" ".join(line.strip("│ ").split()) for line in out.splitlines() if "│" in line]
+    assert "tell_per_s │ 81234 │ msg/s" in rows, rows
+    assert any(row.startswith("target_met │ yes") for row in rows), rows
+
+
+def test_figures_piped_are_one_line_each(capsys: pytest.CaptureFixture[str]) -> None:
+    _report().emit(False, as_table=False)
+    assert capsys.readouterr().out.splitlines() == [
+        "demo.tell_per_s 81234 msg/s",
+        "demo.ratio 0.457",
+        "demo.target_met yes",
+    ]
+
+
+def test_progress_piped_says_something_every_few_seconds(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with progress(live=False, every=0.05) as bars:
+        assert isinstance(bars, PipedProgress)
+        task = bars.add_task("[bold]send 3 messages", total=3)
+        bars.advance(task)
+        time.sleep(0.3)  # a long step with no advance: lines keep coming
+        bars.advance(task, 2)
+        other = bars.add_task("drain", total=10)
+        bars.remove_task(other)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "send 3 messages: started, 3 to do"
+    running = [line for line in lines if line.startswith("send 3 messages: running, 1/3 in")]
+    assert len(running) >= 2, lines
+    assert any(line.startswith("send 3 messages: done, 3/3 in") for line in lines), lines
+    assert lines[-1].startswith("drain: stopped, 0/10 in"), lines
+
+
+def test_progress_is_off_with_json(capsys: pytest.CaptureFixture[str]) -> None:
+    with progress(enabled=False, live=False, every=0.01) as bars:
+        bars.advance(bars.add_task("quiet", total=1))
+        time.sleep(0.05)
+    assert capsys.readouterr().err == ""
