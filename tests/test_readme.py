@@ -26,3 +26,17 @@ def test_the_readme_examples_run() -> None:
         )
         assert done.returncode == 0, done.stderr
         assert expected in done.stdout
+
+
+def test_the_first_example_prints_the_tree_it_shows() -> None:
+    # The example prints the supervision tree rendered, not a TreeNode(...) repr.
+    text = README.read_text()
+    kernel = re.findall(r"```python\n(.*?)```", text, re.S)[0]
+    shown = re.search(r"```python\n.*?```\n\nprints\n\n```text\n(.*?)```", text, re.S)
+    assert shown is not None, "the README shows what the first example prints"
+    done = subprocess.run(
+        [sys.executable, "-c", kernel], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "TreeNode(" not in done.stdout
+    assert done.stdout == shown.group(1)

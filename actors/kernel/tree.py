@@ -42,6 +42,30 @@ class TreeNode:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def text(self) -> str:
+        """The tree as plain text, one line per actor, indented under its supervisor: what
+        `print(node)` shows (the dataclass repr is one unreadable line)."""
+        lines = [self._plain_label()]
+        for index, child in enumerate(self.children):
+            last = index == len(self.children) - 1
+            head, rest = ("└── ", "    ") if last else ("├── ", "│   ")
+            first, *more = child.text().splitlines()
+            lines.append(head + first)
+            lines.extend(rest + line for line in more)
+        return "\n".join(lines)
+
+    __str__ = text
+
+    def _plain_label(self) -> str:
+        parts = [f"{self.name} {self.kind} {self.status}"]
+        parts.extend(f"{key}={value}" for key, value in self.state.items())
+        parts.append(f"handled={self.handled} mailbox={self.mailbox}")
+        if self.restarts:
+            parts.append(f"restarts={self.restarts}")
+        if self.last_error:
+            parts.append(f"last_error={self.last_error}")
+        return "  ".join(parts)
+
     def render(self) -> Tree:
         """A rich Tree: one line per actor with its status and counters."""
         tree = Tree(self._label())
