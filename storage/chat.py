@@ -15,7 +15,8 @@ Rows and what they mean:
 * ``ChatGroup``       a group as this user sees it: profile, own member id and role, status,
                       and the invitation while it is not joined yet.
 * ``ChatMember``      another member of a group: role, status, profile, and the agent
-                      connection to it (None until one is made).
+                      connection to it (None until one is made, and again once the agent
+                      deleted it: the member, or the group for us, ended).
 * ``ChatIntro``       at a group's host: the introduction of a new member to an existing one.
 * ``ChatMessage``     a message sent or received, with its shared id (unique per chat, so a
                       copy that arrives again is recognised).
@@ -28,7 +29,7 @@ Rows and what they mean:
                       it, its status and payload (seeds 0/1, Proposal 2).
 * ``ChatConnection``  which owner an agent connection belongs to, and the last agent message
                       id it processed there (so a message the agent hands out again is only
-                      acknowledged again).
+                      acknowledged again); dropped once the agent deleted the connection.
 """
 
 from __future__ import annotations

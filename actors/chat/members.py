@@ -1,10 +1,11 @@
 """`Members`: one group's stored rows — the group, its members — and its messages.
 
-The `GroupActor` (group.py) and its collaborators (introductions.py) read and write the
-group through this: who we are in it, who its members are and on which connection, the
-host, and the group's messages (sent to every connected member, kept as `ChatPending` for a
-member not connected yet and flushed to it once it is; a received copy with a shared id
-already held is dropped). Every method runs inside the caller's unit.
+The `GroupActor` (group.py) and its collaborators (introductions.py, endings.py) read and
+write the group through this: who we are in it, who its members are and on which
+connection, the host, and the group's messages (sent to every connected member, kept as
+`ChatPending` for a member not connected yet and flushed to it once it is, never for a
+member gone nor in a group that ended; a received copy with a shared id already held is
+dropped). Every method runs inside the caller's unit.
 """
 
 from __future__ import annotations

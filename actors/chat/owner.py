@@ -36,9 +36,12 @@ Within one process nothing told is lost (mailboxes survive restarts), so a row h
 this process is not handed over again (`ChatServices.handed`).
 
 On every activation, and when a server the owner uses comes back (`Reconcile`), the owner
-hands the agent again what it may not have taken: every pending command (the agent is
-idempotent by corr id) and every outbox row. An activation also tells the user the events a
-crashed one stored and may not have told.
+hands the agent again what it may not have taken: every outbox row, then every pending
+command (the agent is idempotent by corr id), the order a unit's own effects have, so a
+group's last message to a member reaches its connection before that connection's delete.
+A unit whose effects fail after its commit tells its owner to reconcile as well: an ask that
+fails does not crash the actor (the asker gets the error), so no restart would. An
+activation also tells the user the events a crashed one stored and may not have told.
 
 What a crash loses. The agent keeps a completion until it is acknowledged and tells it again
 when the connection is activated, but it tells CONF, REQ and CON once: again only when asked
