@@ -3,12 +3,12 @@
 
 It runs on a trio thread of its own, not on the runtime's I/O thread: an operator may crash
 or restart the `io` actor from the console, and the endpoint must outlive that. It listens
-on loopback only, on a random port, and admits a connection only with its token (random,
-`secrets.token_urlsafe`), given in the URL path (`ws://127.0.0.1:PORT/TOKEN`) or as the
-first message (`Hello`) within `hello_timeout`; anything else is closed with code 1008
-(policy violation) before a single command is read, so a wrong or missing token changes
-nothing. The token is also written to a file only the user can read (mode 0600, in a
-directory of mode 0700), removed when the endpoint stops.
+on loopback only, on a random port, takes at most `MAX_CONNECTIONS` at once, and admits a
+connection only with its token (random, `secrets.token_urlsafe`), given in the URL path
+(`ws://127.0.0.1:PORT/TOKEN`) or as the first message (`Hello`) within `hello_timeout`;
+anything else is closed with code 1008 (policy violation) before a single command is read,
+so a wrong or missing token changes nothing. The token is also written to a file only the
+user can read (mode 0600, in a directory of mode 0700), removed when the endpoint stops.
 
 An admitted connection gets a `Snapshot` every `interval` and may send commands (see
 wire.py). Commands run on worker threads through the kernel's operator commands
@@ -65,6 +65,9 @@ log = logging.getLogger(__name__)
 
 # Commands of one connection that may run at once (a restart waits for the actor to stop).
 _COMMANDS_AT_ONCE = 4
+# Connections at once, admitted or not yet: each admitted one costs a tree walk per interval.
+MAX_CONNECTIONS = 16
+TRY_AGAIN_LATER = 1013  # the websocket close code for "too many connections"
 
 
 class DebugEndpoint:
@@ -95,6 +98,7 @@ class DebugEndpoint:
         self._thread: threading.Thread | None = None
         self._crash: BaseException | None = None
         self._seq = itertools.count(1)
+        self.connections = 0
 
     @classmethod
     def start(cls, runtime: Runtime, **options: object) -> DebugEndpoint:
@@ -197,7 +201,17 @@ class DebugEndpoint:
 
     async def _serve_connection(self, request: trio_websocket.WebSocketRequest) -> None:
         ws = await request.accept()
-        if not await self._admitted(request.path, ws):
+        if self.connections >= MAX_CONNECTIONS:
+            await ws.aclose(code=TRY_AGAIN_LATER, reason="too many debug connections")
+            return
+        self.connections += 1
+        try:
+            await self._serve_admitted(request.path, ws)
+        finally:
+            self.connections -= 1
+
+    async def _serve_admitted(self, path: str, ws: trio_websocket.WebSocketConnection) -> None:
+        if not await self._admitted(path, ws):
             await ws.aclose(code=POLICY_VIOLATION, reason="token refused")
             return
         await ws.send_message(encode(Welcome(self.runtime.name, self.interval)))

@@ -84,9 +84,7 @@ def test_a_restart_on_request_touches_only_that_child(runtime: Runtime, probe: P
         runtime.restart("client")
 
 
-def test_a_virtual_actor_restarts_and_passivates_on_request(
-    runtime: Runtime, probe: Probe
-) -> None:
+def test_a_virtual_actor_restarts_and_passivates_on_request(runtime: Runtime, probe: Probe) -> None:
     runtime.tell("client/conns/7", Record("hello"))
     eventually(lambda: probe.values("client/conns/7") == ["hello"])
     runtime.restart("client/conns/7")

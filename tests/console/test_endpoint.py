@@ -226,3 +226,36 @@ def test_duplex_tree_prints_the_tree_and_its_json(
     assert "refused the token" in capsys.readouterr().err
     assert cli.main(["tree", endpoint.url]) == 1
     assert "no token" in capsys.readouterr().err
+
+
+async def test_the_endpoint_outlives_a_crash_of_the_io_actor(debugged: DebuggedClient) -> None:
+    async with open_session(debugged.endpoint.url_with_token) as session:
+        assert isinstance(await answer(session, CrashActor(1, "client/io")), Done)
+        # one_for_all at the root: io and the agent restart; the endpoint keeps streaming
+        restarted = await snapshot_where(
+            session,
+            lambda s: (
+                s.tree.find("client/io").restarts >= 1
+                and all(n.status == "live" for n in s.tree.children)
+            ),
+            "the tree back up",
+        )
+        assert restarted.tree.find("client/agent") is not None
+
+
+async def test_connections_beyond_the_cap_are_told_to_try_later(
+    debugged: DebuggedClient,
+) -> None:
+    from actors.debug.endpoint import MAX_CONNECTIONS, TRY_AGAIN_LATER
+
+    endpoint = debugged.endpoint
+    async with trio.open_nursery() as nursery:
+        waiting = [
+            await trio_websocket.connect_websocket_url(nursery, endpoint.url)
+            for _ in range(MAX_CONNECTIONS)  # say nothing: each waits for its Hello
+        ]
+        assert await refused_at_once(endpoint.url_with_token) == TRY_AGAIN_LATER
+        for ws in waiting:
+            await ws.aclose()
+    async with open_session(endpoint.url_with_token) as session:  # room again
+        await session.next_snapshot()
