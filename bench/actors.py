@@ -1,6 +1,6 @@
 """Benchmark of the actor kernel against raw pykka, and of 100,000 persisted virtual actors.
 
-What it measures (quality.md, the `bench/actors.py` row):
+What it measures (its row in the README's Performance table):
 
 1. **Baseline, raw pykka 4** (`pykka.ThreadingActor`, no kernel): the tell rate from one
    outside thread into one actor (N messages, timed until the actor has counted all N), the
@@ -241,7 +241,7 @@ class Sampler:
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = WAIT_TIMEOUT) -> None:
-    """Poll with a deadline (quality.md: never sleep a fixed time and hope)."""
+    """Poll with a deadline: never sleep a fixed time and hope."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -319,7 +319,7 @@ def bench_messaging(report: Report, sizes: Sizes, bars: Progress) -> None:
     """Raw pykka vs kernel, interleaved repeats, best and median of each."""
     # The runtime first: it lowers the thread stack size for the whole process, so the raw
     # actors get the same stacks as the kernel's. Both worlds stay alive during every
-    # measurement, so both see the same thread count (it slows every queue, runtime.md).
+    # measurement, so both see the same thread count (it slows every queue).
     runtime = Runtime.start([ChildSpec("sink", KernelActor), ChildSpec("source", KernelActor)])
     raw_refs: list[pykka.ActorRef[Any]] = []
     try:

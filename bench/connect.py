@@ -1,7 +1,7 @@
 """Connections/s from create to CON on both sides, against the raw queue-protocol round trips
 a handshake needs, measured in the same run.
 
-What it measures (quality.md, the `bench/connect.py` row; agent.md for the handshake). The
+What it measures (its row in the README's Performance table; protocol/envelope.py). The
 queue server runs as in production in its own process (``python -m actors.cli server``);
 alice and bob are two `Client`s in this process, each on its own SQLite file:
 
@@ -25,7 +25,7 @@ alice and bob are two `Client`s in this process, each on its own SQLite file:
   (``inviter_*``) and of bob's (``joiner_*``) over the measured agent runs, divided by their
   connections (`Database.counters`; they do not depend on the load).
 
-Target (quality.md): ``connections_per_s ≥ 40`` now, 50 next. Agent and raw runs are
+Target: ``connections_per_s ≥ 40`` now, 50 next. Agent and raw runs are
 interleaved `repeats` times (fresh connections each time) after an uncounted warm-up, and
 the **best** repeat is reported (noise only ever slows a run down); the median is printed
 next to it as ``*_median``.

@@ -1,7 +1,7 @@
 """The time until the k-th member of a peer-to-peer group is functional, and the agent
-connections each join makes: the baseline the chat-relays issue must beat.
+connections each join makes: the baseline chat relays must beat.
 
-What it measures (quality.md, the `bench/group_join.py` row; issue 9's done-when item). For
+What it measures (bench/RESULTS.md has the figures). For
 each group size N (``--sizes``, default 10 and 50; the host counts as a member), a host
 builds a peer-to-peer group member by member, as a user would:
 

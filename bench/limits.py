@@ -1,8 +1,7 @@
 """The stack's physical limits on this machine: websocket echo, SQLite commits, the trio bridge.
 
-What it measures (quality.md, the `bench/limits.py` row; runtime.md, "Facts about the building
-blocks"). Nothing here is duplex code: these are the ceilings the layers above are compared
-with, taken on the machine at hand.
+What it measures (its row in the README's Performance table). Nothing here is duplex code:
+these are the ceilings the layers above are compared with, taken on the machine at hand.
 
 1. **Raw trio-websocket echo between two processes over loopback.** A child process
    (`bench._echo`, started with `subprocess`) serves an echo on two OS-chosen ports, plain

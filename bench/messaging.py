@@ -1,7 +1,7 @@
 """Agent-to-agent messages/s end to end (durable, encrypted, acked), against the queue server's
 SEND→MSG→ACK cycles/s measured in the same run.
 
-What it measures (quality.md, the `bench/messaging.py` row; agent.md for the agent):
+What it measures (its row and target in the README's Performance table):
 
 - **the queue server** runs in its own process as ``duplex server`` runs it (`bench.server`'s
   ``bench._queue_server`` child: TLS, SQLite in WAL, quota 128, its store's counters on

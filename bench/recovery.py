@@ -1,10 +1,10 @@
 """Crash recovery: N = 1,000 pending async commands and 100 unacknowledged events, kill -9,
 restart, time until all are done, against the same work without the kill, in the same run.
 
-What it measures (quality.md, the `bench/recovery.py` row; agent.md "Boot and crash
-recovery" and "Durable events"). The queue server runs as in production in its own process
-(``python -m actors.cli server``); the state is prepared by a **child process** (this module
-with ``--child``) running a `Client` on its own SQLite file:
+What it measures (its row in the README's Performance table; what must survive is in
+docs/architecture.md, "Durable commands and acknowledgements"). The queue server runs as in
+production in its own process (``python -m actors.cli server``); the state is prepared by a
+**child process** (this module with ``--child``) running a `Client` on its own SQLite file:
 
 1. with the server up, the child issues 100 `create_connection_async` ("inv-i") and waits
    for their 100 INV events, which it does **not** acknowledge (100 unacked events); it

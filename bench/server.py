@@ -1,6 +1,7 @@
 """Queue-server throughput: SEND→MSG→ACK cycles/s, against a raw websocket echo taken alongside.
 
-What it measures (quality.md, the `bench/server.py` row; protocol.md for the commands).
+What it measures (its row in the README's Performance table; protocol/queue.py for the
+commands).
 Four processes on loopback, so no two parties share an interpreter or a GIL:
 
 - **the queue server**, as in production: ``python -m actors.cli server --db

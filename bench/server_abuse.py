@@ -1,6 +1,6 @@
 """The queue server under attack: memory, existence oracle, limits, and a legitimate client.
 
-What it measures (quality.md, the `bench/server_abuse.py` row; issue 12). Three processes
+What it measures (its row in the README's Performance table). Three processes
 on loopback: the queue server (`bench._queue_server`: TLS, SQLite, default `ServerConfig`),
 a legitimate client (`bench._legit_client`: SEND→GET→ACK on its own queue every 20 ms, timed),
 and this process, which attacks. Phases, one after the other:

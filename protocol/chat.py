@@ -38,7 +38,7 @@ Contacts, on the contact's connection::
     x.info     each side     join or allow info       connecting: the sender's profile
     x.msg.new  either        user message             a direct message
 
-Joining a group by invitation (chat.md): host H adds invitee I; M is each existing member.
+Joining a group by invitation: host H adds invitee I; M is each existing member.
 H-I is the member connection between H and I that the join creates, M-I the one that the
 introduction creates; a connection "as msg" carries the event as a user message::
 

@@ -56,7 +56,7 @@ class QueueMode(enum.Enum):
 
 
 class ErrorCode(enum.Enum):
-    """Every `ERR` the server sends (protocol.md). `AUTH` covers both an unknown entity and a
+    """Every `ERR` the server sends. `AUTH` covers both an unknown entity and a
     bad signature, so a prober cannot tell which."""
 
     AUTH = "AUTH"

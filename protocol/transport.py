@@ -2,7 +2,7 @@
 
 Owns: `SharedStream`, the one stream that trio-websocket and our own frame writer both send
 on, and `encode_frames`, which frames a whole burst of binary messages in one pass. Must not:
-know commands, sessions, storage or the server; it is wire (README.md, layering rules).
+know commands, sessions, storage or the server; it is wire (docs/architecture.md).
 
 Why not `WebSocketConnection.send_message` per frame: every call is a wsproto event, a lock,
 a TLS record and a system call, and on loopback the system call also wakes the peer, which

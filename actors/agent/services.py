@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """Retries of temporary errors: `initial` s, growing by `factor` once `slow_after` s have
-    passed since the first failure, at most `maximum` s (agent.md)."""
+    passed since the first failure, at most `maximum` s."""
 
     initial: float = 2.0
     slow_after: float = 10.0

@@ -68,7 +68,7 @@ class TransactionalDatabase(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class RuntimeConfig:
-    """Kernel settings; the defaults are the design's (runtime.md)."""
+    """Kernel settings; the defaults are what the README and bench/actors.py assume."""
 
     passivate_after: float = 60.0
     live_cap: int = 512

@@ -1,6 +1,6 @@
 """The queue server: the queue protocol served over TLS websockets, on a store.
 
-The only part of `protocol/` that may import `storage/` (README.md, layering rules); it
+The only part of `protocol/` that may import `storage/` (docs/architecture.md); it
 never imports `actors/`, and the agent never imports it.
 
 Modules: `shell` (QueueServer, the trio shell: TLS, websockets, sessions, limits),

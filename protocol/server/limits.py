@@ -15,7 +15,7 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass
 
-DEFAULT_QUOTA = 128  # messages a queue may hold (protocol.md)
+DEFAULT_QUOTA = 128  # messages a queue may hold
 DEFAULT_QUOTA_BYTES = 1 << 20  # bytes of message bodies a queue may hold
 DEFAULT_STORE_BYTES = 1 << 30  # bytes of message bodies the whole store may hold
 DEFAULT_MESSAGE_TTL = 21 * 24 * 3600.0

@@ -1,4 +1,4 @@
-"""The queue server attacked as an outsider would, on loopback (issue 12): clients that never
+"""The queue server attacked as an outsider would, on loopback: clients that never
 read, existence probes, floods of queues and bytes, old TLS, wrong paths, huge frame headers.
 
 Each attack is bounded in count and time, and each test checks that a legitimate client is

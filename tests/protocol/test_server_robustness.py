@@ -1,5 +1,4 @@
-"""The queue server under bad input, bad signatures, a disk scan and kill -9 (quality.md,
-Reliability items 4 and 5).
+"""The queue server under bad input, bad signatures, a disk scan and kill -9.
 
 * Fuzz: hypothesis generates the structured frames (and seeded mutants of each) for more than
   10,000 malformed or random transmissions, pipelined into one live server over a few raw
@@ -88,7 +87,7 @@ from tests.protocol.queues import QueueOwner, RawSession
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# What garbage may be answered with (protocol.md "Errors"); never OK, IDS, MSG, LNK.
+# What garbage may be answered with (protocol/queue.py, ErrorCode); never OK, IDS, MSG, LNK.
 GARBAGE_ERRORS = frozenset(
     {
         ErrorCode.CMD_SYNTAX,
