@@ -21,12 +21,13 @@ Rows and what they mean:
 * ``ChatMessage``     a message sent or received, with its shared id (unique per chat, so a
                       copy that arrives again is recognised).
 * ``ChatPending``     a group message waiting for a member to become connected.
-* ``ChatOutbox``      a chat message body to hand to the agent, kept until it took it.
+* ``ChatOutbox``      a chat message body to hand to the agent, kept until it took it: the
+                      send is acknowledged by the corr id stored with the row.
 * ``ChatNotice``      a chat event for the user, stored with the change it describes and kept
                       until it was told (so a crash between the two does not lose it).
 * ``ChatCommand``     a chat-issued async agent command: its id is the corr id the agent
                       completes it with (never reused), its owner, the function that continues
-                      it, its status and payload (seeds 0/1, Proposal 2).
+                      it, its status and payload.
 * ``ChatConnection``  which owner an agent connection belongs to, and the last agent message
                       id it processed there (so a message the agent hands out again is only
                       acknowledged again); dropped once the agent deleted the connection.
@@ -34,6 +35,7 @@ Rows and what they mean:
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
@@ -157,8 +159,11 @@ class ChatPending(peewee.Model):
 class ChatOutbox(peewee.Model):
     id = peewee.AutoField()
     owner = peewee.CharField(max_length=80, index=True)
-    conn_id = peewee.CharField(max_length=64)
+    conn_id = peewee.CharField(max_length=64, index=True)
     body = peewee.BlobField()
+    # the acknowledged send's corr id: random, so never the id of an earlier row (SQLite
+    # reuses the highest rowid once it is deleted, and the agent may still hold its OK)
+    corr_id = peewee.CharField(max_length=48, unique=True)
 
     class Meta:
         table_name = "chat_outbox"
@@ -234,20 +239,51 @@ def _add_request_ids(db: peewee.Database) -> None:
     )
 
 
+def _add_outbox_corr_ids(db: peewee.Database) -> None:
+    # Before 203 the outbox was told to the agent unacknowledged; a row now carries the corr
+    # id of its acknowledged send. Databases created since 203 have the column already.
+    if "corr_id" in {column.name for column in db.get_columns("chat_outbox")}:
+        return
+    migrator = SchemaMigrator.from_database(db)
+    migrate(
+        migrator.add_column("chat_outbox", "corr_id", peewee.CharField(max_length=48, null=True))
+    )
+    for (row_id,) in db.execute_sql("SELECT id FROM chat_outbox").fetchall():
+        db.execute_sql(
+            f"UPDATE chat_outbox SET corr_id = {db.param} WHERE id = {db.param}",
+            (new_outbox_corr_id(), row_id),
+        )
+    migrate(
+        migrator.add_index("chat_outbox", ("corr_id",), unique=True),
+        migrator.add_index("chat_outbox", ("conn_id",)),
+    )
+
+
 CHAT_MIGRATIONS = (
     Migration(200, "chat tables", _create_chat_tables),
     Migration(201, "chat events kept until told", _create_notices),
     Migration(202, "the contact request a contact was accepted from", _add_request_ids),
+    Migration(203, "outbox rows sent acknowledged, by corr id", _add_outbox_corr_ids),
 )
 CHAT_LAYER: Final = Layer("chat", LAYER_VERSION_BLOCKS["chat"], CHAT_MIGRATIONS)
 """The chat's storage layer; a chat client's database holds it next to the agent's."""
 
 COMMAND_PREFIX: Final = "chat-"
+OUTBOX_PREFIX: Final = "chat-msg-"
 
 
 def corr_id_of(command: ChatCommand) -> str:
     """The corr id the agent completes `command` with."""
     return f"{COMMAND_PREFIX}{command.id}"
+
+
+def new_outbox_corr_id() -> str:
+    """The corr id of an outbox row's acknowledged send (never a command's: not digits)."""
+    return f"{OUTBOX_PREFIX}{secrets.token_urlsafe(12)}"
+
+
+def is_outbox_corr_id(corr_id: str | None) -> bool:
+    return corr_id is not None and corr_id.startswith(OUTBOX_PREFIX)
 
 
 def command_number(corr_id: str | None) -> int | None:
@@ -380,14 +416,20 @@ class ChatStore:
         command.save(only=[type(command).status])
 
     def add_outbox(self, owner: str, conn_id: str, body: bytes) -> Any:
-        return self.Outbox.create(owner=owner, conn_id=conn_id, body=body)
+        return self.Outbox.create(
+            owner=owner, conn_id=conn_id, body=body, corr_id=new_outbox_corr_id()
+        )
 
     def outbox(self, owner: str) -> list[Any]:
         return list(self.Outbox.select().where(self.Outbox.owner == owner).order_by(self.Outbox.id))
 
-    def drop_outbox(self, ids: list[int]) -> None:
-        if ids:
-            self.Outbox.delete().where(self.Outbox.id.in_(ids)).execute()
+    def drop_outbox(self, corr_id: str) -> bool:
+        """The agent took the row's message (or refused it for good): True if it was here."""
+        return bool(self.Outbox.delete().where(self.Outbox.corr_id == corr_id).execute())
+
+    def outbox_waits(self, conn_id: str) -> bool:
+        """Whether a chat message for `conn_id` waits to be taken by the agent."""
+        return self.Outbox.select().where(self.Outbox.conn_id == conn_id).exists()
 
     # ------------------------------------------------------------------ events for the user
 

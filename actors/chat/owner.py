@@ -23,22 +23,21 @@ Agent events reach the owner of their connection (routed by the `ChatActor`):
 
 Events for the user are stored in the unit too (`ChatNotice`) and told once it is committed.
 
-What was told or handed over is forgotten a turn later: the rows of notices told and of
-outbox rows handed to the agent are dropped in the owner's next unit or next turn (`_Forget`,
-told to itself), not in the turn that told them. A tell to the agent is asynchronous: a row
-dropped in the same turn is gone while its message may still wait in the agent's mailbox,
-and a kill -9 right after a step (where the crash tests kill) lost it; dropped a turn later,
-that kill leaves the row, which the next process hands over again (the receiver drops the
-copy: shared message ids, handlers idempotent by state). The agent API has no acknowledged
-hand-over of a message yet, so this narrows the window in which a kill loses a chat message,
-it does not close it; and a row the agent took but that was not dropped yet is sent twice.
-Within one process nothing told is lost (mailboxes survive restarts), so a row handed over in
-this process is not handed over again (`ChatServices.handed`).
+An outbox row is handed to the agent as an *acknowledged* send, with the corr id stored in
+the row: the agent stores the message and tells `OK` with that corr id, and the owner drops
+the row in a unit of its own before acknowledging the `OK`. The same corr id handed over again
+(after any crash, by a reconcile) is sent once, so nothing is lost and nothing doubled. A
+refused send (`ERR`: the connection cannot send, or is gone) drops the row too. A delete of a
+connection waits until no outbox row of that connection is left, so that a group's last
+message to a member (x.grp.leave …) is in the agent before the connection's delete.
+
+What was told to the user is forgotten a turn later: the rows of notices told are dropped in
+the owner's next unit or next turn (`_Forget`, told to itself), not in the turn that told
+them, so that a kill -9 right after a step leaves the row, and the next process tells it again.
 
 On every activation, and when a server the owner uses comes back (`Reconcile`), the owner
 hands the agent again what it may not have taken: every outbox row, then every pending
-command (the agent is idempotent by corr id), the order a unit's own effects have, so a
-group's last message to a member reaches its connection before that connection's delete.
+command (the agent is idempotent by corr id), the order a unit's own effects have.
 A unit whose effects fail after its commit tells its owner to reconcile as well: an ask that
 fails does not crash the actor (the asker gets the error), so no restart would. An
 activation also tells the user the events a crashed one stored and may not have told.
@@ -82,14 +81,14 @@ from actors.kernel import Actor, ActorContext
 from protocol.chat import ChatMessage, decode_chat_message, encode_chat_message
 from protocol.errors import ChatRefused, ChatWireError
 from protocol.queue import QueueMode
-from storage.chat import ChatStore, command_number, corr_id_of
+from storage.chat import ChatStore, command_number, corr_id_of, is_outbox_corr_id
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class _Forget:
-    """Told to itself after a hand-over: drop the rows of what was told and handed over."""
+    """Told to itself after telling the user: drop the rows of what was told."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +142,6 @@ class OwnerActor(Actor):
         self.agent = self.services.agent
         self.owner = Owner(self.owner_kind, ctx.key)
         self._told: list[int] = []  # notices told, their rows not dropped yet
-        self._handed: list[int] = []  # outbox rows handed to the agent, not dropped yet
         self._handling: str | None = None  # the connection whose agent event is being handled
 
     # ------------------------------------------------------------------ to override
@@ -192,16 +190,14 @@ class OwnerActor(Actor):
         self._forget_done()
 
     def _forget_done(self) -> None:
-        if self._told or self._handed:
+        if self._told:
             with self.store.transaction():
                 self._drop_done()
 
     def _drop_done(self) -> None:
-        """Drop the rows of what was told and handed over (inside a transaction)."""
+        """Drop the rows of what was told (inside a transaction)."""
         self.store.drop_notices(self._told)
-        self.store.drop_outbox(self._handed)
-        self.services.handed.difference_update(self._handed)
-        self._told, self._handed = [], []
+        self._told = []
 
     def receive(self, message: Any) -> Any:
         match message:
@@ -225,14 +221,13 @@ class OwnerActor(Actor):
         unit = Unit(self)
         if step is not None:
             faults.hit(faults.BEFORE_RUN, step)
-        told, handed = list(self._told), list(self._handed)
+        told = list(self._told)
         try:
             with self.store.transaction():
                 self._drop_done()
                 yield unit
         except BaseException:  # rolled back: those rows are still there
-            self._told, self._handed = told + self._told, handed + self._handed
-            self.services.handed.update(handed)
+            self._told = told + self._told
             raise
         try:
             if step is not None:
@@ -249,7 +244,7 @@ class OwnerActor(Actor):
     def notify(self, number: int, event: ChatEvent) -> None:
         """Tell the user `event` (stored as notice `number`, dropped a turn later)."""
         self.services.events.put(event)
-        if not self._handed and not self._told:
+        if not self._told:
             self.tell_self(_Forget())
         self._told.append(number)
 
@@ -300,27 +295,27 @@ class OwnerActor(Actor):
                     api.AcceptContact(corr_id, call.inv_id, call.info, conn_id=conn_id)
                 )
             case AgentCallKind.DELETE:
-                self.agent.submit(api.DeleteConnection(corr_id, conn_id))
+                with self.store.transaction(read_only=True):
+                    waits = self.store.outbox_waits(conn_id)
+                if not waits:  # else once the agent took the last message (`_sent`)
+                    self.agent.submit(api.DeleteConnection(corr_id, conn_id))
         return call.kind not in (AgentCallKind.ALLOW, AgentCallKind.DELETE)
 
     def hand_over(self, row: Any) -> None:
-        """Give an outbox row to the agent, unless this process did (its row is dropped in
-        the next unit: see the module docstring)."""
-        if row.id in self.services.handed:
-            return
-        self.agent.send(row.conn_id, bytes(row.body))
-        self.services.handed.add(row.id)
-        if not self._handed and not self._told:
-            self.tell_self(_Forget())
-        self._handed.append(row.id)
+        """Give an outbox row to the agent, acknowledged by the row's corr id (again after a
+        crash: the agent sends a corr id's message once)."""
+        self.agent.send(row.conn_id, bytes(row.body), row.corr_id)
 
     # ------------------------------------------------------------------ from the agent
 
     def _agent_event(self, event: Any) -> None:
         self._handling = event.conn_id or None
-        number = command_number(getattr(event, "corr_id", None))
+        corr_id = getattr(event, "corr_id", None)
+        number = command_number(corr_id)
         if number is not None:
             self._completion(number, event)
+        elif is_outbox_corr_id(corr_id):
+            self._sent(event)
         elif isinstance(event, aev.Msg):
             self._message(event)
         else:
@@ -342,6 +337,22 @@ class OwnerActor(Actor):
             faults.hit(faults.AFTER_EMIT, step)
         if event.conn_id:  # a refused Submit of a connection never made has none
             self.agent.ack_event(event.conn_id, event.corr_id)
+
+    def _sent(self, event: aev.Ok | aev.Err) -> None:
+        """The agent took an outbox row's message (OK) or refused it for good (ERR): the row
+        goes; a delete of its connection that waited for it is made now."""
+        with self.unit() as unit:
+            if self.store.drop_outbox(event.corr_id) and isinstance(event, aev.Err):
+                log.warning(
+                    "chat message not sent",
+                    extra={"owner": str(self.owner), "conn_id": event.conn_id, "code": event.code},
+                )
+            if not self.store.outbox_waits(event.conn_id):
+                for command in self.store.pending_commands(str(self.owner)):
+                    deleting = decode_call(bytes(command.payload)).kind is AgentCallKind.DELETE
+                    if deleting and command.conn_id == event.conn_id:
+                        unit.after.append(lambda command=command: self.submit(command))
+        self.agent.ack_event(event.conn_id, event.corr_id)
 
     def _message(self, event: aev.Msg) -> None:
         try:

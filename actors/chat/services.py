@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from actors.agent import api
 from actors.agent.events import AgentEvent
-from protocol.chat import ChatMessage, Profile, encode_chat_message
+from protocol.chat import Profile
 from storage.chat import ChatStore
 
 if TYPE_CHECKING:
@@ -48,9 +48,9 @@ class AgentPort:
     def submit(self, command: Any) -> None:
         self._runtime.tell(api.AGENT, api.Submit(command))
 
-    def send(self, conn_id: str, message: ChatMessage | bytes) -> None:
-        body = message if isinstance(message, bytes) else encode_chat_message(message)
-        self._to(conn_id, api.SendMessage(body))
+    def send(self, conn_id: str, body: bytes, corr_id: str) -> None:
+        """An acknowledged send: `OK` (or `ERR`) with `corr_id` follows."""
+        self._to(conn_id, api.SendMessage(body, corr_id))
 
     def ack_event(self, conn_id: str, corr_id: str) -> None:
         self._to(conn_id, api.AckCommandEvent(corr_id))
@@ -74,8 +74,6 @@ class ChatServices:
     # owner → the connection whose agent event its last activation was handling when it
     # crashed (the next activation asks that connection to tell again: owner.py)
     lost_events: dict[str, str] = field(default_factory=dict)
-    # outbox row ids handed to the agent by this process and not dropped yet (owner.py)
-    handed: set[int] = field(default_factory=set)
     # owners activated in this process (the first activation asks the agent to tell again
     # what a process before may have lost: owner.py)
     resumed: set[str] = field(default_factory=set)

@@ -29,6 +29,9 @@ CASES = [
     ("m", faults.AFTER_EFFECTS, "x.grp.mem.fwd"),  # its join of I's invitation not made yet
     ("host", faults.AFTER_EFFECTS, "x.grp.mem.inv"),  # the forward to M not handed over
     ("host", faults.AFTER_EMIT, "allow_member"),  # I allowed; CON in flight
+    # the agent stored a chat message and its OK, the chat still holds the outbox row: the
+    # next process hands it over again, and the agent sends it once
+    ("host", faults.AFTER_EFFECTS, "send"),
     # an agent event told once and lost with the process: asked for again at the next boot
     ("host", faults.BEFORE_RUN, "CONF"),  # I's join of H's link
     ("i", faults.BEFORE_RUN, "CONF"),  # M's join of I's invitation
