@@ -165,11 +165,22 @@ class Client:
     def reject_contact(self, inv_id: str) -> None:
         self._ask(RejectContact(inv_id))
 
-    def delete_connection(self, conn_id: str) -> None:
-        self._sync(lambda corr: DeleteConnection(corr, conn_id, _SYNC))
+    def delete_connection(self, conn_id: str, wait_delivery: bool = False) -> None:
+        """Delete the connection (its queues on the servers, then its rows).
 
-    def delete_connection_async(self, corr_id: str, conn_id: str) -> str:
-        return self._ask(DeleteConnection(corr_id, conn_id))
+        With `wait_delivery`, the messages it stored for delivery go first: the delete waits
+        until each was sent (`SENT`) or dropped (`MERR`, e.g. `EXPIRED` past the message
+        TTL), refusing new sends meanwhile (`AgentError` code `DELETING`). This form waits at
+        most `sync_timeout` (then `AskTimeout`, and the delete goes on): a wait that may be
+        long, such as for a server that is down, is for the async form."""
+        self._sync(lambda corr: DeleteConnection(corr, conn_id, _SYNC, wait_delivery))
+
+    def delete_connection_async(
+        self, corr_id: str, conn_id: str, wait_delivery: bool = False
+    ) -> str:
+        """As `delete_connection`; `OK` with `corr_id` once the connection is gone. With
+        `wait_delivery` that may be long after (the wait survives restarts)."""
+        return self._ask(DeleteConnection(corr_id, conn_id, wait_delivery=wait_delivery))
 
     def set_link_data(self, conn_id: str, user_data: bytes = b"") -> str:
         """Publish `user_data` behind a short link to a contact address; returns the link."""

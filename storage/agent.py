@@ -627,6 +627,12 @@ class AgentStore:
         params = (command.attempts, command.next_attempt_at, command.id)
         self._run(self._sql.command_attempts, params)
 
+    def save_command_deadline(self, command: AgentCommand) -> None:
+        """Persist a command's new deadline (a delete's TTL counts again once its wait for
+        delivery ended)."""
+        query = self.Command.update(deadline=command.deadline)
+        query.where(self.Command.id == command.id).execute()
+
     def save_command_payload(self, command: AgentCommand, payload: msgspec.Struct) -> None:
         command.payload = _encoder.encode(payload)
         self._run(self._sql.command_payload, (command.payload, command.id))

@@ -105,9 +105,16 @@ class RejectContact:
 
 @dataclass(frozen=True, slots=True)
 class DeleteConnection:
+    """Delete the connection: its receive queues on their servers, then its rows; `OK`.
+
+    With `wait_delivery`, first wait until every message it stored for delivery was sent
+    (`SENT`) or dropped (`MERR`, e.g. past the message TTL); meanwhile it refuses new sends
+    (`DELETING`). See handshake.py."""
+
     corr_id: str
     conn_id: str
     origin: CommandOrigin = CommandOrigin.ASYNC
+    wait_delivery: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,9 +239,12 @@ class AgentActor(Supervisor):
                 if request is None:
                     raise AgentError(f"no contact request {inv_id!r}", code="NO_REQUEST")
                 return None
-            case DeleteConnection(corr_id=corr_id, conn_id=conn_id, origin=origin):
+            case DeleteConnection(
+                corr_id=corr_id, conn_id=conn_id, origin=origin, wait_delivery=wait_delivery
+            ):
                 self._connection(conn_id)
-                return self._new_command(corr_id, origin, conn_id, Delete(), None)
+                payload = Delete(wait_delivery=wait_delivery)
+                return self._new_command(corr_id, origin, conn_id, payload, None)
             case SetLinkData(corr_id=corr_id, conn_id=conn_id, user_data=user_data, origin=origin):
                 conn = self._connection(conn_id)
                 if conn.mode != ConnMode.CONTACT:

@@ -5,6 +5,12 @@ outcome as events (each carrying the command's corr id), like the async forms of
 
 * `Submit(CreateConnection(...) | JoinConnection(...) | …)` to `AGENT`: the command is
   stored and run; a refusal (a bad link, no such connection) comes back as `ERR`;
+* `Submit(DeleteConnection(corr_id, conn_id, wait_delivery=True))` after a last message to
+  a peer (a leave, a removal): the connection first delivers what it stored — each message
+  `SENT`, or `MERR` once past the message TTL — then deletes, and `OK` comes only then, maybe
+  long after (the wait survives restarts; the command TTL does not cut it short).
+  Meanwhile sends to it are refused with code `DELETING` (logged, for a told send). Without
+  `wait_delivery` the connection goes at once, with what it had not sent yet;
 * `Tell(SendMessage(body, corr_id) | AckMessage(msg_id) | AckCommandEvent(corr_id) |
   Replay())` to `connection_address(conn_id)`; a send with a corr id is acknowledged (`OK`
   once it is stored for delivery; the same corr id again is sent once: hand a message over

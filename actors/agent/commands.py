@@ -12,7 +12,11 @@ A command is a small state machine in its collaborator (handshake, inbound, rota
 handler registered for its kind looks at what is already persisted and does the next step.
 A step's temporary failure (network, timeout, the I/O thread restarting) is retried on the
 connection's timer with the attempt count and the next attempt time persisted; a permanent
-one — or temporary ones past the command's TTL — ends the command with `ERR`.
+one — or temporary ones past the command's TTL — ends the command with `ERR`. A step may
+also wait for something that is not a step's outcome (a delete with `wait_delivery` waits
+for the outbox to empty): it returns without completing, sets the command's next attempt
+time and wakes the actor then, or earlier when what it waits for happens; the command, first
+in its lane, holds the lane meanwhile, so the connection's later local commands run after it.
 
 `complete` stores the command's effects and its outcome in **one transaction**: for an async
 command (`CommandOrigin.ASYNC`) the event is kept in the row until `ack_command_event`; a

@@ -301,6 +301,8 @@ class ConnectionActor(Actor):
         back); a pump that raises is re-raised in a turn of its own, where it crashes the
         actor instead of being the asker's error (its work is stored: the asker must not
         try again)."""
+        if isinstance(message, SendMessage | StartSwitch):
+            self.handshake.refuse_if_deleting()  # DELETING: a delete waits for delivery
         match message:
             case SendMessage(body=body, corr_id=corr_id):
                 answer = self.sends.send(body, corr_id)

@@ -11,13 +11,15 @@ Each send queue delivers its stored messages strictly in order, one in flight at
 Temporary errors retry on the persisted schedule; `QUOTA` waits for the peer's QCONT (or a
 slow retry); a permanent error drops the message with `MERR`. What a delivered or dropped
 message means beyond that (a QTEST sent ends the sender's rotation) is for its owner:
-`on_sent` / `on_dropped` hooks per `MessageKind`.
+`on_sent` / `on_dropped` hooks per `MessageKind`. Whoever waits for the outbox as a whole
+(a delete that waits for delivery) registers in `after_settled`, run after every outcome.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from actors.agent import events as ev
@@ -42,6 +44,8 @@ class Delivery:
         self.after_sent: dict[MessageKind, DeliveryHook] = {}
         self.on_dropped: dict[MessageKind, DeliveryHook] = {}
         self.after_dropped: dict[MessageKind, DeliveryHook] = {}
+        # after any message of any kind was sent or dropped (committed, and its own hooks ran)
+        self.after_settled: list[Callable[[], None]] = []
 
     # ------------------------------------------------------------------ the chain
 
@@ -163,6 +167,7 @@ class Delivery:
         after = self.after_sent.get(kind)
         if after is not None:
             after(queue, message)
+        self._settled()
 
     def _failed(self, queue: AgentSndQueue, message: AgentSndMessage, error: BaseException) -> None:
         now = time.time()
@@ -195,3 +200,8 @@ class Delivery:
         after = self.after_dropped.get(kind)
         if after is not None:
             after(queue, message)
+        self._settled()
+
+    def _settled(self) -> None:
+        for hook in self.after_settled:
+            hook()

@@ -14,6 +14,19 @@ A contact address is a reusable queue: a joiner SENDs an invitation (unsigned, s
 address key) to it instead of a confirmation; the owner gets `REQ` and `accept_contact` joins
 the invitation like B above. Every network step is idempotent (see queues.py), so each
 command just does the next step that its persisted rows say is missing.
+
+Delete: DEL each receive queue in turn, then the connection's rows in one transaction with
+`OK`. What the connection stored for delivery and had not sent yet goes with them — unless
+the delete was asked with `wait_delivery` (as a layer above does after a last message, such
+as a group member leaving). Then the step first waits until the outbox is empty, each
+message sent (`SENT`) or dropped (`MERR`, e.g. `EXPIRED` past the message TTL), and only
+then deletes. The wait is no busy loop and holds no thread: the step returns and runs again
+when a delivery settles (`Delivery.after_settled`) or at the slowest retry's pace; the
+command is stored, so a restart just runs it again. While such a delete is pending the
+connection refuses new sends and switches (`AgentError` code `DELETING`): they would only
+prolong the wait, or be deleted unsent. The command TTL never cuts the wait short (the
+messages' own TTL bounds it); when the wait ends, that is stored with a deadline one
+command TTL later, for the DELs that follow.
 """
 
 from __future__ import annotations
@@ -36,6 +49,7 @@ from actors.agent.model import (
     RcvQueueStatus,
     SndQueueStatus,
     command_lane,
+    decode_payload,
     decode_pending_conf,
 )
 from actors.agent.ports import Chain, Commands, ConnectionPort, EventLike, QueueRequest
@@ -43,7 +57,7 @@ from actors.agent.queues import QueueSteps
 from protocol.address import b64url
 from protocol.envelope import Confirmation, ConnInfo, Invitation, encode_agent_message
 from protocol.envelope import seal_envelope as seal
-from protocol.errors import ServerError
+from protocol.errors import AgentError, ServerError
 from protocol.links import ConnectionLink, QueueAddress, parse_link
 from protocol.queue import Del, QueueMode, Send
 from storage.agent import AgentCommand, AgentRcvQueue, AgentSndQueue
@@ -67,6 +81,8 @@ class Handshake:
         commands.register(CommandKind.JOIN, self.step_join, self._failed)
         commands.register(CommandKind.ALLOW, self.step_allow)
         commands.register(CommandKind.DELETE, self.step_delete)
+        self._waiting: AgentCommand | None = None  # a delete waiting for delivery
+        chain.after_settled.append(self._delivery_settled)
 
     def _failed(self, command: AgentCommand, code: str, message: str) -> bool:
         """A create or join that failed for good leaves the connection FAILED, never
@@ -269,6 +285,8 @@ class Handshake:
     # ------------------------------------------------------------------ DELETE
 
     def step_delete(self, command: AgentCommand, payload: Delete) -> None:
+        if payload.wait_delivery and not payload.delivered and self._wait_for_delivery(command):
+            return
         state = self.port.state
         for queue in list(state.rcv_queues.values()):
             if queue.rcv_id is None:
@@ -287,6 +305,45 @@ class Handshake:
         corr_id = self.commands.public_corr_id(command)
         self.commands.complete(command, ev.Ok(self.port.conn_id, corr_id), effects)
         state.conn = None
+        self._waiting = None
+
+    def _wait_for_delivery(self, command: AgentCommand) -> bool:
+        """True while messages stored for delivery remain: the step runs again when one is
+        sent or dropped (`_delivery_settled`), or at the slowest retry's pace in case the
+        outbox shrank another way. Once none remain the wait is over, for good: that is
+        stored with a new deadline, so the deletion's steps get the whole command TTL."""
+        if self.port.state.pending_messages():
+            self._waiting = command
+            command.next_attempt_at = time.time() + self.port.config.retry.maximum
+            self.port.wake_at(command.next_attempt_at)
+            return True
+        self._waiting = None
+        command.deadline = max(command.deadline, time.time() + self.port.config.command_ttl)
+        store = self.port.store
+        with store.transaction():
+            store.save_command_payload(command, Delete(wait_delivery=True, delivered=True))
+            store.save_command_deadline(command)
+        return False
+
+    def _delivery_settled(self) -> None:
+        """A message was sent or dropped: once none remain, the waiting delete runs now."""
+        waiting = self._waiting
+        if waiting is None or self.port.state.pending_messages():
+            return
+        waiting.next_attempt_at = 0.0
+        self.port.wake_at(time.time())
+
+    def refuse_if_deleting(self) -> None:
+        """AgentError `DELETING` if a delete that waits for delivery is pending: what is
+        stored now would only prolong the wait, or be deleted unsent."""
+        for command in self.port.state.commands:
+            if command.kind != CommandKind.DELETE:
+                continue
+            payload = decode_payload(CommandKind.DELETE, bytes(command.payload))
+            if isinstance(payload, Delete) and payload.wait_delivery:
+                raise AgentError(
+                    f"connection {self.port.conn_id!r} is being deleted", code="DELETING"
+                )
 
     def _delete_queue(self, command: AgentCommand, queue: AgentRcvQueue) -> None:
         def deleted(_: object) -> None:

@@ -124,7 +124,13 @@ class Send(msgspec.Struct, **_PAYLOAD):
 
 
 class Delete(msgspec.Struct, **_PAYLOAD):
-    pass
+    """Delete the connection. With `wait_delivery`, first wait until every message stored
+    for delivery was sent or dropped (handshake.py); `delivered` records that this wait is
+    over (stored with the deadline it gave the deletion). Rows stored before these fields
+    existed decode with them False."""
+
+    wait_delivery: bool = False
+    delivered: bool = False
 
 
 class SetLink(msgspec.Struct, **_PAYLOAD):

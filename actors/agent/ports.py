@@ -130,6 +130,7 @@ class Chain(Protocol):
     after_sent: dict[MessageKind, DeliveryHook]
     on_dropped: dict[MessageKind, DeliveryHook]
     after_dropped: dict[MessageKind, DeliveryHook]
+    after_settled: list[Callable[[], None]]
 
     def enqueue(self, queue: AgentSndQueue, payload: Any, kind: Any) -> Any: ...
 
