@@ -13,6 +13,8 @@ connection a group or a contact needs is made by an async agent command whose co
 is stored before the command is issued, so what this client started goes on after a crash
 or a restart without another call. Every id it returns is stored before it is returned.
 The agent underneath is `chat.agent` (a `Client`), for agent-level calls and `tree()`.
+With `debug=True` the runtime serves the debug endpoint too (`chat.agent.debug_endpoint`,
+as `Client.open(debug=True)` does), which `duplex console` attaches to.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from actors.chat.group import (
 from actors.chat.model import Owner, OwnerKind
 from actors.chat.services import AgentPort, AgentSink, ChatServices
 from actors.client import Client, mapped_kernel_errors
+from actors.debug import DebugEndpoint
 from actors.kernel import ChildSpec, Runtime, RuntimeConfig, TreeNode
 from protocol.chat import GroupProfile, GroupRole, Profile, new_group_id, new_member_id
 from storage.agent import AGENT_LAYER, AgentStore
@@ -70,10 +73,12 @@ class ChatClient:
         config: AgentConfig | None = None,
         runtime_config: RuntimeConfig | None = None,
         passphrase: str | None = None,
+        debug: bool = False,
     ) -> ChatClient:
         """Open (or create) a chat database and resume everything it had in progress.
 
-        `name` (and `full_name`) is the profile this user shows to contacts and groups."""
+        `name` (and `full_name`) is the profile this user shows to contacts and groups;
+        with `debug`, the debug endpoint is served (`agent.debug_endpoint`)."""
         database = open_database(db, layers=[AGENT_LAYER, CHAT_LAYER], passphrase=passphrase)
         config = config or AgentConfig()
         runtime = Runtime(config=runtime_config, database=database)
@@ -99,6 +104,12 @@ class ChatClient:
             database.close()
             raise
         agent = Client(runtime, agent_services, database, owns_database=True)
+        if debug:
+            try:
+                agent.debug_endpoint = DebugEndpoint.start(runtime)
+            except BaseException:
+                agent.close()
+                raise
         return cls(agent, chat_services)
 
     # ------------------------------------------------------------------ contacts

@@ -1,4 +1,4 @@
-"""A tiny persisted actor kind used by `duplex demo` and the kernel's storage tests.
+"""A tiny persisted actor kind: the kernel's storage tests and `bench/actors.py` use it.
 
 A `TallyActor` is a virtual actor that keeps one named count in the `demo_tally` table: it
 loads the count in `started()` and writes every change in a short transaction before it

@@ -1,0 +1,292 @@
+"""The demo's acts, in the order they play: each is a function of the `Stage` that prints a
+heading, does one thing to the network and checks what that did. `ACTS` is the play; chat
+relays, when they exist, join it as one more act after the peer-to-peer group.
+
+A second run on the same work directory plays the same acts on what the first one stored:
+the servers come back on their addresses, the clients reopen their files, the contacts are
+found again instead of made, a new group is made next to the old one, and the old one is
+shown to work still.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from actors.agent.sessions import DropConnection, connection_address, session_address
+from actors.chat import events as ce
+from actors.chat.chat import owner_address
+from actors.chat.model import Owner, OwnerKind
+from actors.demo.stage import OWNER, SERVER_NAMES, WAIT, Stage, until
+
+
+def heading(stage: Stage, text: str) -> None:
+    stage.console.print(f"\n[bold]{text}")
+
+
+def claim(text: str, why: str) -> str:
+    """`text`, with what went wrong after it when something did."""
+    return f"{text} ({why})" if why else text
+
+
+def servers_start(stage: Stage) -> None:
+    heading(stage, "Two queue servers on loopback")
+    stored = stage.state.get("servers", {})
+    for name in SERVER_NAMES:
+        server = stage.servers.start(name, stored.get(name))
+        stage.console.print(f"  server {name}: {server.address}")
+    stage.save_state()
+    for name in SERVER_NAMES:
+        if name in stored:
+            stage.checks.check(
+                f"server {name} serves its address of the previous run (identity in its "
+                "database, port in the state file)",
+                stage.servers.reused[name],
+            )
+        else:
+            stage.checks.check(f"server {name} listens on 127.0.0.1", name in stage.servers.running)
+
+
+def cast_opens(stage: Stage) -> None:
+    heading(stage, f"An owner and {len(stage.members)} members, each a chat client on its file")
+    started = time.monotonic()
+    existed = {name: (stage.workdir / f"{name}.db").exists() for name in stage.names}
+    for name in stage.names:
+        stage.open_client(name)
+    elapsed = time.monotonic() - started
+    if all(existed.values()):
+        told = f"reopened {len(existed)} clients from their files"
+    else:
+        told = f"opened {len(existed)} new clients"
+    stage.checks.must(f"{told} in {elapsed:.1f} s (the owner on server a, members on b)", True)
+
+
+def contacts_connect(stage: Stage) -> None:
+    heading(stage, "Contacts first: the owner sends each member a one-time link")
+    owner, owner_inbox = stage.owner, stage.inboxes[OWNER]
+    known = stage.contact_rows(OWNER)
+    links: dict[str, str] = {}
+    for name in stage.members:
+        mine, theirs = known.get(name), stage.contact_rows(name).get(OWNER)
+        if mine and theirs and mine[2] == theirs[2] == "connected":
+            stage.contacts[name] = (mine[0], theirs[0])
+        else:
+            links[name] = owner.create_contact_link()
+    if stage.contacts:
+        kept = ", ".join(stage.contacts)
+        stage.checks.check(f"contacts of the previous run found again, connected: {kept}", True)
+    if not links:
+        return
+    ready = {n: owner_inbox.wait_for(ce.ContactLink, contact_id=c) for n, c in links.items()}
+    stage.checks.must(
+        f"{len(links)} links ready (CONTACT_LINK)", all(e is not None for e in ready.values())
+    )
+    joining = {n: (links[n], stage.clients[n].join_contact(e.link)) for n, e in ready.items()}
+    late = [
+        name
+        for name, (at_owner, at_member) in joining.items()
+        if not owner_inbox.wait_for(ce.ContactConnected, contact_id=at_owner)
+        or not stage.inboxes[name].wait_for(ce.ContactConnected, contact_id=at_member)
+    ]
+    stage.checks.must(
+        claim(f"{', '.join(joining)} joined: contacts both ways (CONTACT_CONNECTED)", late),
+        not late,
+    )
+    stage.contacts.update(joining)
+
+
+def group_forms(stage: Stage) -> None:
+    run = len(stage.state.get("groups", [])) + 1
+    heading(stage, f"A peer-to-peer group: the owner adds every contact (run {run})")
+    owner = stage.owner
+    started = time.monotonic()
+    stage.group_id = group_id = owner.create_group(f"club {run}")
+    for name in stage.members:
+        owner.add_member(group_id, stage.contacts[name][0])
+    invited = [
+        n for n in stage.members if stage.inboxes[n].wait_for(ce.GroupInvitation, group_id=group_id)
+    ]
+    stage.checks.must(
+        f"the invitation reached {len(invited)} of {len(stage.members)} members, who join",
+        len(invited) == len(stage.members),
+    )
+    for name in stage.members:
+        stage.clients[name].join_group(group_id)
+    others = len(stage.members)
+    meshed = until(lambda: all(stage.connected_members(n, group_id) == others for n in stage.names))
+    stage.checks.must(
+        f"each of the {others + 1} clients holds the other {others} as connected members "
+        f"({others * (others + 1) // 2} member connections, {time.monotonic() - started:.1f} s)",
+        meshed,
+    )
+    # a later run checks that it still works
+    stage.state.setdefault("groups", []).append({"id": group_id, "members": stage.members})
+    stage.save_state()
+
+
+def messages_flow(stage: Stage) -> None:
+    heading(stage, "Everyone writes to the group; each message arrives exactly once")
+    sent = {
+        name: [c.send_group_message(stage.group_id, f"hi from {name}")]
+        for name, c in stage.clients.items()
+    }
+    count = len(sent) * (len(sent) - 1)
+    held, why = stage.wait_delivered(sent, stage.group_id)
+    stage.checks.must(claim(f"{count} deliveries, each stored and told once", why), held)
+    earlier = stage.state.get("groups", [])[:-1]
+    for group in earlier[:1] + earlier[1:][-1:]:  # the first run's and the last before this
+        group_id, names = group["id"], group["members"]
+        members = stage.connected_members(OWNER, group_id)
+        stage.checks.check(
+            f"the group of an earlier run is still there, {members} of {len(names)} members "
+            "connected",
+            members == len(names),
+        )
+        old = {OWNER: [stage.owner.send_group_message(group_id, "the old club still works")]}
+        held, why = stage.wait_delivered(old, group_id, [OWNER, *names])
+        stage.checks.check(claim("and a message in it reaches every member once", why), held)
+
+
+def server_restarts(stage: Stage) -> None:
+    heading(stage, "Server b stops while the owner's message is on its way to the members")
+    stage.servers.stop("b")
+    sent = {OWNER: [stage.owner.send_group_message(stage.group_id, "through the outage")]}
+    time.sleep(0.3)
+    nobody = not any(sent[OWNER][0] in stage.received(n, stage.group_id) for n in stage.members)
+    stage.checks.check("no member has it while server b is down", nobody)
+    before = stage.state["servers"]["b"]
+    server = stage.servers.start("b", before)
+    stage.checks.must(f"server b is back on the same port {before}", server.address.port == before)
+    held, why = stage.wait_delivered(sent, stage.group_id)
+    stage.checks.check(claim("every member got it once after the restart", why), held)
+
+
+def actors_crash(stage: Stage) -> None:
+    heading(stage, "Two actors crash on purpose; their supervisors restart them")
+    first = stage.members[0]
+    owner_group = owner_address(Owner(OwnerKind.GROUP, stage.group_id))
+    owner_member_id = stage.owner.group(stage.group_id).member_id
+    conn = stage.conn_to_member(first, stage.group_id, owner_member_id)
+    to_owner = connection_address(conn or "")
+    stage.owner.runtime.crash(owner_group, "crashed on purpose by the demo")
+    stage.clients[first].runtime.crash(to_owner, "crashed on purpose by the demo")
+    stage.crashed = [(OWNER, owner_group), (first, to_owner)]
+    sent = {
+        OWNER: [stage.owner.send_group_message(stage.group_id, "after the crash")],
+        first: [stage.clients[first].send_group_message(stage.group_id, "me too")],
+    }
+    for name, address in stage.crashed:
+        client = stage.clients[name]
+
+        def restarts(client=client, address=address) -> int:
+            node = client.tree().find(address)
+            return node.restarts if node is not None else 0
+
+        until(lambda restarts=restarts: restarts() >= 1, timeout=5)
+        what = "the owner's group actor" if name == OWNER else f"{name}'s connection to the owner"
+        stage.checks.check(f"{what} restarted once (restarts={restarts()})", restarts() == 1)
+    held, why = stage.wait_delivered(sent, stage.group_id)
+    stage.checks.check(claim("messages told to them meanwhile waited and arrived once", why), held)
+
+
+def client_reopens(stage: Stage) -> None:
+    last = stage.members[-1]
+    heading(stage, f"{last}'s whole client closes with its message still on its way, and reopens")
+    client = stage.clients[last]
+    for server in SERVER_NAMES:  # its own server, and the owner's it sends to
+        address = session_address(stage.servers.address(server))
+        client.runtime.tell(address, DropConnection(pause=True))
+    time.sleep(0.2)
+    mine = {last: [client.send_group_message(stage.group_id, f"{last} was offline")]}
+    conns = stage.member_conns(last, stage.group_id)
+
+    def waiting() -> int:
+        return sum(
+            s.pending_messages
+            for c in conns
+            if (s := client.agent.connection_status(c)) is not None
+        )
+
+    held = until(lambda: waiting() == len(conns), timeout=5)
+    stage.checks.check(
+        f"its network cut, {last}'s message waits in its database: {waiting()} of "
+        f"{len(conns)} deliveries pending",
+        held,
+    )
+    stage.close_client(last)
+    meanwhile = {OWNER: [stage.owner.send_group_message(stage.group_id, f"while {last} is away")]}
+    stage.checks.check(
+        f"{last}'s client closed: its runtime stopped, its file stays",
+        not client.runtime.io_running and (stage.workdir / f"{last}.db").exists(),
+    )
+    stage.open_client(last)
+    held, why = stage.wait_delivered(mine, stage.group_id)
+    stage.checks.check(
+        claim("reopened from its file, its message went out, once to each", why), held
+    )
+    held, why = stage.wait_delivered(meanwhile, stage.group_id)
+    stage.checks.check(claim("what the owner sent meanwhile reached everyone once", why), held)
+
+
+def queue_rotates(stage: Stage) -> None:
+    first = stage.members[0]
+    heading(stage, f"The owner moves its queue for contact {first} to the other server")
+    agent = stage.owner.agent
+    at_owner, at_member = stage.contacts[first]
+    conn_id = stage.contact_rows(OWNER)[first][1]
+    info = agent.connection_info(conn_id)
+    old = [stage.servers.name_of(s) for s in info.rcv_servers]
+    target = next(n for n in SERVER_NAMES if n not in old)
+    agent.switch_connection(conn_id, stage.servers.address(target))
+    during = stage.owner.send_contact_message(at_owner, "sent while the queue moves")
+    back = stage.clients[first].send_contact_message(at_member, "and back")
+
+    def moved() -> bool:
+        now = agent.connection_info(conn_id)
+        return now.rcv_servers == [stage.servers.address(target)] and not now.rcv_switch_status
+
+    stage.checks.check(
+        f"connection_info: the owner receives from {first} on server {target} now "
+        f"(was {', '.join(old)})",
+        until(moved),
+    )
+    got = (
+        stage.received(first, at_member).count(during),
+        stage.received(OWNER, at_owner).count(back),
+    )
+    stage.checks.check(f"the messages sent during the move arrived once each {got}", got == (1, 1))
+    after = stage.clients[first].send_contact_message(at_member, "after the move")
+    stage.checks.check(
+        "a message after the move arrives through the new queue",
+        until(lambda: stage.received(OWNER, at_owner).count(after) == 1, WAIT),
+    )
+
+
+def tree_shows(stage: Stage) -> None:
+    heading(stage, "The owner's supervision tree at the end")
+    from actors.console import render_tree
+
+    tree = stage.owner.tree()
+    stage.console.print(render_tree(tree))
+    node = tree.find(stage.crashed[0][1]) if stage.crashed else None
+    stage.checks.check(
+        "the tree shows the crashed group actor live again, restarts=1",
+        node is not None and node.status == "live" and node.restarts == 1,
+    )
+    down = [n.address for n in tree.walk() if n.status not in ("live", "passivated")]
+    stage.checks.check(f"every other actor is live {down or ''}".strip(), not down)
+
+
+# The play, in order. Relays will be one more act after `group_forms`.
+ACTS: tuple[Callable[[Stage], None], ...] = (
+    servers_start,
+    cast_opens,
+    contacts_connect,
+    group_forms,
+    messages_flow,
+    server_restarts,
+    actors_crash,
+    client_reopens,
+    queue_rotates,
+    tree_shows,
+)
