@@ -187,7 +187,9 @@ class ConnectionActor(Actor):
             self, self.commands, queues, self.delivery, self.inbound.process
         )
         LinkData(self, self.commands, queues)
-        self.sends = UserSends(self, self.commands, self.delivery)
+        self.sends = UserSends(
+            self, self.commands, self.delivery, self.handshake.refuse_if_deleting
+        )
         for command in unacknowledged:
             self.emit(ev.decode_event(bytes(command.event)))  # not acknowledged: again
         self.rotation.recover_held()
@@ -294,6 +296,9 @@ class ConnectionActor(Actor):
                 "told message refused",
                 extra={"conn_id": self.conn_id, "kind": type(message).__name__, "code": exc.code},
             )
+            if isinstance(message, SendMessage) and message.corr_id is not None:
+                # the acknowledged send's teller waits for its outcome, not for a log line
+                self.emit(ev.Err(self.conn_id, exc.code, exc.message, message.corr_id))
 
     def _ask(self, message: Any) -> Any:
         """The asks that store work. Once it is stored the actor pumps at once (what is due,
@@ -301,7 +306,7 @@ class ConnectionActor(Actor):
         back); a pump that raises is re-raised in a turn of its own, where it crashes the
         actor instead of being the asker's error (its work is stored: the asker must not
         try again)."""
-        if isinstance(message, SendMessage | StartSwitch):
+        if isinstance(message, StartSwitch):
             self.handshake.refuse_if_deleting()  # DELETING: a delete waits for delivery
         match message:
             case SendMessage(body=body, corr_id=corr_id):

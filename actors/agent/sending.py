@@ -8,11 +8,15 @@ completion `OK(corr_id)` in one transaction. The same corr id again stores nothi
 `OK` is told again if it was stored), so the caller may hand a message over as often as a
 crash makes it unsure, and the peer gets it once; it forgets its own copy on the `OK`.
 
-The message is checked when the step runs: a connection that cannot send (not joined or
-ready yet, deleted) ends the command with `ERR` and stores no message.
+The message is checked when it is handed over and again when the step runs: a connection
+that cannot send (not joined or ready yet, being deleted, gone) refuses it, `ERR` with the
+corr id (an asker gets the error raised; a layer that told the send gets the `ERR` event),
+and no message is stored.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from actors.agent import events as ev
 from actors.agent.model import CommandKind, CommandOrigin, ConnStatus, MessageKind, Send
@@ -25,10 +29,17 @@ _CAN_SEND = (ConnStatus.JOINED, ConnStatus.READY)
 
 
 class UserSends:
-    def __init__(self, port: ConnectionPort, commands: Commands, chain: Chain) -> None:
+    def __init__(
+        self,
+        port: ConnectionPort,
+        commands: Commands,
+        chain: Chain,
+        refuse_if_deleting: Callable[[], None],
+    ) -> None:
         self.port = port
         self.commands = commands
         self.chain = chain
+        self._refuse_if_deleting = refuse_if_deleting  # a delete that waits for delivery
         commands.register(CommandKind.SEND, self.step_send)
 
     def send(self, body: bytes, corr_id: str | None) -> int | None:
@@ -36,23 +47,26 @@ class UserSends:
         send as a command (run at the next pump) and answer None."""
         if corr_id is None:
             return self.chain.enqueue(self._queue(), UserMessage(body), MessageKind.USER).seq
-        self._queue()  # refuse at once what could not be sent now
         store = self.port.store
         with store.transaction():
-            command = store.insert_command_once(
-                conn_id=self.port.conn_id,
-                kind=CommandKind.SEND,
-                payload=Send(body),
-                server=None,
-                origin=CommandOrigin.ASYNC,
-                corr_id=corr_id,
-                ttl=self.port.config.command_ttl,
-            )
-            earlier = store.command_by_corr_id(corr_id) if command is None else None
-        if command is not None:
+            earlier = store.command_by_corr_id(corr_id)
+            if earlier is None:
+                self._queue()  # refuse at once what could not be sent now
+                command = store.insert_command_once(
+                    conn_id=self.port.conn_id,
+                    kind=CommandKind.SEND,
+                    payload=Send(body),
+                    server=None,
+                    origin=CommandOrigin.ASYNC,
+                    corr_id=corr_id,
+                    ttl=self.port.config.command_ttl,
+                )
+        if earlier is None and command is not None:
             self.port.state.commands.append(command)
         elif earlier is not None and earlier.event is not None:
-            self.port.emit(ev.decode_event(bytes(earlier.event)))  # the caller may have lost it
+            # the same corr id again: stored before, whatever the connection is doing now;
+            # its OK is told again, as the caller may have lost it
+            self.port.emit(ev.decode_event(bytes(earlier.event)))
         return None
 
     def step_send(self, command: AgentCommand, payload: Send) -> None:
@@ -68,6 +82,7 @@ class UserSends:
         conn = self.port.state.conn
         if conn is None:
             raise AgentError(f"no connection {self.port.conn_id!r}", code="NO_CONNECTION")
+        self._refuse_if_deleting()
         queue = self.port.state.active_snd_queue()
         if queue is None or conn.status not in _CAN_SEND:
             raise AgentError(f"connection is {conn.status}: it cannot send yet", code="PROHIBITED")

@@ -28,13 +28,10 @@ protocol that completes later changes nothing and deletes the connection it made
 peer's message for an ended group is refused (`ChatRefused`). Each ending is idempotent by
 state: a member already gone or a group already ended is not ended again.
 
-Limits. The agent's delete drops what its connection has not delivered yet, and the chat
-cannot wait for the delivery: the agent's SENT carries the agent's own message number, which
-a told (not asked) send never learns. The ending message is handed over first, so it is
-usually on the server before the delete's own round trip ends, but one queued behind other
-messages to a slow or unreachable server can be lost with the connection; that peer then
-keeps the member (or the group) until its own sends fail. An agent delete that waits for
-the connection's outbox to drain would close this.
+Order. The ending message goes first: the delete of a connection is made only once the agent
+took every chat message for it (owner.py), and the agent's delete waits until those are
+delivered, or expired by the message TTL (`wait_delivery`), so the peer hears of the ending
+before the queues go, also when its server is down for a while.
 """
 
 from __future__ import annotations

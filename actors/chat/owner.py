@@ -28,8 +28,9 @@ the row: the agent stores the message and tells `OK` with that corr id, and the 
 the row in a unit of its own before acknowledging the `OK`. The same corr id handed over again
 (after any crash, by a reconcile) is sent once, so nothing is lost and nothing doubled. A
 refused send (`ERR`: the connection cannot send, or is gone) drops the row too. A delete of a
-connection waits until no outbox row of that connection is left, so that a group's last
-message to a member (x.grp.leave …) is in the agent before the connection's delete.
+connection waits until no outbox row of that connection is left, and the agent's delete then
+waits until what it took is delivered (`wait_delivery`): a group's last message to a member
+(x.grp.leave …) reaches it before the connection goes.
 
 What was told to the user is forgotten a turn later: the rows of notices told are dropped in
 the owner's next unit or next turn (`_Forget`, told to itself), not in the turn that told
@@ -67,6 +68,7 @@ from actors.agent import api, faults
 from actors.agent import events as aev
 from actors.chat.events import ChatEvent, decode_event, encode_event
 from actors.chat.model import (
+    CREATING_CALLS,
     AgentCall,
     AgentCallKind,
     CommandFunction,
@@ -298,8 +300,13 @@ class OwnerActor(Actor):
                 with self.store.transaction(read_only=True):
                     waits = self.store.outbox_waits(conn_id)
                 if not waits:  # else once the agent took the last message (`_sent`)
-                    self.agent.submit(api.DeleteConnection(corr_id, conn_id))
-        return call.kind not in (AgentCallKind.ALLOW, AgentCallKind.DELETE)
+                    # the agent deletes once what it took is delivered (or expired)
+                    self.agent.submit(api.DeleteConnection(corr_id, conn_id, wait_delivery=True))
+            case AgentCallKind.SET_LINK_DATA:
+                self.agent.set_link_data(corr_id, conn_id, call.info)
+            case AgentCallKind.GET_LINK_DATA:
+                self.agent.get_link_data(corr_id, call.link)
+        return call.kind in CREATING_CALLS
 
     def hand_over(self, row: Any) -> None:
         """Give an outbox row to the agent, acknowledged by the row's corr id (again after a

@@ -228,3 +228,14 @@ def test_replay_tells_a_ready_connection_again_its_info_and_con(server, open_cli
     alice.runtime.tell(api.connection_address(a_conn), api.Tell(api.Replay()))
     a_events.wait(lambda e: len(a_events.of(ev.Con, conn_id=a_conn)) == 2)
     assert not a_events.of(ev.Info, conn_id=a_conn)  # the inviter had the joiner's in CONF
+
+
+def test_a_told_acknowledged_send_that_is_refused_comes_back_as_err(server, open_client) -> None:
+    alice, a_events = open_client("alice", [server])
+    a_conn = alice.create_connection_async("create")
+    a_events.wait_for(ev.Inv, corr_id="create")
+    send = api.SendMessage(b"too early", "told-1")  # a layer above tells; it never asks
+    alice.runtime.tell(api.connection_address(a_conn), api.Tell(send))
+    refused = a_events.wait_for(ev.Err, corr_id="told-1")
+    assert (refused.conn_id, refused.code) == (a_conn, "PROHIBITED")
+    assert alice.connection_status(a_conn).pending_messages == 0
