@@ -38,6 +38,7 @@ from actors.agent.commands import CommandRunner
 from actors.agent.delivery import Delivery
 from actors.agent.handshake import Handshake
 from actors.agent.inbound import Inbound
+from actors.agent.info import connection_status, inspection
 from actors.agent.link_data import LinkData
 from actors.agent.model import (
     CommandOrigin,
@@ -224,27 +225,9 @@ class ConnectionActor(Actor):
         }
 
     def inspect(self) -> dict[str, Any]:
-        """For the debug console: the connection's pending commands, the events it told and
-        the program has not acknowledged (read from the store: the actor does not keep
-        them), its queues, and its last error."""
-        state, now = self.state, time.time()
-        conn = state.conn
+        """For the debug console (info.py)."""
         stored = self.store.load_connection(self.conn_id).commands
-        return {
-            "mode": conn.mode if conn is not None else None,
-            "error": conn.error if conn is not None else None,
-            "switch": (conn.rcv_switch_status, conn.snd_switch_status) if conn else None,
-            "pending_commands": [
-                f"{c.kind} corr={c.corr_id} attempts={c.attempts} "
-                f"next in {max(0.0, c.next_attempt_at - now):.1f}s"
-                for c in state.commands
-            ],
-            "unacknowledged_events": [f"{c.kind} corr={c.corr_id}" for c in stored if c.event],
-            "receive_queues": [f"{q.server} {q.status}" for q in state.rcv_queues.values()],
-            "send_queues": [f"{q.server} {q.status}" for q in state.snd_queues.values()],
-            "received_unacked": len(state.received),
-            "in_flight": sorted(f"{lane.kind.value} {lane.key}" for lane in self._lanes),
-        }
+        return inspection(self.state, stored, self._lanes, time.time())
 
     # ------------------------------------------------------------------ messages
 
@@ -269,7 +252,7 @@ class ConnectionActor(Actor):
                 self.delivery.server_up(server, now)
                 self.inbound.server_up(server, now)
             case GetStatus():
-                return self._status()
+                return connection_status(self.state)
             case GetInfo():
                 return self.rotation.connection_info()
             case Tell(message=told):
@@ -349,22 +332,6 @@ class ConnectionActor(Actor):
 
     def _ready(self) -> None:
         self.inbound.release()
-
-    def _status(self) -> ev.ConnectionStatus | None:
-        conn = self.state.conn
-        if conn is None:
-            return None
-        return ev.ConnectionStatus(
-            conn_id=self.conn_id,
-            status=conn.status,
-            error=conn.error,
-            rcv_servers=sorted({q.server for q in self.state.rcv_queues.values()}),
-            snd_servers=sorted({q.server for q in self.state.snd_queues.values()}),
-            rcv_switch_status=conn.rcv_switch_status,
-            snd_switch_status=conn.snd_switch_status,
-            pending_commands=len(self.state.commands),
-            pending_messages=self.state.pending_messages(),
-        )
 
     # ------------------------------------------------------------------ the pump
 
