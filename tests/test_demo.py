@@ -43,7 +43,7 @@ def test_every_check_holds_and_again_on_the_same_workdir(tmp_path: Path) -> None
 def test_a_smaller_cast_plays_the_same_acts(tmp_path: Path) -> None:
     code, out = _demo(None, members=1)
     assert code == 0, out
-    assert "✗" not in out and "owner and 1 members" in out
+    assert "✗" not in out and "An owner and 1 member," in out
 
 
 def test_a_workdir_it_cannot_make_is_one_line(tmp_path: Path) -> None:

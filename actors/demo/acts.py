@@ -24,6 +24,10 @@ def heading(stage: Stage, text: str) -> None:
     stage.console.print(f"\n[bold]{text}")
 
 
+def counted(number: int, thing: str) -> str:
+    return f"{number} {thing}" if number == 1 else f"{number} {thing}s"
+
+
 def claim(text: str, why: str) -> str:
     """`text`, with what went wrong after it when something did."""
     return f"{text} ({why})" if why else text
@@ -48,7 +52,7 @@ def servers_start(stage: Stage) -> None:
 
 
 def cast_opens(stage: Stage) -> None:
-    heading(stage, f"An owner and {len(stage.members)} members, each a chat client on its file")
+    heading(stage, f"An owner and {counted(len(stage.members), 'member')}, each a chat client")
     started = time.monotonic()
     existed = {name: (stage.workdir / f"{name}.db").exists() for name in stage.names}
     for name in stage.names:
@@ -115,8 +119,9 @@ def group_forms(stage: Stage) -> None:
     others = len(stage.members)
     meshed = until(lambda: all(stage.connected_members(n, group_id) == others for n in stage.names))
     stage.checks.must(
-        f"each of the {others + 1} clients holds the other {others} as connected members "
-        f"({others * (others + 1) // 2} member connections, {time.monotonic() - started:.1f} s)",
+        f"each of the {others + 1} clients holds the other {counted(others, 'connected member')} "
+        f"({counted(others * (others + 1) // 2, 'member connection')}, "
+        f"{time.monotonic() - started:.1f} s)",
         meshed,
     )
     # a later run checks that it still works
