@@ -5,6 +5,10 @@
     group_id = chat.create_group("friends")
     chat.add_member(group_id, contact_id)          # once the contact is connected
     chat.remove_member(group_id, member_id)        # or leave_group, delete_group
+    relay.create_relay_address()                   # a chat relay: ADDRESS_LINK brings its address
+    group_id = chat.create_relay_group("town", relays=[address])  # GROUP_LINK_READY: share it
+    group_id = chat.prepare_group(group_link)      # a joiner reads the link, joins nothing
+    chat.connect_prepared_group(group_id)          # joins every relay: GROUP_JOINED, _CONNECTED
     event = chat.chat_events.get(timeout=5)        # typed chat events (actors/chat/events.py)
     chat.close()
 
@@ -19,9 +23,11 @@ as `Client.open(debug=True)` does), which `duplex console` attaches to.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
+from typing import TypeVar
 
-from actors.agent.agent import AgentActor
+from actors.agent.agent import AgentActor, GetLinkData, SetLinkData
 from actors.agent.services import AgentConfig, AgentServices, EventStream, QueueClients
 from actors.chat.chat import ChatActor, owner_address
 from actors.chat.contact import (
@@ -33,24 +39,49 @@ from actors.chat.contact import (
 )
 from actors.chat.group import (
     AddMember,
+    ConnectPrepared,
     CreateGroup,
+    CreateRelayGroup,
     DeleteGroup,
     GroupState,
     GroupView,
     JoinGroup,
     LeaveGroup,
+    PreparedLink,
+    PrepareGroup,
     RemoveMember,
     SendGroupMessage,
 )
 from actors.chat.model import Owner, OwnerKind
-from actors.chat.services import AgentPort, AgentSink, ChatServices
+from actors.chat.services import AgentPort, AgentSink, ChatServices, LinkCommands
 from actors.client import Client, mapped_kernel_errors
 from actors.debug import DebugEndpoint
 from actors.kernel import ChildSpec, Runtime, RuntimeConfig, TreeNode
-from protocol.chat import GroupProfile, GroupRole, Profile, new_group_id, new_member_id
+from protocol.chat import (
+    GroupLinkData,
+    GroupProfile,
+    GroupRole,
+    Profile,
+    RelayLinkData,
+    decode_link_data,
+    new_group_id,
+    new_member_id,
+)
+from protocol.errors import DuplexError
 from storage.agent import AGENT_LAYER, AgentStore
 from storage.chat import CHAT_LAYER, ChatStore
 from storage.database import open_database
+
+
+class GroupLinkError(DuplexError):
+    """A group link or a relay link could not be read, or does not say what it should (no
+    group, another group): nothing was stored; the call may be tried again."""
+
+    code = "GROUP_LINK"
+
+
+_LinkData = TypeVar("_LinkData", GroupLinkData, RelayLinkData)
+_LINKS = LinkCommands(set_data=SetLinkData, get_data=GetLinkData)
 
 
 class ChatClient:
@@ -91,7 +122,7 @@ class ChatClient:
         )
         chat_services = ChatServices(
             store=ChatStore(database),
-            agent=AgentPort(runtime),
+            agent=AgentPort(runtime, _LINKS),
             events=EventStream(),
             profile=Profile(name, full_name),
         )
@@ -128,6 +159,12 @@ class ChatClient:
         owner = Owner(OwnerKind.ADDRESS, new_member_id())
         return self._ask(owner, CreateAddress(auto_accept, auto_reply))
 
+    def create_relay_address(self) -> str:
+        """Serve as a chat relay: make the relay address owners invite us on; returns its id
+        (ADDRESS_LINK brings the address, for owners' `create_relay_group`)."""
+        owner = Owner(OwnerKind.ADDRESS, new_member_id())
+        return self._ask(owner, CreateAddress(auto_accept=True, relay=True))
+
     def accept_request(self, address_id: str, request_id: str) -> str:
         """Accept a CONTACT_REQUEST; returns the new contact's id."""
         return self._ask(Owner(OwnerKind.ADDRESS, address_id), AcceptRequest(request_id))
@@ -142,6 +179,67 @@ class ChatClient:
         """Create a group hosted by this user; returns its id."""
         owner = Owner(OwnerKind.GROUP, new_group_id())
         return self._ask(owner, CreateGroup(GroupProfile(name, description)))
+
+    def create_relay_group(self, name: str, relays: Sequence[str], description: str = "") -> str:
+        """Create a group served by chat relays (their relay addresses); returns its id.
+        GROUP_LINK_READY brings the group link once a relay's link is verified (and again
+        each time another is): joiners `prepare_group` with it."""
+        owner = Owner(OwnerKind.GROUP, new_group_id())
+        return self._ask(owner, CreateRelayGroup(GroupProfile(name, description), tuple(relays)))
+
+    def prepare_group(self, group_link: str) -> str:
+        """Read a relay group's link and store the group, joined nowhere yet; returns its id.
+        The link is read synchronously: GroupLinkError if it cannot be (nothing stored)."""
+        data = self._group_link_data(group_link)
+        return self._ask(Owner(OwnerKind.GROUP, data.group_id), PrepareGroup(group_link, data))
+
+    def connect_prepared_group(self, group_id: str, incognito: bool = False) -> str:
+        """Join a prepared group through every relay its link lists.
+
+        First the group link and every relay link are read synchronously: if one cannot be
+        read, or does not name this group, GroupLinkError is raised and nothing changes (try
+        again). Then each relay is joined by itself, asynchronously: GROUP_JOINED at the first
+        relay that took our join (what we send from then on is delivered once a relay is
+        connected), GROUP_CONNECTED at the first relay connected, GROUP_JOIN_FAILED only if
+        every relay's join failed for good; `group(group_id).relays_active` says how many are
+        connected. With `incognito`, one random name is shown to every relay instead of our
+        profile. A group connecting already is left as it is."""
+        group = Owner(OwnerKind.GROUP, group_id)
+        link = self._ask(group, PreparedLink())
+        if link is None:
+            return group_id
+        data = self._group_link_data(link)
+        if data.group_id != group_id:
+            raise GroupLinkError(f"the group link now names group {data.group_id}")
+        targets = []
+        for relay_link in data.relays:
+            address, user_data = self._link_data(relay_link)
+            relay = self._decoded(user_data, RelayLinkData, relay_link)
+            if relay.group_id != group_id:
+                raise GroupLinkError(f"relay link {relay_link} is for another group")
+            targets.append((relay_link, address))
+        incognito_name = f"guest-{secrets.token_hex(4)}" if incognito else None
+        return self._ask(group, ConnectPrepared(tuple(targets), incognito_name))
+
+    def _group_link_data(self, group_link: str) -> GroupLinkData:
+        _, user_data = self._link_data(group_link)
+        return self._decoded(user_data, GroupLinkData, group_link)
+
+    def _link_data(self, link: str) -> tuple[str, bytes]:
+        try:
+            return self.agent.get_link_data(link)
+        except DuplexError as exc:
+            raise GroupLinkError(f"{link} could not be read: {exc}") from exc
+
+    @staticmethod
+    def _decoded(user_data: bytes, kind: type[_LinkData], link: str) -> _LinkData:
+        try:
+            data = decode_link_data(user_data)
+        except DuplexError as exc:
+            raise GroupLinkError(f"{link} holds no chat link data: {exc}") from exc
+        if not isinstance(data, kind):
+            raise GroupLinkError(f"{link} is not a {kind.__name__} link")
+        return data
 
     def add_member(self, group_id: str, contact_id: str, role: GroupRole = GroupRole.MEMBER) -> str:
         """Invite a connected contact to a group we host; returns its member id.

@@ -69,6 +69,27 @@ A group's life, on member connections, as user messages::
     x.grp.leave    a member → every member                it leaves
     x.grp.del      an owner → every member                the group is deleted
 
+Relay groups: owner O, relays R (each a chat relay with a contact address), joiner J. O
+publishes a *group link* (a short link whose user data is `GroupLinkData`: the group, the
+owner, the relay links); each relay publishes one *relay link* per group it serves (a short
+link whose user data is `RelayLinkData`: the group id). Nobody joins the group link: joiners
+read it and join the relay links::
+
+    event             from → to     on, as                             when
+    x.grp.relay.inv   O → R         join info of O's join of R's        create_relay_group
+                                    contact address
+    x.grp.relay.acpt  R → O         O-R, msg                            R's relay link is made
+                                                                        and O-R is connected
+    x.grp.mem.info    J → R         join info of J's join of R's        connect_prepared_group
+                                    relay link (J's member info)
+    x.msg.new         O or J → R    O-R or J-R, msg                     a group message, sent
+                                                                        to every relay
+    x.grp.msg.fwd     R → the       their connection, msg               R forwards what a
+                      others                                            member sent it
+
+Each relay forwards a member's message unchanged (the author's member id and the shared
+message id), so that a receiver drops the copies the other relays bring.
+
 Limits
 ------
 An encoded message is at most `MAX_CHAT_MESSAGE` (15 KiB) bytes, which fits an agent user
@@ -76,13 +97,17 @@ message (`protocol.envelope.MAX_USER_BODY`); a reader refuses a larger one befor
 Every string and every field is bounded so that any message built within the field limits
 encodes within that size: a text is at most `MAX_TEXT` bytes as a JSON string (so that the
 host can always wrap it in `x.grp.msg.fwd`), and the messages carried as join or allow info
-(`XInfo`, `XGrpAcpt`, `XGrpMemInfo`) stay far below the agent's `MAX_INFO` (8 KiB). Names are
-one line: no control characters, not blank. Texts and descriptions may hold tabs and line
-breaks but no other control characters (nor NUL, which PostgreSQL cannot store).
+(`XInfo`, `XGrpAcpt`, `XGrpMemInfo`, `XGrpRelayInv`) stay far below the agent's `MAX_INFO`
+(8 KiB). A group link's data lists at most `MAX_RELAYS` relay links of at most
+`MAX_SHORT_LINK` characters, and the whole encodes within `MAX_LINK_USER_DATA` (checked as a
+whole: a long multi-byte description could pass it), so that it fits in a short link's data.
+Names are one line: no control characters, not blank. Texts and descriptions may hold tabs and
+line breaks but no other control characters (nor NUL, which PostgreSQL cannot store).
 
 Bad input
 ---------
-`decode_chat_message` returns a valid message or raises `ChatWireError`, whatever the bytes:
+`decode_chat_message` (and `decode_link_data`, for the user data of a short link) returns a
+valid message or raises `ChatWireError`, whatever the bytes:
 not JSON, not UTF-8, an unknown event, another version, a wrong type, a bad id, a string or a
 message too long. Never another exception. `encode_chat_message` checks what it produces with
 the reader's own rules, so nothing this module sends is refused by a peer running it.
@@ -93,7 +118,7 @@ from __future__ import annotations
 import base64
 import enum
 import secrets
-from typing import Annotated, ClassVar, Final
+from typing import Annotated, Any, ClassVar, Final
 
 import msgspec
 
@@ -109,13 +134,18 @@ __all__ = [
     "MAX_FULL_NAME",
     "MAX_GROUP_NAME",
     "MAX_LINK",
+    "MAX_LINK_USER_DATA",
+    "MAX_RELAYS",
+    "MAX_SHORT_LINK",
     "MAX_TEXT",
     "ChatMessage",
     "ChatWireError",
+    "GroupLinkData",
     "GroupProfile",
     "GroupRole",
     "MemberInfo",
     "Profile",
+    "RelayLinkData",
     "XGrpAcpt",
     "XGrpDel",
     "XGrpInv",
@@ -128,10 +158,14 @@ __all__ = [
     "XGrpMemInv",
     "XGrpMemNew",
     "XGrpMsgFwd",
+    "XGrpRelayAcpt",
+    "XGrpRelayInv",
     "XInfo",
     "XMsgNew",
     "decode_chat_message",
+    "decode_link_data",
     "encode_chat_message",
+    "encode_link_data",
     "new_group_id",
     "new_member_id",
     "new_message_id",
@@ -145,6 +179,9 @@ MAX_GROUP_NAME: Final = 100
 MAX_DESCRIPTION: Final = 2000
 MAX_TEXT: Final = 14 * 1024  # bytes of the text as a JSON string, quotes and escapes included
 MAX_LINK: Final = 4 * 1024  # characters, as protocol.links.MAX_LINK_TEXT
+MAX_SHORT_LINK: Final = 512  # characters of a relay link (a short link is ~200)
+MAX_RELAYS: Final = 8  # relay links in a group link
+MAX_LINK_USER_DATA: Final = 4 * 1024  # bytes of encoded link data (the agent's blob is 8 KiB)
 ID_BYTES: Final = 12
 ID_LENGTH: Final = 16  # base64url characters of ID_BYTES, no padding needed
 _MAX_EVENT: Final = 32
@@ -165,6 +202,7 @@ MemberId = ChatId
 GroupId = ChatId
 MessageId = ChatId
 Link = Annotated[str, msgspec.Meta(max_length=MAX_LINK, pattern=_LINK_PATTERN)]
+ShortLink = Annotated[str, msgspec.Meta(max_length=MAX_SHORT_LINK, pattern=_LINK_PATTERN)]
 DisplayName = Annotated[
     str, msgspec.Meta(min_length=1, max_length=MAX_DISPLAY_NAME, pattern=_NAME_PATTERN)
 ]
@@ -384,6 +422,27 @@ class XGrpMsgFwd(msgspec.Struct, **_STRUCT):
     message: XMsgNew
 
 
+class XGrpRelayInv(msgspec.Struct, **_STRUCT):
+    """Owner → relay, as the join info of the owner's join of the relay's contact address:
+    "serve group `group_id` (named `group_name`), owned by `owner`". The name, not the whole
+    profile: join info is at most the agent's MAX_INFO, which a long description would pass,
+    and a relay has no use for the description."""
+
+    event: ClassVar[str] = "x.grp.relay.inv"
+    group_id: GroupId
+    group_name: GroupName
+    owner: MemberInfo
+
+
+class XGrpRelayAcpt(msgspec.Struct, **_STRUCT):
+    """Relay → owner, on their connection: "I serve `group_id`; joiners join `relay_link`"
+    (the short link of a contact address the relay made for this group)."""
+
+    event: ClassVar[str] = "x.grp.relay.acpt"
+    group_id: GroupId
+    relay_link: ShortLink
+
+
 ChatMessage = (
     XInfo
     | XMsgNew
@@ -399,8 +458,39 @@ ChatMessage = (
     | XGrpLeave
     | XGrpDel
     | XGrpMsgFwd
+    | XGrpRelayInv
+    | XGrpRelayAcpt
 )
 _MESSAGE_TYPES: Final = ChatMessage.__args__
+
+
+# ---------------------------------------------------------------------- short links' data
+
+
+class GroupLinkData(msgspec.Struct, **_STRUCT):
+    """The user data of a relay group's link: the group, its owner, and the relay links a
+    joiner joins (at least one: a link is published once a relay is verified)."""
+
+    event: ClassVar[str] = "x.grp.link"
+    group_id: GroupId
+    group: GroupProfile
+    owner: MemberInfo
+    relays: Annotated[list[ShortLink], msgspec.Meta(min_length=1, max_length=MAX_RELAYS)]
+
+    def __post_init__(self) -> None:
+        if isinstance(self.relays, list) and len(set(self.relays)) != len(self.relays):
+            raise ChatWireError("a group link lists a relay link twice")
+
+
+class RelayLinkData(msgspec.Struct, **_STRUCT):
+    """The user data of a relay link: the group it lets a joiner into."""
+
+    event: ClassVar[str] = "x.grp.relay.link"
+    group_id: GroupId
+
+
+LinkUserData = GroupLinkData | RelayLinkData
+_LINK_DATA_TYPES: Final = LinkUserData.__args__
 
 
 class _Frame(msgspec.Struct, **_STRUCT):
@@ -421,6 +511,7 @@ _REASON_LENGTH: Final = 200  # msgspec may quote the offending value: keep messa
 _encoder = msgspec.json.Encoder()
 _frame_decoder = msgspec.json.Decoder(_Frame)
 _decoders: Final = {cls.event: msgspec.json.Decoder(cls) for cls in _MESSAGE_TYPES}
+_link_decoders: Final = {cls.event: msgspec.json.Decoder(cls) for cls in _LINK_DATA_TYPES}
 
 
 # ---------------------------------------------------------------------- encode, decode
@@ -450,10 +541,39 @@ def encode_chat_message(message: ChatMessage) -> bytes:
 def decode_chat_message(data: bytes) -> ChatMessage:
     """The chat message in `data`; `ChatWireError` (and nothing else) if there is none: bytes
     above `MAX_CHAT_MESSAGE`, not JSON, another version, an unknown event, a bad field."""
+    return _decode(data, _decoders, MAX_CHAT_MESSAGE, "a chat message")
+
+
+def encode_link_data(data: LinkUserData) -> bytes:
+    """The JSON bytes of a short link's user data (same frame as a chat message), at most
+    `MAX_LINK_USER_DATA`, checked as a reader would check them (`ChatWireError`)."""
+    if not isinstance(data, _LINK_DATA_TYPES):
+        raise ChatWireError(f"not link data: {type(data).__name__}")
+    try:
+        params = _encoder.encode(data)
+        encoded = _encoder.encode(_Frame(CHAT_VERSION, data.event, msgspec.Raw(params)))
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ChatWireError(f"{data.event} does not encode: {_reason(exc)}") from None
+    try:
+        decoded = decode_link_data(encoded)
+    except ChatWireError as exc:
+        raise ChatWireError(f"{data.event} would be refused: {exc.args[0]}") from None
+    if decoded != data:
+        raise ChatWireError(f"{data.event} holds a field not of its declared type")
+    return encoded
+
+
+def decode_link_data(data: bytes) -> LinkUserData:
+    """The link data in `data` (a short link's user data); `ChatWireError` and nothing else
+    if there is none, as `decode_chat_message`."""
+    return _decode(data, _link_decoders, MAX_LINK_USER_DATA, "link data")
+
+
+def _decode(data: bytes, decoders: dict[str, Any], limit: int, what: str) -> Any:
     if not isinstance(data, bytes):
-        raise ChatWireError(f"a chat message is bytes, not {type(data).__name__}")
-    if len(data) > MAX_CHAT_MESSAGE:
-        raise ChatWireError(f"a chat message of {len(data)} bytes; the limit is {MAX_CHAT_MESSAGE}")
+        raise ChatWireError(f"{what} is bytes, not {type(data).__name__}")
+    if len(data) > limit:
+        raise ChatWireError(f"{what} of {len(data)} bytes; the limit is {limit}")
     try:
         frame = _frame_decoder.decode(data)
     except _DECODE_ERRORS as exc:
@@ -462,7 +582,7 @@ def decode_chat_message(data: bytes) -> ChatMessage:
         raise ChatWireError(
             f"a chat message of version {frame.v}; this client reads version {CHAT_VERSION}"
         )
-    decoder = _decoders.get(frame.event)
+    decoder = decoders.get(frame.event)
     if decoder is None:
         raise ChatWireError(f"unknown chat event {frame.event!r}")
     try:

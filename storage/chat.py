@@ -11,16 +11,28 @@ Rows and what they mean:
 
 * ``ChatUser``        the one local user and its profile.
 * ``ChatContact``     a direct connection to a person: its agent connection, status, profile.
-* ``ChatAddress``     a contact address of ours: auto-accept and the auto-reply.
+* ``ChatAddress``     a contact address of ours: auto-accept and the auto-reply, and whether
+                      it is a chat relay's address (it takes relay invitations, not contacts).
 * ``ChatGroup``       a group as this user sees it: profile, own member id and role, status,
-                      and the invitation while it is not joined yet.
+                      and the invitation while it is not joined yet; its kind (peer to peer,
+                      or through relays), and for a relay group its group link (the owner's
+                      short link; at the owner, the connection behind it) and the incognito
+                      name we show in it, if any.
+* ``ChatGroupRelay``  at a relay group's owner and members: one relay of the group — its
+                      contact address (the owner joined it), its relay link, our connection
+                      to it, its status.
+* ``ChatRelayGroup``  at a chat relay: a group it serves — its relay link and the contact
+                      connection behind it, the owner's member id, its status.
+* ``ChatRelayMember`` at a chat relay: the roster of a served group (the owner included),
+                      each with its member id, profile, the relay's connection to it, status.
 * ``ChatMember``      another member of a group: role, status, profile, and the agent
                       connection to it (None until one is made, and again once the agent
                       deleted it: the member, or the group for us, ended).
 * ``ChatIntro``       at a group's host: the introduction of a new member to an existing one.
 * ``ChatMessage``     a message sent or received, with its shared id (unique per chat, so a
                       copy that arrives again is recognised).
-* ``ChatPending``     a group message waiting for a member to become connected.
+* ``ChatPending``     a group message waiting for a member to become connected (in a relay
+                      group: for a relay, by its `relay_id`; at a relay: for a roster member).
 * ``ChatOutbox``      a chat message body to hand to the agent, kept until it took it: the
                       send is acknowledged by the corr id stored with the row.
 * ``ChatNotice``      a chat event for the user, stored with the change it describes and kept
@@ -78,6 +90,7 @@ class ChatAddress(peewee.Model):
     link = peewee.TextField(null=True)
     auto_accept = peewee.BooleanField(default=False)
     auto_reply = peewee.TextField(null=True)
+    relay = peewee.BooleanField(default=False)  # a chat relay's address (migration 204)
     created_at = peewee.FloatField()
 
     class Meta:
@@ -94,6 +107,11 @@ class ChatGroup(peewee.Model):
     host_member_id = peewee.CharField(max_length=64, null=True)
     invitation = peewee.BlobField(null=True)  # the XGrpInv we got, until we join
     contact_id = peewee.CharField(max_length=64, null=True)  # who invited us
+    # migration 204: relay groups
+    kind = peewee.CharField(max_length=16, default="p2p")
+    group_link = peewee.TextField(null=True)  # the owner's short link of a relay group
+    link_conn_id = peewee.CharField(max_length=64, null=True)  # owner: the link's connection
+    incognito_name = peewee.TextField(null=True)  # the display name we show instead of ours
     created_at = peewee.FloatField()
 
     class Meta:
@@ -115,6 +133,50 @@ class ChatMember(peewee.Model):
 
     class Meta:
         table_name = "chat_member"
+        indexes = ((("group_id", "member_id"), True),)
+
+
+class ChatGroupRelay(peewee.Model):
+    id = peewee.AutoField()
+    relay_id = peewee.CharField(max_length=64, unique=True)  # names it in ChatPending
+    group_id = peewee.CharField(max_length=64, index=True)
+    address = peewee.TextField(null=True)  # owner: the relay's contact address
+    relay_link = peewee.TextField(null=True)  # member: joined; owner: once the relay accepted
+    conn_id = peewee.CharField(max_length=64, unique=True)
+    status = peewee.CharField(max_length=16)
+    created_at = peewee.FloatField()
+
+    class Meta:
+        table_name = "chat_group_relay"
+
+
+class ChatRelayGroup(peewee.Model):
+    group_id = peewee.CharField(primary_key=True, max_length=64)
+    name = peewee.TextField()
+    owner_member_id = peewee.CharField(max_length=64)
+    link_conn_id = peewee.CharField(max_length=64, unique=True)
+    relay_link = peewee.TextField(null=True)
+    status = peewee.CharField(max_length=16)
+    created_at = peewee.FloatField()
+
+    class Meta:
+        table_name = "chat_relay_group"
+
+
+class ChatRelayMember(peewee.Model):
+    id = peewee.AutoField()
+    group_id = peewee.CharField(max_length=64, index=True)
+    member_id = peewee.CharField(max_length=64)
+    role = peewee.CharField(max_length=16)
+    display_name = peewee.TextField()
+    full_name = peewee.TextField(default="")
+    conn_id = peewee.CharField(max_length=64, unique=True)
+    request_id = peewee.CharField(max_length=64, unique=True)  # the REQ it was accepted from
+    status = peewee.CharField(max_length=16)
+    created_at = peewee.FloatField()
+
+    class Meta:
+        table_name = "chat_relay_member"
         indexes = ((("group_id", "member_id"), True),)
 
 
@@ -213,8 +275,14 @@ CHAT_MODELS = (
     ChatNotice,
     ChatCommand,
     ChatConnection,
+    ChatGroupRelay,
+    ChatRelayGroup,
+    ChatRelayMember,
 )
-_FIRST_MODELS = tuple(model for model in CHAT_MODELS if model is not ChatNotice)
+_RELAY_MODELS = (ChatGroupRelay, ChatRelayGroup, ChatRelayMember)
+_FIRST_MODELS = tuple(
+    model for model in CHAT_MODELS if model is not ChatNotice and model not in _RELAY_MODELS
+)
 
 
 def _create_chat_tables(db: peewee.Database) -> None:
@@ -259,11 +327,35 @@ def _add_outbox_corr_ids(db: peewee.Database) -> None:
     )
 
 
+def _add_relays(db: peewee.Database) -> None:
+    # The relay tables are new; the columns are missing only in a database made before 204
+    # (migration 200 creates the tables from the current models).
+    db.create_tables(list(bind_models(db, *_RELAY_MODELS)))
+    migrator = SchemaMigrator.from_database(db)
+    columns = {
+        "chat_address": [("relay", peewee.BooleanField(default=False))],
+        "chat_group": [
+            ("kind", peewee.CharField(max_length=16, default="p2p")),
+            ("group_link", peewee.TextField(null=True)),
+            ("link_conn_id", peewee.CharField(max_length=64, null=True)),
+            ("incognito_name", peewee.TextField(null=True)),
+        ],
+    }
+    for table, wanted in columns.items():
+        have = {column.name for column in db.get_columns(table)}
+        missing = [
+            migrator.add_column(table, name, field) for name, field in wanted if name not in have
+        ]
+        if missing:
+            migrate(*missing)
+
+
 CHAT_MIGRATIONS = (
     Migration(200, "chat tables", _create_chat_tables),
     Migration(201, "chat events kept until told", _create_notices),
     Migration(202, "the contact request a contact was accepted from", _add_request_ids),
     Migration(203, "outbox rows sent acknowledged, by corr id", _add_outbox_corr_ids),
+    Migration(204, "relay groups: their relays, and at a relay the groups it serves", _add_relays),
 )
 CHAT_LAYER: Final = Layer("chat", LAYER_VERSION_BLOCKS["chat"], CHAT_MIGRATIONS)
 """The chat's storage layer; a chat client's database holds it next to the agent's."""
@@ -313,6 +405,9 @@ class ChatStore:
         self.Notice = models.ChatNotice
         self.Command = models.ChatCommand
         self.Connection = models.ChatConnection
+        self.GroupRelay = models.ChatGroupRelay
+        self.RelayGroup = models.ChatRelayGroup
+        self.RelayMember = models.ChatRelayMember
 
     def transaction(self, *, read_only: bool = False) -> AbstractContextManager[peewee.Database]:
         return self.db.transaction(read_only=read_only)
@@ -381,6 +476,29 @@ class ChatStore:
             )
             | self.Address.select(self.Address.conn_id).where(
                 self.Address.status.in_(list(addresses))
+            )
+        )
+        with self.transaction(read_only=True):
+            rows = self.Connection.select(self.Connection.owner).where(
+                self.Connection.conn_id.in_(connections)
+            )
+            return sorted({row.owner for row in rows})
+
+    def relay_owners_waiting(
+        self, relays: Sequence[str], roster: Sequence[str], serving: Sequence[str]
+    ) -> list[str]:
+        """Owners of a connection to a relay, of a relay to a roster member, or of a relay
+        link, in one of these statuses (connections that wait for CONF, CON or REQ), own
+        read-only transaction."""
+        connections = (
+            self.GroupRelay.select(self.GroupRelay.conn_id).where(
+                self.GroupRelay.status.in_(list(relays))
+            )
+            | self.RelayMember.select(self.RelayMember.conn_id).where(
+                self.RelayMember.status.in_(list(roster))
+            )
+            | self.RelayGroup.select(self.RelayGroup.link_conn_id).where(
+                self.RelayGroup.status.in_(list(serving))
             )
         )
         with self.transaction(read_only=True):

@@ -1,7 +1,8 @@
 """`ChatActor`: the chat node of the tree — routing of agent events to their owners, and the
 resume at boot.
 
-It supervises the owners (virtual: `contacts`, `addresses`, `groups`) and receives every
+It supervises the owners (virtual: `contacts`, `addresses`, `groups`, and at a chat relay
+`relay-groups`, the groups it serves) and receives every
 event the agent emits. Each goes to the actor that owns it: a completion of a chat command
 to the command's owner (found by its corr id), anything else to the owner of its connection
 (`ChatConnection`). When a queue server comes back (`UP`), the owners of the connections on
@@ -23,10 +24,14 @@ from actors.chat.model import (
     WAITING_ADDRESSES,
     WAITING_CONTACTS,
     WAITING_MEMBERS,
+    WAITING_RELAYS,
+    WAITING_ROSTER,
+    WAITING_SERVED,
     Owner,
     OwnerKind,
 )
 from actors.chat.owner import Reconcile
+from actors.chat.relay import RelayGroupActor
 from actors.chat.services import CHAT, AgentEventArrived, ChatServices
 from actors.kernel import (
     ActorContext,
@@ -40,7 +45,12 @@ from storage.chat import command_number
 
 log = logging.getLogger(__name__)
 
-_KINDS = {OwnerKind.CONTACT: "contacts", OwnerKind.ADDRESS: "addresses", OwnerKind.GROUP: "groups"}
+_KINDS = {
+    OwnerKind.CONTACT: "contacts",
+    OwnerKind.ADDRESS: "addresses",
+    OwnerKind.GROUP: "groups",
+    OwnerKind.RELAY_GROUP: "relay-groups",
+}
 
 
 def owner_address(owner: Owner) -> str:
@@ -59,6 +69,7 @@ class ChatActor(Supervisor):
             ChildSpec("contacts", _kind(ContactActor)),
             ChildSpec("addresses", _kind(AddressActor)),
             ChildSpec("groups", _kind(GroupActor)),
+            ChildSpec("relay-groups", _kind(RelayGroupActor)),
         ]
         super().__init__(
             ctx, children, Strategy.ONE_FOR_ONE, Intensity(max_restarts=10, period=10.0)
@@ -70,7 +81,8 @@ class ChatActor(Supervisor):
     def started(self) -> None:
         super().started()
         waiting = self.store.owners_waiting(WAITING_MEMBERS, WAITING_CONTACTS, WAITING_ADDRESSES)
-        for owner in sorted({*self.store.owners_with_work(), *waiting}):
+        relays = self.store.relay_owners_waiting(WAITING_RELAYS, WAITING_ROSTER, WAITING_SERVED)
+        for owner in sorted({*self.store.owners_with_work(), *waiting, *relays}):
             self.tell(owner_address(Owner.parse(owner)), Reconcile())
 
     def receive(self, message: Any) -> Any:

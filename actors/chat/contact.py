@@ -13,10 +13,16 @@ A contact is made one of three ways, each an async agent command continued by th
 
 A contact's chat messages: direct messages (dropped when a copy with the same shared id was
 seen), and group invitations, which create the group (INVITED) for the user to join.
+
+A chat relay's address (`CreateAddress(relay=True)`) takes no contacts: a request on it is an
+owner's relay invitation (its join info is `x.grp.relay.inv`), which starts serving that group
+in the same unit (roster.py; the served group's actor, relay.py, goes on from there). A
+request with any other info is ignored.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -36,9 +42,11 @@ from actors.chat.model import (
     OwnerKind,
 )
 from actors.chat.owner import OwnerActor, Unit, refuse
+from actors.chat.roster import Roster
 from protocol.chat import (
     ChatMessage,
     XGrpInv,
+    XGrpRelayInv,
     XInfo,
     XMsgNew,
     decode_chat_message,
@@ -47,6 +55,8 @@ from protocol.chat import (
     new_message_id,
 )
 from protocol.errors import AgentError, ChatWireError
+
+log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------- asks
 
@@ -70,6 +80,7 @@ class SendContactMessage:
 class CreateAddress:
     auto_accept: bool = False
     auto_reply: str | None = None
+    relay: bool = False  # a chat relay's address: it takes relay invitations
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,7 +288,7 @@ class AddressActor(OwnerActor):
 
     def receive(self, message: Any) -> Any:
         match message:
-            case CreateAddress(auto_accept=auto_accept, auto_reply=auto_reply):
+            case CreateAddress(auto_accept=auto_accept, auto_reply=auto_reply, relay=relay):
                 with self.unit() as unit:
                     if self._address() is None:
                         conn_id = _new_id()
@@ -287,6 +298,7 @@ class AddressActor(OwnerActor):
                             status=AddressStatus.CREATING,
                             auto_accept=auto_accept,
                             auto_reply=auto_reply,
+                            relay=relay,
                             created_at=time.time(),
                         )
                         call = AgentCall(AgentCallKind.CREATE_ADDRESS)
@@ -320,6 +332,9 @@ class AddressActor(OwnerActor):
             address = self._address()
             if address is None:
                 return
+            if address.relay:
+                self._relay_invitation(unit, event)
+                return
             if self._accepted(event.inv_id) is not None:
                 return  # told again (a Replay): taken before
             if address.auto_accept:
@@ -328,6 +343,16 @@ class AddressActor(OwnerActor):
                 peer = _profile_of(event.info)
                 name = peer.profile.display_name if peer is not None else ""
                 unit.tell(cev.ContactRequest(address.address_id, event.inv_id, name))
+
+    def _relay_invitation(self, unit: Unit, event: aev.Req) -> None:
+        try:
+            invitation = decode_chat_message(event.info)
+        except ChatWireError:
+            invitation = None
+        if not isinstance(invitation, XGrpRelayInv):
+            log.warning("a request on a relay address without a relay invitation")
+            return
+        Roster(self.services, invitation.group_id).serve(unit, invitation, event.inv_id)
 
     def _accepted(self, request_id: str) -> Any:
         store = self.store

@@ -19,6 +19,12 @@ may be told again, never lost for what was committed.
     MEMBER_REMOVED      an owner or admin removed a member (its connection is deleted)
     GROUP_REMOVED       an owner or admin removed us from a group (our connections are deleted)
     GROUP_DELETED       the group's owner deleted it (our connections are deleted)
+    GROUP_LINK_READY    a relay group we own published its group link (again, each time
+                        the list of verified relays behind it grew): share `link`
+    GROUP_JOINED        a relay group: a relay took our join; what we send from now on is
+                        delivered once a relay connection is up (GROUP_CONNECTED follows at
+                        the first relay connected)
+    GROUP_JOIN_FAILED   a relay group: our join failed for good at every relay
 
 What we do ourselves (leave, remove, delete) is not told: the call returns once it is stored.
 """
@@ -115,6 +121,21 @@ class GroupDeleted(msgspec.Struct, tag="GROUP_DELETED", **_EVENT):
     by_member_id: str  # its owner
 
 
+class GroupLinkReady(msgspec.Struct, tag="GROUP_LINK_READY", **_EVENT):
+    group_id: str
+    link: str
+    relays: int  # the relay links it lists
+
+
+class GroupJoined(msgspec.Struct, tag="GROUP_JOINED", **_EVENT):
+    group_id: str
+
+
+class GroupJoinFailed(msgspec.Struct, tag="GROUP_JOIN_FAILED", **_EVENT):
+    group_id: str
+    code: str  # the last relay's
+
+
 ChatEvent = (
     ContactLink
     | AddressLink
@@ -131,6 +152,9 @@ ChatEvent = (
     | MemberRemoved
     | GroupRemoved
     | GroupDeleted
+    | GroupLinkReady
+    | GroupJoined
+    | GroupJoinFailed
 )
 
 

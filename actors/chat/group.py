@@ -57,7 +57,13 @@ rows and queues effects on that unit but never opens one itself:
 
 * `Members` (members.py)              the group's rows, who is who, and group messages;
 * `Introductions` (introductions.py)  the joining steps above, on every side;
-* `Endings` (endings.py)              leave, remove, delete, on every side.
+* `Endings` (endings.py)              leave, remove, delete, on every side;
+* `Relays` (relays.py)                a relay group (kind RELAY): its relays, our
+                                      connection to each, its group link, its messages.
+
+A relay group has no member connections: its events, completions and messages are on the
+connections to its relays, and go to `Relays` (leaving, removing and deleting it are not
+there yet).
 """
 
 from __future__ import annotations
@@ -75,18 +81,22 @@ from actors.chat.model import (
     ENDED_GROUPS,
     ENDED_MEMBERS,
     WAITING_MEMBERS,
+    WAITING_RELAYS,
     AgentCall,
     AgentCallKind,
     CommandFunction,
     ContactStatus,
+    GroupKind,
     GroupStatus,
     MemberStatus,
     OwnerKind,
     decode_call,
 )
 from actors.chat.owner import OwnerActor, Unit, refuse
+from actors.chat.relays import RELAY_FUNCTIONS, Relays
 from protocol.chat import (
     ChatMessage,
+    GroupLinkData,
     GroupProfile,
     GroupRole,
     XGrpAcpt,
@@ -152,6 +162,36 @@ class DeleteGroup:
 
 
 @dataclass(frozen=True, slots=True)
+class CreateRelayGroup:
+    """The owner: a relay group served by the relays of these contact addresses."""
+
+    profile: GroupProfile
+    relays: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PrepareGroup:
+    """A joiner: the group as its link says (read at the edge), not joined."""
+
+    group_link: str
+    data: GroupLinkData
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedLink:
+    """Ask: the group link of a prepared group, None once it is connecting (or more)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectPrepared:
+    """A joiner: join every relay — (relay link, the address link it resolved to), read at
+    the edge — with `incognito_name` shown instead of our profile, if given."""
+
+    targets: tuple[tuple[str, str], ...]
+    incognito_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class GroupState:
     """Ask: the group and its members as stored (for the user and for tests)."""
 
@@ -165,12 +205,28 @@ class MemberView:
 
 
 @dataclass(frozen=True, slots=True)
+class RelayView:
+    relay_id: str
+    status: str
+    relay_link: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class GroupView:
     group_id: str
     name: str
     status: str
     member_id: str
     members: tuple[MemberView, ...]
+    kind: str = GroupKind.P2P.value
+    relays: tuple[RelayView, ...] = ()
+    active_relays: int = 0  # connected (a member) or verified (the owner)
+    group_link: str | None = None
+
+    @property
+    def relays_active(self) -> str:
+        """Where the relays stand, for the user: "N/M relays active"."""
+        return f"{self.active_relays}/{len(self.relays)} relays active"
 
 
 class GroupActor(OwnerActor):
@@ -185,6 +241,7 @@ class GroupActor(OwnerActor):
         self.members = Members(self.services, self.group_id, str(self.owner))
         self.introductions = Introductions(self.members)
         self.endings = Endings(self.members)
+        self.relays = Relays(self.members)
 
     # ------------------------------------------------------------------ asks
 
@@ -199,7 +256,18 @@ class GroupActor(OwnerActor):
             case SendGroupMessage(text=text):
                 msg_id = new_message_id()
                 with self.unit() as unit:
+                    group = self.members.group()
+                    if group is not None and group.kind == GroupKind.RELAY:
+                        return self.relays.send(unit, group, msg_id, text)
                     return self.members.send(unit, msg_id, text)
+            case CreateRelayGroup(profile=profile, relays=relays):
+                return self._create_relay_group(profile, relays)
+            case PrepareGroup(group_link=group_link, data=data):
+                return self._prepare(group_link, data)
+            case PreparedLink():
+                return self._prepared_link()
+            case ConnectPrepared(targets=targets, incognito_name=incognito_name):
+                return self._connect_prepared(targets, incognito_name)
             case LeaveGroup():
                 with self.unit("leave_group") as unit:
                     self.endings.leave(unit)
@@ -230,6 +298,63 @@ class GroupActor(OwnerActor):
                     host_member_id=me,
                     created_at=time.time(),
                 )
+        return self.group_id
+
+    def _create_relay_group(self, profile: GroupProfile, relays: tuple[str, ...]) -> str:
+        with self.unit() as unit:
+            if self.members.group() is None:
+                me = new_member_id()
+                group = self.store.Group.create(
+                    group_id=self.group_id,
+                    name=profile.name,
+                    description=profile.description,
+                    status=GroupStatus.CONNECTED,
+                    member_id=me,
+                    role=GroupRole.OWNER.value,
+                    host_member_id=me,
+                    kind=GroupKind.RELAY,
+                    link_conn_id=new_conn_id(),
+                    created_at=time.time(),
+                )
+                self.relays.invite(unit, group, list(relays))
+        return self.group_id
+
+    def _prepare(self, group_link: str, data: GroupLinkData) -> str:
+        with self.unit():
+            if self.members.group() is None:
+                self.store.Group.create(
+                    group_id=self.group_id,
+                    name=data.group.name,
+                    description=data.group.description,
+                    status=GroupStatus.PREPARED,
+                    member_id=new_member_id(),
+                    role=GroupRole.MEMBER.value,
+                    host_member_id=data.owner.member_id,
+                    kind=GroupKind.RELAY,
+                    group_link=group_link,
+                    created_at=time.time(),
+                )
+        return self.group_id
+
+    def _prepared_link(self) -> str | None:
+        with self.store.transaction(read_only=True):
+            group = self.members.group()
+        if group is None or group.kind != GroupKind.RELAY:
+            raise AgentError(f"no relay group {self.group_id!r}", code="NO_GROUP")
+        return group.group_link if group.status == GroupStatus.PREPARED else None
+
+    def _connect_prepared(
+        self, targets: tuple[tuple[str, str], ...], incognito_name: str | None
+    ) -> str:
+        with self.unit() as unit:
+            group = self.members.group()
+            if group is None or group.kind != GroupKind.RELAY:
+                raise AgentError(f"no relay group {self.group_id!r}", code="NO_GROUP")
+            if group.status != GroupStatus.PREPARED:
+                return self.group_id  # connecting already (or failed: see its status)
+            group.status, group.incognito_name = GroupStatus.JOINING, incognito_name
+            group.save()
+            self.relays.connect(unit, group, list(targets))
         return self.group_id
 
     def _add_member(self, ask: AddMember) -> str:
@@ -306,7 +431,19 @@ class GroupActor(OwnerActor):
                 MemberView(m.member_id, m.role, m.status, m.display_name)
                 for m in sorted(self.members.all(), key=lambda m: m.id)
             )
-        return GroupView(self.group_id, group.name, group.status, group.member_id, members)
+            relays = tuple(RelayView(r.relay_id, r.status, r.relay_link) for r in self.relays.all())
+            active = self.relays.active(group)
+        return GroupView(
+            self.group_id,
+            group.name,
+            group.status,
+            group.member_id,
+            members,
+            group.kind,
+            relays,
+            active,
+            group.group_link,
+        )
 
     def waiting(self) -> list[str]:
         store = self.store
@@ -318,11 +455,15 @@ class GroupActor(OwnerActor):
             & store.Member.status.in_(WAITING_MEMBERS)
             & store.Member.conn_id.is_null(False)
         )
-        return [row.conn_id for row in rows]
+        relays = [r.conn_id for r in self.relays.all() if r.status in WAITING_RELAYS]
+        return [row.conn_id for row in rows] + relays
 
     # ------------------------------------------------------------------ agent events
 
     def on_agent_event(self, event: Any) -> None:
+        relay = self._relay_event(event)
+        if relay:
+            return
         match event:
             case aev.Conf(conn_id=conn_id, conf_id=conf_id, info=info):
                 with self.unit("CONF") as unit:
@@ -340,6 +481,24 @@ class GroupActor(OwnerActor):
                     if not self.endings.completed_after(unit, group, member):
                         self.introductions.connect(unit, group, member)
 
+    def _relay_event(self, event: Any) -> bool:
+        """CONF or CON on a connection to one of our relays (True: it was one)."""
+        if not isinstance(event, aev.Conf | aev.Con):
+            return False
+        with self.store.transaction(read_only=True):
+            known = self.relays.on(event.conn_id) is not None
+        if not known:
+            return False
+        with self.unit(type(event).__name__.upper()) as unit:
+            group, relay = self.members.group(), self.relays.on(event.conn_id)
+            if group is None or relay is None:
+                return True
+            if isinstance(event, aev.Conf):
+                self.relays.confirmed(unit, group, relay, event.conf_id)
+            else:
+                self.relays.connected(unit, group, relay)
+        return True
+
     def _after_end(self, unit: Unit, conn_id: str) -> bool:
         """The group ended for us or the member of `conn_id` is gone: the event changes
         nothing but the deletion of its connection (True)."""
@@ -353,6 +512,10 @@ class GroupActor(OwnerActor):
     def on_completion(self, unit: Unit, command: Any, event: Any) -> None:
         call = decode_call(bytes(command.payload))
         group = self.members.group()
+        if CommandFunction(command.function) in RELAY_FUNCTIONS:
+            if group is not None:
+                self.relays.completed(unit, group, command, event)
+            return
         member = self.members.on(command.conn_id)
         if group is None or member is None:
             return
@@ -389,7 +552,11 @@ class GroupActor(OwnerActor):
     # ------------------------------------------------------------------ chat messages
 
     def on_chat_message(self, unit: Unit, conn_id: str, message: ChatMessage) -> None:
-        group, sender = self.members.group(), self.members.on(conn_id)
+        group, relay = self.members.group(), self.relays.on(conn_id)
+        if group is not None and relay is not None:
+            self.relays.message(unit, group, relay, message)
+            return
+        sender = self.members.on(conn_id)
         if group is None or sender is None:
             raise refuse("a group message on a connection of no member")
         if group.status in ENDED_GROUPS:

@@ -73,7 +73,10 @@ class Members:
         )
 
     def me(self, group: Any) -> MemberInfo:
+        """Us as the group knows us: with the incognito name we chose for it, if we did."""
         profile = self.services.profile
+        if group.incognito_name:
+            profile = Profile(group.incognito_name)
         return MemberInfo(group.member_id, GroupRole(group.role), profile)
 
     @staticmethod

@@ -1,8 +1,9 @@
 """The chat's typed contracts: owners, statuses, command functions and their agent calls.
 
 An *owner* is the actor that owns a piece of chat state and the agent connections that
-serve it: a contact, a contact address, or a group. Its name (`Owner`) is stored with every
-chat command and every agent connection it owns, so an agent event finds its owner.
+serve it: a contact, a contact address, a group, or (at a chat relay) a group it serves.
+Its name (`Owner`) is stored with every chat command and every agent connection it owns, so
+an agent event finds its owner.
 
 A chat command (`ChatCommand` row) is an async agent command the chat issued: its function
 says what continues it when the agent completes it, its `AgentCall` says exactly what was
@@ -21,6 +22,7 @@ class OwnerKind(enum.StrEnum):
     CONTACT = "contact"
     ADDRESS = "address"
     GROUP = "group"
+    RELAY_GROUP = "relay-group"  # at a chat relay: a group it serves, its roster's connections
 
 
 class Owner(NamedTuple):
@@ -51,8 +53,15 @@ class AddressStatus(enum.StrEnum):
     FAILED = "failed"
 
 
+class GroupKind(enum.StrEnum):
+    P2P = "p2p"  # every member connected to every other (group.py)
+    RELAY = "relay"  # every member connected to the group's relays (relays.py)
+
+
 class GroupStatus(enum.StrEnum):
     INVITED = "invited"  # an invitation came; join_group to go on
+    PREPARED = "prepared"  # a relay group read from its link; connect_prepared_group to go on
+    JOINED = "joined"  # a relay group: a relay took our join; what we send waits for one
     JOINING = "joining"  # we joined the host's link; waiting for the connection
     CONNECTED = "connected"  # connected to the host (and so a member)
     FAILED = "failed"  # the join failed for good
@@ -98,6 +107,47 @@ WAITING_CONTACTS = (
 WAITING_ADDRESSES = (AddressStatus.ACTIVE,)  # REQ
 
 
+class RelayStatus(enum.StrEnum):
+    """A relay of a relay group, at its owner and at a member (ChatGroupRelay)."""
+
+    JOINING = "joining"  # our join of its address (owner) or relay link (member) is pending
+    JOINED = "joined"  # the join was sent; its CONF (the relay accepted) comes next
+    ALLOWING = "allowing"  # we allowed its CONF; the OK makes the connection
+    CONNECTED = "connected"  # connected: a member sends to it; the owner waits for its acpt
+    VERIFYING = "verifying"  # owner: its x.grp.relay.acpt came; reading its relay link
+    ACTIVE = "active"  # owner: its relay link names the group; listed in the group link
+    FAILED = "failed"  # its join failed for good, or its relay link did not verify
+
+
+# Relays whose connection is ready: a group message goes to them (else it waits for them).
+RELAYS_CONNECTED = frozenset({RelayStatus.CONNECTED, RelayStatus.VERIFYING, RelayStatus.ACTIVE})
+WAITING_RELAYS = (RelayStatus.JOINED,)  # CONF
+
+
+class ServedStatus(enum.StrEnum):
+    """At a chat relay: a group it serves (ChatRelayGroup)."""
+
+    LINKING = "linking"  # its relay link (a contact address and its short link) is being made
+    LINKED = "linked"  # the link is ready; x.grp.relay.acpt goes once the owner is connected
+    ACTIVE = "active"  # the owner has the relay link: joiners come
+    FAILED = "failed"  # the relay link could not be made
+
+
+WAITING_SERVED = (ServedStatus.LINKED, ServedStatus.ACTIVE)  # REQ on the relay link
+
+
+class RosterStatus(enum.StrEnum):
+    """At a chat relay: a member (or the owner) of a group it serves (ChatRelayMember)."""
+
+    ACCEPTING = "accepting"  # its request is being accepted
+    ACCEPTED = "accepted"  # accepted; CON comes next
+    CONNECTED = "connected"  # forwards go to it
+    FAILED = "failed"
+
+
+WAITING_ROSTER = (RosterStatus.ACCEPTED,)  # CON
+
+
 class IntroStatus(enum.StrEnum):
     """At the host: an introduction of a new member (to) to an existing one (re)."""
 
@@ -121,6 +171,16 @@ class CommandFunction(enum.StrEnum):
     JOIN_INTRO = "join_intro"
     ALLOW_INTRO = "allow_intro"
     DELETE_MEMBER_CONN = "delete_member_conn"  # a group ended for us, or the member is gone
+    # relay groups, at the owner and the members (relays.py)
+    JOIN_RELAY = "join_relay"  # owner: the relay's address; member: a relay link
+    ALLOW_RELAY = "allow_relay"  # the relay accepted (its CONF)
+    VERIFY_RELAY_LINK = "verify_relay_link"  # owner: read a relay link's data
+    CREATE_GROUP_LINK = "create_group_link"  # owner: the contact address behind the group link
+    SET_GROUP_LINK = "set_group_link"  # owner: publish the group link's data
+    # at a chat relay (relay.py, roster.py)
+    ACCEPT_RELAY_MEMBER = "accept_relay_member"  # the owner's or a joiner's request
+    CREATE_RELAY_LINK = "create_relay_link"  # the contact address behind a relay link
+    SET_RELAY_LINK = "set_relay_link"  # publish the relay link's data
 
 
 class CommandStatus(enum.StrEnum):
@@ -136,6 +196,14 @@ class AgentCallKind(enum.StrEnum):
     ALLOW = "allow"
     ACCEPT = "accept"
     DELETE = "delete"
+    SET_LINK_DATA = "set_link_data"  # info: the user data
+    GET_LINK_DATA = "get_link_data"  # link: the short link
+
+
+# Calls that make their connection (the agent may not have it before the call is taken).
+CREATING_CALLS = frozenset(
+    {AgentCallKind.CREATE, AgentCallKind.CREATE_ADDRESS, AgentCallKind.JOIN, AgentCallKind.ACCEPT}
+)
 
 
 class AgentCall(msgspec.Struct, frozen=True):

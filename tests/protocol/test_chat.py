@@ -28,12 +28,17 @@ from protocol.chat import (
     MAX_FULL_NAME,
     MAX_GROUP_NAME,
     MAX_LINK,
+    MAX_LINK_USER_DATA,
+    MAX_RELAYS,
+    MAX_SHORT_LINK,
     MAX_TEXT,
     ChatMessage,
+    GroupLinkData,
     GroupProfile,
     GroupRole,
     MemberInfo,
     Profile,
+    RelayLinkData,
     XGrpAcpt,
     XGrpDel,
     XGrpInv,
@@ -46,17 +51,21 @@ from protocol.chat import (
     XGrpMemInv,
     XGrpMemNew,
     XGrpMsgFwd,
+    XGrpRelayAcpt,
+    XGrpRelayInv,
     XInfo,
     XMsgNew,
     decode_chat_message,
+    decode_link_data,
     encode_chat_message,
+    encode_link_data,
     new_group_id,
     new_member_id,
     new_message_id,
 )
 from protocol.crypto import DhKey, random_bytes
 from protocol.errors import ChatWireError, DuplexError
-from protocol.queue import QueueMode
+from protocol.queue import MAX_LINK_DATA, QueueMode
 
 
 def fast(examples: int) -> settings:
@@ -102,6 +111,8 @@ SAMPLES: dict[str, ChatMessage] = {
     "x.grp.leave": XGrpLeave(),
     "x.grp.del": XGrpDel(),
     "x.grp.msg.fwd": XGrpMsgFwd(MEMBER.member_id, MESSAGE),
+    "x.grp.relay.inv": XGrpRelayInv(GROUP, "Readers", HOST),
+    "x.grp.relay.acpt": XGrpRelayAcpt(GROUP, SHORT),
 }
 ENCODED = {event: encode_chat_message(message) for event, message in SAMPLES.items()}
 TREES = {event: json.loads(data) for event, data in ENCODED.items()}
@@ -123,6 +134,9 @@ ID_PATHS = [
     ("x.grp.mem.del", ("params", "member_id")),
     ("x.grp.msg.fwd", ("params", "author_id")),
     ("x.grp.msg.fwd", ("params", "message", "msg_id")),
+    ("x.grp.relay.inv", ("params", "group_id")),
+    ("x.grp.relay.inv", ("params", "owner", "member_id")),
+    ("x.grp.relay.acpt", ("params", "group_id")),
 ]
 BAD_IDS: list[object] = [
     "",
@@ -473,6 +487,8 @@ def _largest() -> dict[str, ChatMessage]:
         "x.grp.leave": XGrpLeave(),
         "x.grp.del": XGrpDel(),
         "x.grp.msg.fwd": XGrpMsgFwd(new_member_id(), XMsgNew(new_message_id(), text)),
+        "x.grp.relay.inv": XGrpRelayInv(new_group_id(), wide * MAX_GROUP_NAME, member),
+        "x.grp.relay.acpt": XGrpRelayAcpt(new_group_id(), "duplex:/" + "a" * (MAX_SHORT_LINK - 8)),
     }
 
 
@@ -485,7 +501,8 @@ def test_every_message_within_its_field_limits_fits() -> None:
         data = encode_chat_message(message)
         assert len(data) <= MAX_CHAT_MESSAGE, event
         assert decode_chat_message(data) == message
-    for event in ("x.info", "x.grp.acpt", "x.grp.mem.info"):  # carried as join/allow info
+    carried = ("x.info", "x.grp.acpt", "x.grp.mem.info", "x.grp.relay.inv")
+    for event in carried:  # carried as join/allow info
         assert len(encode_chat_message(largest[event])) <= envelope.MAX_INFO // 4, event
 
 
@@ -804,3 +821,45 @@ def test_oversized_strings_and_lists(choice: int, size: int, char: str, as_list:
 def test_wrong_versions(version: Any) -> None:
     for tree in TREES.values():
         refused(dumps(replaced(tree, ("v",), version)))
+
+
+# ---------------------------------------------------------------------- short links' data
+
+
+def test_link_data_round_trips_and_is_refused_as_a_chat_message() -> None:
+    group = GroupLinkData(GROUP, GroupProfile("Readers", "books"), HOST, [SHORT])
+    relay = RelayLinkData(GROUP)
+    for data in (group, relay):
+        encoded = encode_link_data(data)
+        assert decode_link_data(encoded) == data
+        refused(encoded)  # link data is never a chat message, nor the other way round
+    with pytest.raises(ChatWireError):
+        decode_link_data(ENCODED["x.msg.new"])
+
+
+def test_link_data_bounds() -> None:
+    many = [links.ShortLink.generate(SERVER).to_uri() for _ in range(MAX_RELAYS + 1)]
+    assert all(len(link) <= MAX_SHORT_LINK for link in many)
+    profile = GroupProfile("Readers")
+    encode_link_data(GroupLinkData(GROUP, profile, HOST, many[:MAX_RELAYS]))
+    for relays in (many, [], [SHORT, SHORT], ["duplex:/" + "a" * MAX_SHORT_LINK]):
+        with pytest.raises(ChatWireError):
+            encode_link_data(GroupLinkData(GROUP, profile, HOST, relays))
+    wide = GroupProfile("Readers", "\U0001f600" * MAX_DESCRIPTION)  # fields fit, the whole not
+    with pytest.raises(ChatWireError, match="limit"):
+        encode_link_data(GroupLinkData(GROUP, wide, HOST, [SHORT]))
+    assert MAX_LINK_USER_DATA <= MAX_LINK_DATA // 2  # room for the address link next to it
+    with pytest.raises(ChatWireError):
+        decode_link_data(b"x" * (MAX_LINK_USER_DATA + 1))
+    with pytest.raises(ChatWireError):
+        encode_link_data(XInfo(Profile("a")))  # type: ignore[arg-type]
+
+
+@fast(300)
+@given(data=st.binary(max_size=200) | st.sampled_from([encode_link_data(RelayLinkData(GROUP))]))
+def test_link_data_random_bytes(data: bytes) -> None:
+    try:
+        decoded = decode_link_data(data)
+    except ChatWireError:
+        return
+    assert decode_link_data(encode_link_data(decoded)) == decoded

@@ -1,0 +1,334 @@
+"""`Relays`: a relay group at its owner and at its members — the relays, our connection to
+each, the group link, and the group's messages through the relays.
+
+Theory of operation
+-------------------
+In a relay group nobody connects to anybody but the group's relays (relay.py is the relay's
+side). The owner O creates the group with the contact addresses of its relays; a joiner J
+reads the group link and joins every relay link it lists. Each step is an async agent
+command stored as a chat command of the group (owner.py) — one relay row each
+(`ChatGroupRelay`), so every relay's join has its own persisted continuation and goes on by
+itself after a crash, a restart or an outage, whatever the other relays do::
+
+    O create_relay_group   the group (kind relay), per relay JOIN_RELAY: join its address
+                           with x.grp.relay.inv; CREATE_GROUP_LINK: the contact address
+                           behind the group link (nobody joins it: only its data is read)
+    J prepare_group        (sync, at the edge) the group link's data read; the group PREPARED
+    J connect_prepared_    (sync, at the edge) every relay link's data read, each naming the
+      group                group, or the call raises and nothing changes; then per relay
+                           JOIN_RELAY: join its relay link with x.grp.mem.info(J)
+    on JOINED              the relay took our join (J: the first makes the group JOINED,
+                           GROUP_JOINED: what J sends from now on waits for a relay)
+    on CONF                the relay accepted: ALLOW_RELAY
+    on OK of the allow     connected (as in group.py, the allow's OK makes the connection;
+      (or CON)             CON then changes nothing); J: the first makes the group
+                           CONNECTED (GROUP_CONNECTED); what waited for this relay is sent
+    O on x.grp.relay.acpt  VERIFY_RELAY_LINK: read the relay link's data
+    O on LDATA             it names our group: the relay is ACTIVE and the group link's data
+                           (SET_GROUP_LINK) lists every active relay; on LINK,
+                           GROUP_LINK_READY (again each time the list grows)
+    on ERR                 that relay FAILED; J: once every relay failed, the group FAILED
+                           (GROUP_JOIN_FAILED)
+
+A group message (ours) goes to every relay connected, and waits (`ChatPending`, by the
+relay's `relay_id`) for every relay not connected yet, sent in order once it is. A message
+from the group comes from a relay as `x.grp.msg.fwd` (its author's member id and the message
+unchanged): each relay forwards it, and the copies after the first are dropped by its shared
+id (members.py). Each relay sends an author's messages in the order it got them, and the
+author sends each to every relay in order, so the first copy of each is in the author's
+order too.
+
+What a relay says is checked against the rows: only the owner takes a relay acceptance, and
+only from a relay it invited, for this group; a forward must not claim to be ours. Anything
+else is refused (`ChatRefused`) and changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from actors.agent import events as aev
+from actors.chat import events as cev
+from actors.chat.members import Members, new_conn_id
+from actors.chat.model import (
+    RELAYS_CONNECTED,
+    AgentCall,
+    AgentCallKind,
+    CommandFunction,
+    GroupStatus,
+    RelayStatus,
+    decode_call,
+)
+from actors.chat.owner import Unit, refuse
+from protocol.chat import (
+    ChatMessage,
+    GroupLinkData,
+    GroupProfile,
+    RelayLinkData,
+    XGrpMemInfo,
+    XGrpMsgFwd,
+    XGrpRelayAcpt,
+    XGrpRelayInv,
+    XMsgNew,
+    decode_chat_message,
+    decode_link_data,
+    encode_chat_message,
+    encode_link_data,
+    new_member_id,
+)
+from protocol.errors import AgentError, ChatWireError
+
+log = logging.getLogger(__name__)
+
+RELAY_FUNCTIONS = frozenset(
+    {
+        CommandFunction.JOIN_RELAY,
+        CommandFunction.ALLOW_RELAY,
+        CommandFunction.VERIFY_RELAY_LINK,
+        CommandFunction.CREATE_GROUP_LINK,
+        CommandFunction.SET_GROUP_LINK,
+    }
+)
+# A member's group is functional from its first relay JOINED, until the group failed.
+SENDING = (GroupStatus.JOINED, GroupStatus.CONNECTED)
+
+
+class Relays:
+    """The relays of one relay group (see the module docstring); every method runs inside
+    the caller's unit."""
+
+    def __init__(self, members: Members) -> None:
+        self.members = members
+        self.store = members.store
+        self.group_id = members.group_id
+
+    # ------------------------------------------------------------------ reads
+
+    def all(self) -> list[Any]:
+        store = self.store
+        rows = store.GroupRelay.select().where(store.GroupRelay.group_id == self.group_id)
+        return list(rows.order_by(store.GroupRelay.id))
+
+    def on(self, conn_id: str) -> Any:
+        store = self.store
+        return store.GroupRelay.get_or_none(
+            (store.GroupRelay.group_id == self.group_id) & (store.GroupRelay.conn_id == conn_id)
+        )
+
+    def active(self, group: Any) -> int:
+        """Relays that do their part: connected (a member), verified (the owner)."""
+        done = (RelayStatus.ACTIVE,) if Members.is_host(group) else RELAYS_CONNECTED
+        return sum(1 for relay in self.all() if relay.status in done)
+
+    # ------------------------------------------------------------------ starting
+
+    def invite(self, unit: Unit, group: Any, addresses: list[str]) -> None:
+        """The owner: join each relay's address with our invitation; make the group link."""
+        invitation = encode_chat_message(
+            XGrpRelayInv(self.group_id, group.name, self.members.me(group))
+        )
+        for address in addresses:
+            self._join(unit, address, invitation, address=address)
+        call = AgentCall(AgentCallKind.CREATE_ADDRESS)
+        unit.command(CommandFunction.CREATE_GROUP_LINK, group.link_conn_id, call)
+
+    def connect(self, unit: Unit, group: Any, targets: list[tuple[str, str]]) -> None:
+        """A joiner: join each relay link — (its short link, the address link behind it)."""
+        info = encode_chat_message(XGrpMemInfo(self.group_id, self.members.me(group)))
+        for relay_link, address in targets:
+            self._join(unit, address, info, address=address, relay_link=relay_link)
+
+    def _join(
+        self, unit: Unit, link: str, info: bytes, *, address: str, relay_link: str | None = None
+    ) -> None:
+        conn_id = new_conn_id()
+        self.store.GroupRelay.create(
+            relay_id=new_member_id(),
+            group_id=self.group_id,
+            address=address,
+            relay_link=relay_link,
+            conn_id=conn_id,
+            status=RelayStatus.JOINING,
+            created_at=time.time(),
+        )
+        call = AgentCall(AgentCallKind.JOIN, link=link, info=info)
+        unit.command(CommandFunction.JOIN_RELAY, conn_id, call)
+
+    # ------------------------------------------------------------------ agent events
+
+    def confirmed(self, unit: Unit, group: Any, relay: Any, conf_id: str) -> None:
+        """CONF: the relay accepted our join; allowed once (a copy of CONF is not)."""
+        if relay.status not in (RelayStatus.JOINING, RelayStatus.JOINED):
+            return
+        relay.status = RelayStatus.ALLOWING
+        relay.save()
+        info = encode_chat_message(XGrpMemInfo(self.group_id, self.members.me(group)))
+        call = AgentCall(AgentCallKind.ALLOW, conf_id=conf_id, info=info)
+        unit.command(CommandFunction.ALLOW_RELAY, relay.conn_id, call)
+
+    def connected(self, unit: Unit, group: Any, relay: Any) -> None:
+        """Our connection to `relay` is ready (the OK of our allow, or CON)."""
+        if relay.status not in (RelayStatus.JOINING, RelayStatus.JOINED, RelayStatus.ALLOWING):
+            return
+        relay.status = RelayStatus.CONNECTED
+        relay.save()
+        self._flush(unit, relay)
+        if group.status in (GroupStatus.JOINING, GroupStatus.JOINED):
+            if group.status == GroupStatus.JOINING:
+                unit.tell(cev.GroupJoined(self.group_id))
+            group.status = GroupStatus.CONNECTED
+            group.save()
+            unit.tell(cev.GroupConnected(self.group_id))
+
+    # ------------------------------------------------------------------ completions
+
+    def completed(self, unit: Unit, group: Any, command: Any, event: Any) -> None:
+        function = CommandFunction(command.function)
+        if function in (CommandFunction.CREATE_GROUP_LINK, CommandFunction.SET_GROUP_LINK):
+            self._group_link_completed(unit, group, command, event)
+            return
+        relay = self.on(command.conn_id)
+        if relay is None or relay.status == RelayStatus.FAILED:
+            return
+        match function, event:
+            case _, aev.Err(code=code):
+                self._failed(unit, group, relay, code)
+            case CommandFunction.JOIN_RELAY, aev.Joined():
+                if relay.status == RelayStatus.JOINING:
+                    relay.status = RelayStatus.JOINED
+                    relay.save()
+                if group.status == GroupStatus.JOINING:
+                    group.status = GroupStatus.JOINED
+                    group.save()
+                    unit.tell(cev.GroupJoined(self.group_id))
+            case CommandFunction.ALLOW_RELAY, aev.Ok():
+                self.connected(unit, group, relay)
+            case CommandFunction.VERIFY_RELAY_LINK, aev.LData(user_data=user_data):
+                self._verified(unit, group, relay, user_data)
+            case _:
+                pass
+
+    def _failed(self, unit: Unit, group: Any, relay: Any, code: str) -> None:
+        relay.status = RelayStatus.FAILED
+        relay.save()
+        log.warning(
+            "a relay of the group failed",
+            extra={"group": self.group_id, "relay": relay.relay_id, "code": code},
+        )
+        self._drop_pending(relay)
+        joining = (GroupStatus.JOINING, GroupStatus.JOINED)
+        if group.status in joining and all(r.status == RelayStatus.FAILED for r in self.all()):
+            group.status = GroupStatus.FAILED
+            group.save()
+            unit.tell(cev.GroupJoinFailed(self.group_id, code))
+
+    def _verified(self, unit: Unit, group: Any, relay: Any, user_data: bytes) -> None:
+        """The owner read a relay link: it must name this group."""
+        try:
+            data = decode_link_data(user_data)
+        except ChatWireError:
+            data = None
+        if not isinstance(data, RelayLinkData) or data.group_id != self.group_id:
+            self._failed(unit, group, relay, "RELAY_LINK")
+            return
+        if relay.status == RelayStatus.VERIFYING:
+            relay.status = RelayStatus.ACTIVE
+            relay.save()
+            self._publish(unit, group)
+
+    def _group_link_completed(self, unit: Unit, group: Any, command: Any, event: Any) -> None:
+        match event:
+            case aev.Inv():
+                self._publish(unit, group)  # relays verified before the address was made
+            case aev.Link(short_link=short_link):
+                data = decode_link_data(decode_call(bytes(command.payload)).info)
+                assert isinstance(data, GroupLinkData)
+                group.group_link = short_link
+                group.save()
+                unit.tell(cev.GroupLinkReady(self.group_id, short_link, len(data.relays)))
+            case aev.Err(code=code):
+                log.warning(
+                    "the group link was not made", extra={"group": self.group_id, "code": code}
+                )
+
+    def _publish(self, unit: Unit, group: Any) -> None:
+        """The owner: the group link's data lists every active relay (once the contact address
+        behind it is made). Each publish stores the whole list, so the last one wins."""
+        relays = [r.relay_link for r in self.all() if r.status == RelayStatus.ACTIVE]
+        creating = self.store.pending_command_of(
+            group.link_conn_id, CommandFunction.CREATE_GROUP_LINK
+        )
+        if not relays or creating is not None:
+            return
+        profile = GroupProfile(group.name, group.description)
+        data = GroupLinkData(self.group_id, profile, self.members.me(group), relays)
+        call = AgentCall(AgentCallKind.SET_LINK_DATA, info=encode_link_data(data))
+        unit.command(CommandFunction.SET_GROUP_LINK, group.link_conn_id, call)
+
+    # ------------------------------------------------------------------ chat messages
+
+    def message(self, unit: Unit, group: Any, relay: Any, message: ChatMessage) -> None:
+        """A chat message from one of our relays."""
+        if relay.status not in RELAYS_CONNECTED:
+            raise refuse(f"{type(message).__name__} from a relay that is {relay.status}")
+        match message:
+            case XGrpMsgFwd(author_id=author_id, message=forwarded):
+                if author_id == group.member_id:
+                    raise refuse("a relay forwards a message as ours")
+                self.members.received(unit, author_id, forwarded)
+            case XGrpRelayAcpt(group_id=group_id, relay_link=relay_link):
+                if not Members.is_host(group):
+                    raise refuse("a relay acceptance at a member that is not the owner")
+                if group_id != self.group_id:
+                    raise refuse(f"a relay acceptance for group {group_id}, not ours")
+                if relay.status != RelayStatus.CONNECTED:
+                    return  # a copy: verifying or verified already
+                relay.relay_link, relay.status = relay_link, RelayStatus.VERIFYING
+                relay.save()
+                call = AgentCall(AgentCallKind.GET_LINK_DATA, link=relay_link)
+                unit.command(CommandFunction.VERIFY_RELAY_LINK, relay.conn_id, call)
+            case _:
+                raise refuse(f"{type(message).__name__} from a relay is not expected")
+
+    # ------------------------------------------------------------------ our messages
+
+    def send(self, unit: Unit, group: Any, msg_id: str, text: str) -> str:
+        """Our group message: to every relay connected, kept for those not connected yet."""
+        if group.status not in SENDING:
+            raise AgentError(f"the group is {group.status}: not joined (yet)", code="PROHIBITED")
+        message = XMsgNew(msg_id, text)
+        self.store.Message.create(
+            chat_kind="group",
+            chat_id=self.group_id,
+            msg_id=msg_id,
+            author="",
+            text=text,
+            sent=True,
+            created_at=time.time(),
+        )
+        body = encode_chat_message(message)
+        for relay in self.all():
+            if relay.status in RELAYS_CONNECTED:
+                unit.send(relay.conn_id, message)
+            elif relay.status != RelayStatus.FAILED:
+                self.store.Pending.create(
+                    group_id=self.group_id, member_id=relay.relay_id, body=body
+                )
+        return msg_id
+
+    def _pending(self, relay: Any) -> Any:
+        store = self.store
+        return store.Pending.select().where(
+            (store.Pending.group_id == self.group_id) & (store.Pending.member_id == relay.relay_id)
+        )
+
+    def _flush(self, unit: Unit, relay: Any) -> None:
+        for row in list(self._pending(relay).order_by(self.store.Pending.id)):
+            unit.send(relay.conn_id, decode_chat_message(bytes(row.body)))
+            row.delete_instance()
+
+    def _drop_pending(self, relay: Any) -> None:
+        for row in list(self._pending(relay)):
+            row.delete_instance()
