@@ -68,6 +68,7 @@ from actors.agent import api, faults
 from actors.agent import events as aev
 from actors.chat.events import ChatEvent, decode_event, encode_event
 from actors.chat.model import (
+    CREATING_CALLS,
     AgentCall,
     AgentCallKind,
     CommandFunction,
@@ -301,7 +302,11 @@ class OwnerActor(Actor):
                 if not waits:  # else once the agent took the last message (`_sent`)
                     # the agent deletes once what it took is delivered (or expired)
                     self.agent.submit(api.DeleteConnection(corr_id, conn_id, wait_delivery=True))
-        return call.kind not in (AgentCallKind.ALLOW, AgentCallKind.DELETE)
+            case AgentCallKind.SET_LINK_DATA:
+                self.agent.set_link_data(corr_id, conn_id, call.info)
+            case AgentCallKind.GET_LINK_DATA:
+                self.agent.get_link_data(corr_id, call.link)
+        return call.kind in CREATING_CALLS
 
     def hand_over(self, row: Any) -> None:
         """Give an outbox row to the agent, acknowledged by the row's corr id (again after a
