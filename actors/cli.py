@@ -21,7 +21,11 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:  # imported where used: `duplex --help` stays quick
+    from actors.debug import DebugEndpoint
+    from protocol.server import QueueServer
 
 BENCHMARKS = (
     "limits",
@@ -123,6 +127,12 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help="encrypt the SQLite store (and the server's TLS key in it) with the passphrase "
         "on this file's first line (SQLCipher)",
+    )
+    server.add_argument(
+        "--debug",
+        action="store_true",
+        help="also serve a debug endpoint on 127.0.0.1 for `duplex tree` and `duplex console` "
+        "(its URL and token file are printed): the live client sessions, and a drop command",
     )
     _server_limits(server)
 
@@ -324,9 +334,34 @@ def _serve_until_stopped(args: argparse.Namespace, stop: threading.Event) -> int
         )
     print(f"  database: {_database_place(args.db, server.database.target)}", flush=True)
     print("  Ctrl-C stops it", flush=True)
+    endpoint: DebugEndpoint | None = None
+    if args.debug:
+        endpoint = _start_debug_endpoint(server)
+        if endpoint is None:
+            server.stop()
+            return 1
     stop.wait()
+    if endpoint is not None:
+        endpoint.stop()  # before the server: its snapshots read the server
     server.stop()
     return 0
+
+
+def _start_debug_endpoint(server: QueueServer) -> DebugEndpoint | None:
+    """`duplex server --debug`: the endpoint, its URL and token file printed one line each;
+    None (and one line on stderr) if it did not start."""
+    from actors.debug import DebugEndpoint
+    from actors.debug.server_target import QueueServerTarget
+    from actors.kernel import ActorUnavailable
+
+    try:
+        endpoint = DebugEndpoint.start(QueueServerTarget(server))
+    except ActorUnavailable as exc:
+        print(f"duplex server: {exc}", file=sys.stderr)
+        return None
+    print(f"  debug endpoint: {endpoint.url}", flush=True)
+    print(f"  debug token file: {endpoint.token_file}", flush=True)
+    return endpoint
 
 
 def _host_port(host: str, port: int) -> str:

@@ -1,5 +1,10 @@
-"""`DebugEndpoint`: a runtime's debug websocket on 127.0.0.1, for `duplex console` and
-`duplex tree`.
+"""`DebugEndpoint`: the debug websocket on 127.0.0.1 of a runtime or a queue server, for
+`duplex console` and `duplex tree`.
+
+What it shows and what a command does belong to its `DebugTarget` (target.py): an actor
+runtime's (`RuntimeTarget`, what `Client.open(debug=True)` serves) or a queue server's
+(`QueueServerTarget`, `duplex server --debug`). The endpoint owns the rest: the listener,
+the token, admission, the snapshot stream and the typed answers.
 
 It runs on a trio thread of its own, not on the runtime's I/O thread: an operator may crash
 or restart the `io` actor from the console, and the endpoint must outlive that. It listens
@@ -11,11 +16,8 @@ so a wrong or missing token changes nothing. The token is also written to a file
 user can read (mode 0600, in a directory of mode 0700), removed when the endpoint stops.
 
 An admitted connection gets a `Snapshot` every `interval` and may send commands (see
-wire.py). Commands run on worker threads through the kernel's operator commands
-(`Runtime.inspect`, `crash`, `restart`, `passivate`) and, for a queue-server session, the
-session actor's fault drills (`DropConnection`, `ResumeConnection`). Whatever a command
-raises, and whatever does not decode, is answered `Refused`: the endpoint never fails on
-its input.
+wire.py), which the target runs on worker threads. Whatever a command raises, and whatever
+does not decode, is answered `Refused`: the endpoint never fails on its input.
 """
 
 from __future__ import annotations
@@ -36,30 +38,22 @@ import msgspec
 import trio
 import trio_websocket
 
-from actors.agent.sessions import SERVERS, DropConnection, ResumeConnection
+from actors.debug.runtime_target import RuntimeTarget
+from actors.debug.target import DebugTarget, Reply
 from actors.debug.wire import (
     MAX_MESSAGE_BYTES,
     POLICY_VIOLATION,
     Command,
-    CrashActor,
-    Done,
-    DropSession,
-    EndpointMessage,
     Hello,
-    InspectActor,
-    Inspection,
-    PassivateActor,
     RefusalCode,
     Refused,
-    RestartActor,
-    ResumeSession,
     Snapshot,
     Welcome,
     command_id,
     decode_console_message,
     encode,
 )
-from actors.kernel import ActorUnavailable, AskTimeout, NotApplicable, Runtime
+from actors.kernel import ActorUnavailable, Runtime
 
 log = logging.getLogger(__name__)
 
@@ -71,21 +65,23 @@ TRY_AGAIN_LATER = 1013  # the websocket close code for "too many connections"
 
 
 class DebugEndpoint:
-    """A running debug endpoint of one runtime; see the module docstring."""
+    """A running debug endpoint of one target; see the module docstring. A `Runtime` given
+    as the target is served as `RuntimeTarget(runtime, inspect_timeout=...)`."""
 
     def __init__(
         self,
-        runtime: Runtime,
+        target: DebugTarget | Runtime,
         *,
         interval: float = 0.25,
         hello_timeout: float = 5.0,
         inspect_timeout: float = 2.0,
         token_dir: Path | None = None,
     ) -> None:
-        self.runtime = runtime
+        if isinstance(target, Runtime):
+            target = RuntimeTarget(target, inspect_timeout=inspect_timeout)
+        self.target: DebugTarget = target
         self.interval = interval
         self.hello_timeout = hello_timeout
-        self.inspect_timeout = inspect_timeout
         self.host = "127.0.0.1"
         self.port = 0
         self.token = secrets.token_urlsafe(32)
@@ -101,11 +97,11 @@ class DebugEndpoint:
         self.connections = 0
 
     @classmethod
-    def start(cls, runtime: Runtime, **options: object) -> DebugEndpoint:
+    def start(cls, target: DebugTarget | Runtime, **options: object) -> DebugEndpoint:
         """Listen, write the token file, and return once connections are accepted."""
-        endpoint = cls(runtime, **options)  # type: ignore[arg-type]
+        endpoint = cls(target, **options)  # type: ignore[arg-type]
         endpoint._thread = threading.Thread(
-            target=endpoint._thread_main, name=f"{runtime.name}-debug", daemon=True
+            target=endpoint._thread_main, name=f"{endpoint.target.name}-debug", daemon=True
         )
         endpoint._thread.start()
         if not endpoint._ready.wait(10.0) or endpoint._crash is not None:
@@ -125,7 +121,7 @@ class DebugEndpoint:
 
     @property
     def url_with_token(self) -> str:
-        """The URL that admits by itself; anyone who can read it can drive the runtime."""
+        """The URL that admits by itself; anyone who can read it can drive the target."""
         return f"{self.url}{self.token}"
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -214,7 +210,7 @@ class DebugEndpoint:
         if not await self._admitted(path, ws):
             await ws.aclose(code=POLICY_VIOLATION, reason="token refused")
             return
-        await ws.send_message(encode(Welcome(self.runtime.name, self.interval)))
+        await ws.send_message(encode(Welcome(self.target.name, self.interval)))
         sending = trio.Lock()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._stream_snapshots, ws, sending)
@@ -275,65 +271,13 @@ class DebugEndpoint:
     # ------------------------------------------------------------------ on worker threads
 
     def snapshot(self) -> Snapshot:
-        counters = dict.fromkeys(("activations", "crashes", "passivations", "dead_letters"), 0)
-        counters.update(self.runtime.directory.counters)
-        counters["live_virtual"] = self.runtime.directory.live_virtual()
-        tree = self.runtime.tree(passivated=True)
-        return Snapshot(next(self._seq), time.time(), tree, counters)
+        view = self.target.snapshot()
+        return Snapshot(next(self._seq), time.time(), view.tree, view.counters)
 
-    def execute(self, command: Command) -> EndpointMessage:
-        """Run one command against the runtime; every outcome is a typed reply."""
-        runtime = self.runtime
+    def execute(self, command: Command) -> Reply:
+        """Run one command against the target; every outcome is a typed reply."""
         try:
-            match command:
-                case InspectActor(id=i, address=address):
-                    return self._inspect(i, address)
-                case CrashActor(id=i, address=address):
-                    runtime.crash(address, "crashed on purpose from the debug console")
-                    return Done(i, address, "crashed: its supervisor restarts it")
-                case RestartActor(id=i, address=address):
-                    runtime.restart(address)
-                    return Done(i, address, "restarting: a clean stop and a fresh activation")
-                case PassivateActor(id=i, address=address):
-                    runtime.passivate(address)
-                    return Done(i, address, "asked to passivate (it stays while it has work)")
-                case DropSession(id=i, address=address, pause=pause):
-                    self._session(address)
-                    runtime.tell(address, DropConnection(pause))
-                    detail = "paused until resumed" if pause else "dropped: it reconnects"
-                    return Done(i, address, f"connection {detail}")
-                case ResumeSession(id=i, address=address):
-                    self._session(address)
-                    runtime.tell(address, ResumeConnection())
-                    return Done(i, address, "connection resumed")
-        except NotApplicable as exc:
-            return Refused(command.id, RefusalCode.NOT_APPLICABLE, str(exc))
-        except ActorUnavailable as exc:
-            return Refused(command.id, RefusalCode.NO_ACTOR, str(exc))
-        except AskTimeout as exc:
-            return Refused(command.id, RefusalCode.BUSY, str(exc))
-        except Exception as exc:  # a command must never end the endpoint
+            return self.target.execute(command)
+        except Exception as exc:  # a target's bug must not end the endpoint either
             log.exception("debug command failed", extra={"command": repr(command)})
             return Refused(command.id, RefusalCode.FAILED, repr(exc))
-        raise AssertionError(f"unhandled command {command!r}")  # the union is matched whole
-
-    def _inspect(self, command_id: int, address: str) -> EndpointMessage:
-        node = self.runtime.tree(passivated=True).find(address)
-        if node is None:
-            return Refused(command_id, RefusalCode.NO_ACTOR, f"no actor at {address}")
-        seen = node.as_dict()
-        del seen["children"]
-        if node.status != "live":  # passivated or between activations: what is known of it
-            return Inspection(command_id, address, node.status, seen)
-        try:
-            description = self.runtime.inspect(address, timeout=self.inspect_timeout)
-        except ActorUnavailable:  # it stopped meanwhile
-            return Inspection(command_id, address, node.status, seen)
-        return Inspection(command_id, address, node.status, {**seen, **description})
-
-    def _session(self, address: str) -> None:
-        node = self.runtime.tree(passivated=True).find(address)
-        if node is None:
-            raise ActorUnavailable(f"no actor at {address}")
-        if node.kind != "server-session" or not address.startswith(SERVERS + "/"):
-            raise NotApplicable(f"{address} is not a queue-server session ({node.kind})")

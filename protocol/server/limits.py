@@ -66,4 +66,6 @@ class SlidingWindow:
         self._times.append(now)
 
     def count(self, now: float) -> int:
-        return sum(1 for t in self._times if now - t < self.window)
+        """Events within the last `window` seconds; safe from another thread (an operator's
+        view): the deque is copied first, in one step under the GIL."""
+        return sum(1 for t in tuple(self._times) if now - t < self.window)

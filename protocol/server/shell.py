@@ -37,6 +37,9 @@ The certificate is generated on first start and kept in the store, so the addres
 Embedding: `QueueServer.start(db="sqlite:///server.db", port=0)` runs the server on its own
 thread and returns once it listens; `.address`, `.stop()`, and `with` work. In a trio program,
 `await nursery.start(server.serve)` runs it in the caller's loop. `duplex server` is the CLI.
+For an operator (`duplex server --debug`), `debug_snapshot()` reads the live sessions and
+counters and `drop_session(key)` closes one session; both from another thread, by way of
+the server's trio thread (protocol/server/operator.py has the views).
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ from protocol.server.guard import FrameGuard, FrameRefused
 from protocol.server.limits import (
     Limits,
 )
+from protocol.server.operator import ServerView, SessionView, session_key
 from protocol.transport import RECEIVE_BYTES, SharedStream, encode_frames
 from storage.database import Database, open_database
 from storage.server import SERVER_LAYER, ServerStore
@@ -236,7 +240,7 @@ class QueueServer:
         self._owns_database = owns_database
         self._certificate_der, self._ssl_context = self._load_identity()
         self._address: ServerAddress | None = None
-        self._sessions: set[Session] = set()
+        self._sessions: dict[Session, _Connected] = {}  # past their hello, not yet closed
         self._limiter = trio.CapacityLimiter(self.config.worker_threads)
         self._verifier: concurrent.futures.ThreadPoolExecutor | None = None
         in_loop = self.config.store_in_loop
@@ -324,6 +328,70 @@ class QueueServer:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
+    # ------------------------------------------------------------------ for an operator
+
+    def debug_snapshot(self, *, count_store: bool = False) -> ServerView:
+        """The server and its live sessions now (protocol/server/operator.py), for a debug
+        endpoint. A blocking call, for a thread that runs no trio loop (trio refuses the
+        call from one): the view is built on the server's trio thread, from what it holds
+        in memory, while this thread waits. With
+        `count_store`, the store's full counts of queues and messages are queried too (on
+        this thread: not for every snapshot of a large store).
+
+        `ConfigurationError` if the server is not running; `StorageError` from the count."""
+        view = self._on_server_thread(self._view)
+        if count_store:
+            counts = self.store.stats()
+            view = dataclasses.replace(view, queues=counts["queues"], messages=counts["messages"])
+        return view
+
+    def drop_session(self, key: str) -> bool:
+        """Close the session named `key` (`SessionView.key`) as a lost connection would end
+        it: its subscriptions are released (undelivered messages wait for its next SUB) and
+        the websocket is closed; a client reconnects by itself. False if no live session
+        has that key. Blocking, from a thread that runs no trio loop, as `debug_snapshot`."""
+        return self._on_server_thread(functools.partial(self._drop, key))
+
+    def _on_server_thread(self, read: Callable[[], Any]) -> Any:
+        token = self._token
+        if token is None or self._address is None:
+            raise ConfigurationError("the queue server is not running")
+        try:
+            return trio.from_thread.run_sync(read, trio_token=token)
+        except trio.RunFinishedError:
+            raise ConfigurationError("the queue server is not running") from None
+
+    def _view(self) -> ServerView:
+        now, clock_now = time.time(), self.broker.clock()
+        sessions = tuple(
+            _session_view(session, connected, clock_now)
+            for session, connected in self._sessions.items()
+        )
+        stats = self.broker.stats
+        return ServerView(
+            address=str(self.address),
+            taken_at=now,
+            sessions=sessions,
+            subscribed_queues=self.broker.subscriber_count(),
+            commands=stats.commands,
+            errors=stats.errors,
+            delivered=stats.delivered,
+            stored_bytes=self.store.stored_bytes,
+        )
+
+    def _drop(self, key: str) -> bool:
+        session = next((s for s in self._sessions if session_key(s) == key), None)
+        if session is None:
+            return False
+        log.info("dropping a session at an operator's request", extra={"session": repr(session)})
+        self._close_session(session)
+        outbox = session.outbox
+        if outbox is not None and outbox.scope is not None:
+            # Its reader and writer stop; the websocket is then closed with a goodbye, as
+            # for an idle session (not reset, as for a client that does not read).
+            outbox.scope.cancel()
+        return True
+
     def _thread_main(self, ready: threading.Event) -> None:
         async def main() -> None:
             async with trio.open_nursery() as nursery:
@@ -393,7 +461,7 @@ class QueueServer:
             # One session's failure must never take the listener (and every session) down.
             log.exception("session failed", extra={"session": repr(session)})
         finally:
-            self._sessions.discard(session)
+            self._sessions.pop(session, None)
             self._close_session(session)
             outbox = session.outbox
             if outbox is not None and outbox.too_slow:
@@ -473,7 +541,7 @@ class QueueServer:
             return
         if not low <= hello.version <= high:
             return
-        self._sessions.add(session)
+        self._sessions[session] = _Connected(_peer(stream), time.time())
         outbox = _Outbox(self.config.outbox_bytes)
         session.outbox = outbox
         async with trio.open_nursery() as nursery:
@@ -671,6 +739,42 @@ class QueueServer:
         if not self.config.tls:
             return der, None
         return der, identity.server_tls_context(certificate_pem, key_pem)
+
+
+@dataclass(frozen=True, slots=True)
+class _Connected:
+    """What the shell knows of a session's connection that the broker does not."""
+
+    peer: str
+    at: float  # seconds since the epoch
+
+
+def _peer(stream: SharedStream) -> str:
+    """host:port of the client behind a session's stream (TLS over TCP, or TCP alone)."""
+    transport = stream.inner
+    tcp = getattr(transport, "transport_stream", transport)  # under TLS
+    try:
+        host, port = tcp.socket.getpeername()[:2]
+    except (AttributeError, OSError):  # not a socket, or already reset
+        return "unknown"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _session_view(session: Session, connected: _Connected, now: float) -> SessionView:
+    outbox: _Outbox | None = session.outbox
+    return SessionView(
+        key=session_key(session),
+        peer=connected.peer,
+        connected_at=connected.at,
+        # len() of a set another thread changes (the broker's, on worker threads for a
+        # networked store) is one step under the GIL: never a torn read.
+        subscriptions=len(session.subscriptions),
+        pending=len(session.pending),
+        buffered_bytes=outbox.bytes if outbox is not None else 0,
+        consecutive_errors=session.consecutive_errors,
+        auth_failures=session.auth_failures.count(now),
+        closing=session.closed,
+    )
 
 
 def _binary(frame: bytes | str) -> bytes:
