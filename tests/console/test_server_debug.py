@@ -5,6 +5,7 @@ nothing; and the CLI prints the endpoint's lines and stops it with the server on
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
@@ -27,6 +28,7 @@ import trio
 from actors import cli
 from actors.agent import events as ev
 from actors.client import Client
+from actors.console import ConsoleApp
 from actors.debug import DebugEndpoint, fetch_snapshot, open_session
 from actors.debug.server_target import QueueServerTarget
 from actors.debug.wire import (
@@ -45,6 +47,7 @@ from actors.debug.wire import (
 )
 from protocol.address import ServerAddress
 from protocol.server import QueueServer
+from tests.console.test_console import event_log, label, press, until
 from tests.console.test_endpoint import answer, refused_at_once, snapshot_where
 from tests.helpers import eventually
 from tests.scenarios.agents import FAST, Events
@@ -249,3 +252,57 @@ def test_duplex_server_debug_prints_the_endpoint_and_stops_it_on_ctrl_c(tmp_path
             server.kill()
             server.wait()
     assert server.stderr is not None and server.stderr.read() == ""
+
+
+def test_the_console_watches_a_server_and_refuses_its_actor_keys(
+    debugged_server: DebuggedServer,
+) -> None:
+    asyncio.run(drive_console(debugged_server))
+
+
+async def drive_console(debugged: DebuggedServer) -> None:
+    [key] = debugged.session_keys()  # not on the app's loop yet: a plain thread
+    session = f"server/{key}"
+    app = ConsoleApp(debugged.endpoint.url_with_token, inspect_every=0.2)
+    async with app.run_test(size=(160, 36)) as pilot:
+        await until(pilot, lambda: session in app.shown, "the client's session shown")
+        assert "queue-server" in label(app, "server") and "sessions=1" in label(app, "server")
+        assert "client-session" in label(app, session) and "subscriptions=1" in label(app, session)
+        assert "connected to runtime queue-server" in event_log(app)
+
+        await press(pilot, "down")
+        await until(pilot, lambda: app.selected == session, "the session selected")
+        await until(
+            pilot,
+            lambda: app.inspection is not None and app.inspection.address == session,
+            "its inspection shown",
+        )
+        assert app.inspection is not None
+        assert app.inspection.description["details"]["key"] == key
+
+        for key_pressed, command in (
+            ("c", "CrashActor"),
+            ("r", "RestartActor"),
+            ("p", "PassivateActor"),
+            ("z", "DropSession"),  # pause
+        ):
+            await press(pilot, key_pressed)
+            await until(
+                pilot,
+                lambda command=command: f"refused {command} (NOT_APPLICABLE)" in event_log(app),
+                f"{key_pressed} refused",
+            )
+
+        await press(pilot, "d")
+        await until(pilot, lambda: "the client reconnects by itself" in event_log(app), "dropped")
+        await until(
+            pilot,
+            lambda: (
+                session not in app.shown
+                and any(
+                    "client-session" in label(app, a) and "subscriptions=1" in label(app, a)
+                    for a in app.shown
+                )
+            ),
+            "the client's new session shown in its place",
+        )
