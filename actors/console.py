@@ -136,11 +136,10 @@ def render_tree(node: TreeNode) -> RichTree:
 
 
 def counters_line(snapshot: Snapshot) -> str:
-    counters = snapshot.counters
-    return (
-        f"crashes {counters.get('crashes', 0)} · activations {counters.get('activations', 0)}"
-        f" · passivations {counters.get('passivations', 0)}"
-        f" · dead letters {counters.get('dead_letters', 0)}"
+    """The counters the target sent, in its order: a runtime's crashes, activations …, a
+    queue server's sessions, subscribed queues …"""
+    return " · ".join(
+        f"{name.replace('_', ' ')} {value}" for name, value in snapshot.counters.items()
     )
 
 

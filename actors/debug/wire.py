@@ -88,8 +88,8 @@ class Welcome(_Message, tag="welcome"):
 
 
 class Snapshot(_Message, tag="snapshot"):
-    """The supervision tree (passivated virtual actors included) and the runtime's counters
-    (crashes, activations, passivations, dead letters)."""
+    """The target's tree (a runtime's supervision tree, passivated virtual actors included,
+    or a queue server and its sessions) and its counters, by name, in the order to show."""
 
     seq: int
     taken_at: float  # seconds since the epoch
