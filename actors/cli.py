@@ -215,6 +215,11 @@ def _run_bench(name: str, argv: list[str]) -> int:
             return int(module.main(argv) or 0)
         except KeyboardInterrupt:
             return INTERRUPTED
+        except BaseExceptionGroup as group:
+            # an interrupt that lands inside a trio nursery comes out wrapped in a group
+            if group.split(KeyboardInterrupt)[1] is None:
+                return INTERRUPTED
+            raise
     command = [sys.executable, "-m", "actors.cli", "bench", name, *argv]
     bench = subprocess.Popen(command, env={**os.environ, _BENCH_CHILD: "1"}, process_group=0)
     try:

@@ -29,9 +29,16 @@ def test_ctrl_c_during_a_bench_is_one_line_and_status_130() -> None:
         cwd=ROOT,
         start_new_session=True,
     )
-    time.sleep(2.5)  # into the start of its helper processes
+    # Interrupt it once it measures (trio nurseries running, helper processes up): wait for
+    # that phase's progress line on stderr.
+    seen = []
+    deadline = time.monotonic() + 60
+    while not any("SEND→MSG→ACK" in line and "started" in line for line in seen):
+        assert time.monotonic() < deadline and bench.poll() is None, seen
+        seen.append(bench.stderr.readline())
     os.killpg(bench.pid, signal.SIGINT)
-    out, err = bench.communicate(timeout=60)
+    out, rest = bench.communicate(timeout=60)
+    err = "".join(seen) + rest
     assert bench.returncode == 130, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert err.strip().splitlines()[-1] == "duplex bench server: interrupted"

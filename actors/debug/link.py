@@ -136,6 +136,11 @@ def fetch_snapshot(url: str, token_file: Path | None = None, timeout: float = 10
         return trio.run(fetch)
     except trio.TooSlowError as exc:
         raise NetworkError(f"no snapshot from {redacted(url)} within {timeout}s") from exc
+    except BaseExceptionGroup as group:
+        # Ctrl-C inside the websocket's nursery comes out wrapped: the caller sees Ctrl-C
+        if group.split(KeyboardInterrupt)[1] is None:
+            raise KeyboardInterrupt from None
+        raise
 
 
 # ---------------------------------------------------------------------- the console's link
