@@ -27,7 +27,7 @@ import secrets
 from collections.abc import Sequence
 from typing import TypeVar
 
-from actors.agent.agent import AgentActor, GetLinkData, SetLinkData
+from actors.agent.agent import AgentActor
 from actors.agent.services import AgentConfig, AgentServices, EventStream, QueueClients
 from actors.chat.chat import ChatActor, owner_address
 from actors.chat.contact import (
@@ -53,7 +53,7 @@ from actors.chat.group import (
     SendGroupMessage,
 )
 from actors.chat.model import Owner, OwnerKind
-from actors.chat.services import AgentPort, AgentSink, ChatServices, LinkCommands
+from actors.chat.services import AgentPort, AgentSink, ChatServices
 from actors.client import Client, mapped_kernel_errors
 from actors.debug import DebugEndpoint
 from actors.kernel import ChildSpec, Runtime, RuntimeConfig, TreeNode
@@ -81,7 +81,6 @@ class GroupLinkError(DuplexError):
 
 
 _LinkData = TypeVar("_LinkData", GroupLinkData, RelayLinkData)
-_LINKS = LinkCommands(set_data=SetLinkData, get_data=GetLinkData)
 
 
 class ChatClient:
@@ -122,7 +121,7 @@ class ChatClient:
         )
         chat_services = ChatServices(
             store=ChatStore(database),
-            agent=AgentPort(runtime, _LINKS),
+            agent=AgentPort(runtime),
             events=EventStream(),
             profile=Profile(name, full_name),
         )

@@ -3,7 +3,8 @@
 Actors never ask each other, so a layer above the agent tells it commands and learns their
 outcome as events (each carrying the command's corr id), like the async forms of `Client`:
 
-* `Submit(CreateConnection(...) | JoinConnection(...) | …)` to `AGENT`: the command is
+* `Submit(CreateConnection(...) | JoinConnection(...) | SetLinkData(...) | …)` to `AGENT`:
+  the command is
   stored and run; a refusal (a bad link, no such connection) comes back as `ERR`;
 * `Submit(DeleteConnection(corr_id, conn_id, wait_delivery=True))` after a last message to
   a peer (a leave, a removal): the connection first delivers what it stored — each message
@@ -27,7 +28,9 @@ from actors.agent.agent import (
     AllowConnection,
     CreateConnection,
     DeleteConnection,
+    GetLinkData,
     JoinConnection,
+    SetLinkData,
     Submit,
 )
 from actors.agent.connection import AckCommandEvent, AckMessage, SendMessage
@@ -44,9 +47,11 @@ __all__ = [
     "AllowConnection",
     "CreateConnection",
     "DeleteConnection",
+    "GetLinkData",
     "JoinConnection",
     "Replay",
     "SendMessage",
+    "SetLinkData",
     "Submit",
     "Tell",
     "connection_address",

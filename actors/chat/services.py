@@ -4,15 +4,10 @@ port through which every chat actor reaches the agent (by tells, through its pub
 One `ChatServices` per runtime, reachable as `runtime.services["chat"]`. `AgentSink` is what
 the agent emits into when a chat sits above it: each agent event becomes a message to the
 `ChatActor`, which routes it to the event's owner.
-
-Short links' data (`SetLinkData`, `GetLinkData`) are agent commands that the agent's public
-surface (actors/agent/api.py) does not export yet, and the chat may not import the agent's
-other modules: the face that builds the chat hands their constructors in (`LinkCommands`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -44,21 +39,11 @@ class AgentSink:
         self._runtime.tell(CHAT, AgentEventArrived(event))
 
 
-@dataclass(frozen=True, slots=True)
-class LinkCommands:
-    """How to build the agent's link data commands: `set_data(corr_id, conn_id, user_data)`
-    and `get_data(corr_id, short_link)` (the agent's SetLinkData and GetLinkData)."""
-
-    set_data: Callable[[str, str, bytes], Any]
-    get_data: Callable[[str, str], Any]
-
-
 class AgentPort:
     """The agent's public API, told from chat actors (never asked)."""
 
-    def __init__(self, runtime: Runtime, links: LinkCommands | None = None) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
-        self._links = links
 
     def submit(self, command: Any) -> None:
         self._runtime.tell(api.AGENT, api.Submit(command))
@@ -66,16 +51,11 @@ class AgentPort:
     def set_link_data(self, corr_id: str, conn_id: str, user_data: bytes) -> None:
         """Publish `user_data` behind the short link of contact connection `conn_id`: LINK
         (with the short link) or ERR follows, with `corr_id`."""
-        self.submit(self._link_commands().set_data(corr_id, conn_id, user_data))
+        self.submit(api.SetLinkData(corr_id, conn_id, user_data))
 
     def get_link_data(self, corr_id: str, short_link: str) -> None:
         """Read a short link: LDATA (the address link and the user data) or ERR follows."""
-        self.submit(self._link_commands().get_data(corr_id, short_link))
-
-    def _link_commands(self) -> LinkCommands:
-        if self._links is None:
-            raise RuntimeError("this chat was built without the agent's link data commands")
-        return self._links
+        self.submit(api.GetLinkData(corr_id, short_link))
 
     def send(self, conn_id: str, body: bytes, corr_id: str) -> None:
         """An acknowledged send: `OK` (or `ERR`) with `corr_id` follows."""
