@@ -1,4 +1,5 @@
-"""A worker process of `bench.group_join`: it holds some of the group's `ChatClient`s.
+"""A worker process of `bench.group_join`: it holds some of the group's `ChatClient`s (the
+peer-to-peer members, or a relay group's chat relays, owner and members).
 
 Run by the bench as ``python -m bench._group_worker SERVER_ADDRESS DIRECTORY`` (a
 `JsonChild`: ``BENCH_PARENT`` in the environment). One process cannot hold a 50-100
@@ -32,6 +33,21 @@ Commands, one JSON object a line on stdin, each answered by
 - ``commands {since}`` → the ``chat_command`` rows stored at or after ``since`` (wall
   clock), summed over the clients by function: ``[count, first created_at, last]``.
 
+Relay groups (a relay group's member joins nothing until told to, so no event is answered):
+
+- ``close {names}``: close those clients (their files stay; ``open`` opens them again);
+- ``relay_address {client}`` → ``address_id`` (ADDRESS_LINK brings the relay address);
+- ``create_relay_group {client, name, relays}`` → ``group_id`` (GROUP_LINK_READY follows);
+- ``join_relay_group {client, link}`` → ``at`` (monotonic, just before ``prepare_group``),
+  ``prepared_s`` and ``connect_s`` (when each sync call returned, since ``at``), ``group_id``;
+- ``relays_active {names, group_id}`` → ``active``: each client's connected relays;
+- ``send_group {client, group_id, count}``: ``count`` group messages, one call each;
+- ``received {client, group_id}`` → ``messages`` and ``distinct``: the group messages the
+  client stored from others (rows, and distinct shared ids);
+- ``plain_connect {count}``: two agent `Client`s, ``plain-alice`` and ``plain-bob``, make
+  ``count`` connections (the invitation handshake), then bob is closed → ``conns`` (alice's);
+- ``plain_send {conn, count}``: alice sends ``count`` messages on that connection.
+
 The worker ends when its stdin closes (the parent stops it, or the kernel does when the
 parent dies); it does not outlive the bench (`die_with_parent`).
 """
@@ -54,7 +70,15 @@ import psutil
 
 from actors.chat import events as cev
 from actors.chat_client import ChatClient
-from bench._agents import BENCH_CONFIG, die_with_parent, parent_pid
+from actors.client import Client
+from bench._agents import (
+    BENCH_CONFIG,
+    EventPump,
+    connect_all,
+    die_with_parent,
+    open_client,
+    parent_pid,
+)
 
 _out_lock = threading.Lock()
 
@@ -72,16 +96,19 @@ class Worker:
         self.directory = directory
         self.clients: dict[str, ChatClient] = {}
         self.stopping = threading.Event()
-        self.threads: list[threading.Thread] = []
+        # Each client's event thread and what stops it: a closed client's thread ends with it
+        # (a worker of a 1,000-member relay group opens and closes most of its clients).
+        self.pumps: dict[str, tuple[threading.Thread, threading.Event]] = {}
+        self.plain: tuple[Client, EventPump] | None = None  # the plain-send baseline's sender
 
     def path(self, name: str) -> Path:
         return self.directory / f"{name}.db"
 
     # ------------------------------------------------------------------ events
 
-    def _pump(self, name: str, client: ChatClient) -> None:
+    def _pump(self, name: str, client: ChatClient, closing: threading.Event) -> None:
         stream = client.chat_events
-        while not self.stopping.is_set():
+        while not (self.stopping.is_set() or closing.is_set()):
             try:
                 event = stream.get(timeout=0.5)
             except queue.Empty:
@@ -119,16 +146,31 @@ class Worker:
                     f"sqlite:///{self.path(name)}", [self.server], name=name, config=BENCH_CONFIG
                 )
                 self.clients[name] = client
+                closing = threading.Event()
                 thread = threading.Thread(
-                    target=self._pump, args=(name, client), name=f"bench-{name}-events"
+                    target=self._pump, args=(name, client, closing), name=f"bench-{name}-events"
                 )
                 thread.start()
-                self.threads.append(thread)
+                self.pumps[name] = (thread, closing)
             return {"opened": len(args["names"])}
+        if op == "close":
+            for name in args["names"]:
+                self.close_client(name)
+            return {"closed": len(args["names"])}
         if op == "count":
             return self.count(args["group_id"])
         if op == "commands":
             return self.commands(args["since"])
+        if op == "relays_active":
+            views = {name: self.clients[name].group(args["group_id"]) for name in args["names"]}
+            return {"active": {n: 0 if v is None else v.active_relays for n, v in views.items()}}
+        if op == "plain_connect":
+            return self.plain_connect(args["count"])
+        if op == "plain_send":
+            assert self.plain is not None
+            for n in range(args["count"]):
+                self.plain[0].send_message(args["conn"], b"plain %d" % n)
+            return {}
         client = self.clients[args["client"]]
         if op == "create_group":
             return {"group_id": client.create_group(args["name"])}
@@ -143,7 +185,59 @@ class Worker:
         if op == "view":
             view = client.group(args["group_id"])
             return {"view": None if view is None else msgspec.to_builtins(view)}
+        if op == "relay_address":
+            return {"address_id": client.create_relay_address()}
+        if op == "create_relay_group":
+            return {"group_id": client.create_relay_group(args["name"], relays=args["relays"])}
+        if op == "join_relay_group":
+            at = time.monotonic()
+            group_id = client.prepare_group(args["link"])
+            prepared = time.monotonic()
+            client.connect_prepared_group(group_id)
+            return {
+                "group_id": group_id,
+                "at": at,
+                "prepared_s": prepared - at,
+                "connect_s": time.monotonic() - at,
+            }
+        if op == "send_group":
+            for n in range(args["count"]):
+                client.send_group_message(args["group_id"], f"fan-out {n}")
+            return {}
+        if op == "received":
+            return self.received(args["client"], args["group_id"])
         raise ValueError(f"unknown op {op!r}")
+
+    def close_client(self, name: str) -> None:
+        thread, closing = self.pumps.pop(name)
+        closing.set()
+        thread.join(2.0)
+        self.clients.pop(name).close()
+
+    def received(self, name: str, group_id: str) -> dict[str, Any]:
+        uri = f"file:{self.path(name)}?mode=ro"
+        with sqlite3.connect(uri, uri=True, timeout=30.0) as connection:
+            messages, distinct = connection.execute(
+                "SELECT count(*), count(DISTINCT msg_id) FROM chat_message"
+                " WHERE chat_kind = 'group' AND chat_id = ? AND NOT sent",
+                (group_id,),
+            ).fetchone()
+        connection.close()
+        return {"messages": messages, "distinct": distinct}
+
+    def plain_connect(self, count: int) -> dict[str, Any]:
+        """The agent's plain send, the fan-out's baseline: alice's connections to bob, made
+        by the invitation handshake; bob is then closed, so what alice sends stays in his
+        queues on the server (as the relay's forwards stay in offline members' queues)."""
+        alice = open_client(self.directory, "plain-alice", [self.server])
+        bob = open_client(self.directory, "plain-bob", [self.server])
+        try:
+            handshake = connect_all(alice, bob, count, "plain")
+        finally:
+            bob.close()
+        # Alice's SENT events are taken and dropped: nothing else reads her event stream.
+        self.plain = (alice, EventPump(alice, "plain-alice"))
+        return {"conns": [a for a, _ in handshake.connections()]}
 
     def count(self, group_id: str) -> dict[str, Any]:
         totals = {
@@ -195,11 +289,16 @@ class Worker:
 
     def close(self) -> None:
         self.stopping.set()
-        for thread in self.threads:
+        for thread, _ in self.pumps.values():
             thread.join(2.0)
         for client in self.clients.values():
             with contextlib.suppress(Exception):  # closing at the end: nothing to save
                 client.close()
+        if self.plain is not None:
+            alice, pump = self.plain
+            with contextlib.suppress(Exception):
+                pump.stop()
+                alice.close()
 
 
 def main(argv: list[str]) -> int:

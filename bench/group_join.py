@@ -64,13 +64,15 @@ go to stderr.
 from __future__ import annotations
 
 import json
+import math
 import os
 import queue
+import sqlite3
 import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -80,16 +82,42 @@ import psutil
 from rich.progress import Progress
 
 from bench._agents import JsonChild, ServerProcess, server_queue_count
-from bench._report import Report, load_average, machine, note, progress, stopwatch
+from bench._report import (
+    Report,
+    best,
+    load_average,
+    machine,
+    median,
+    note,
+    progress,
+    stopwatch,
+)
 from bench._report import bench_parser as _bench_parser
 
 DEFAULT_SIZES = (10, 50)
 QUICK_SIZES = (3, 5)
 DEFAULT_WORKERS = 4
+DEFAULT_RELAY_SIZES = (10, 100, 1000)
+QUICK_RELAY_SIZES = (3, 6)
+DEFAULT_RELAYS = 3
+RELAY_PLAN = {  # see RelayPlan
+    "timed": 5,
+    "batch": 10,
+    "fanout_messages": 3,
+    "plain_messages": 100,
+    "repeats": 3,
+}
+QUICK_RELAY_PLAN = {
+    "timed": 2,
+    "batch": 4,
+    "fanout_messages": 2,
+    "plain_messages": 20,
+    "repeats": 2,
+}
 CALL_TIMEOUT = 120.0  # one worker command (opening a batch of clients included)
 BEFRIEND_TIMEOUT = 120.0
 JOIN_TIMEOUT = 300.0  # a join that takes this long is broken, not slow
-FAILURES = {"CONTACT_FAILED", "MEMBER_FAILED", "GROUP_FAILED", "JOIN_ERROR"}
+FAILURES = {"CONTACT_FAILED", "MEMBER_FAILED", "GROUP_FAILED", "GROUP_JOIN_FAILED", "JOIN_ERROR"}
 
 
 # ---------------------------------------------------------------------------- the workers
@@ -110,6 +138,9 @@ class Cluster:
         self.invited: dict[tuple[str, str], float] = {}  # (client, group id)
         self.joined: dict[tuple[str, str], float] = {}  # (client, group id): GROUP_CONNECTED
         self.connected: dict[tuple[str, str, str], float] = {}  # (client, group, member id)
+        self.addresses: dict[str, str] = {}  # a relay's address id -> its relay address
+        self.group_links: dict[str, tuple[str, int]] = {}  # group id -> (link, relays listed)
+        self.functional: dict[tuple[str, str], float] = {}  # (client, group id): GROUP_JOINED
         try:
             for index in range(workers):
                 child = JsonChild(
@@ -217,6 +248,15 @@ class Cluster:
                 continue
             self._take(message)
 
+    def drain(self) -> None:
+        """Take the events told so far, waiting for none."""
+        while True:
+            try:
+                message = self.events.get_nowait()
+            except queue.Empty:
+                return
+            self._take(message)
+
     def _take(self, message: dict[str, Any]) -> None:
         client, at, event = message["client"], message["at"], message["event"]
         kind = event["event"]
@@ -232,6 +272,12 @@ class Cluster:
             self.joined.setdefault((client, event["group_id"]), at)
         elif kind == "MEMBER_CONNECTED":
             self.connected.setdefault((client, event["group_id"], event["member_id"]), at)
+        elif kind == "ADDRESS_LINK":
+            self.addresses[event["address_id"]] = event["link"]
+        elif kind == "GROUP_LINK_READY":
+            self.group_links[event["group_id"]] = (event["link"], event["relays"])
+        elif kind == "GROUP_JOINED":
+            self.functional.setdefault((client, event["group_id"]), at)
 
     def stop(self) -> None:
         for child in self.children:
@@ -418,6 +464,329 @@ def _check_all(cluster: Cluster, group_id: str, names: list[str], size: int) -> 
             raise RuntimeError(f"{name}'s stored view at the end: {statuses}")
 
 
+# ---------------------------------------------------------------------------- relay groups
+
+
+@dataclass(frozen=True, slots=True)
+class RelayJoin:
+    """One timed join into a relay group: the member it made the `size`-th (the owner is
+    the first)."""
+
+    size: int
+    functional_s: float  # prepare_group -> GROUP_JOINED (the first relay took the join)
+    connected_s: float  # prepare_group -> GROUP_CONNECTED (the first relay connected)
+    all_relays_s: float  # -> every relay connected at both ends (polled: +-10 ms)
+    prepare_s: float  # the sync prepare_group call (the group link read)
+    connect_call_s: float  # prepare_group + the sync connect_prepared_group (relay links read)
+    agent_connections: int  # agent_connection rows made: the member's, the relays', the owner's
+    server_queues: int
+    cpu_s: float  # every worker and the server, during the join
+    machine_busy: float
+
+
+@dataclass(slots=True)
+class RelayRun:
+    """A relay group grown to each size in turn, and its relay's fan-out at the largest."""
+
+    relays: int
+    joins: dict[int, list[RelayJoin]]  # by group size
+    build_s: dict[int, float]  # the joins (bulk and timed) that grew it to each size
+    fanout: list[tuple[int, float]]  # (forwards, seconds) per repeat
+    plain: list[tuple[int, float]]  # (messages, seconds) per repeat
+    samples_ok: int  # members opened again at the end that held every forward exactly once
+    samples: int
+
+
+@dataclass(frozen=True, slots=True)
+class RelayPlan:
+    sizes: tuple[int, ...]
+    relays: int
+    workers: int
+    timed: int  # timed joins per size, the last ones that grow the group to it
+    batch: int  # members joining at once per worker while the group is grown (untimed)
+    fanout_messages: int  # group messages per fan-out repeat
+    plain_messages: int  # plain sends per baseline repeat
+    repeats: int
+
+
+def _rows(path: Path, sql: str, *params: Any) -> int:
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30.0) as connection:
+        value = connection.execute(sql, params).fetchone()[0]
+    connection.close()
+    return int(value)
+
+
+def _server_messages(db: Path) -> int:
+    return _rows(db, "SELECT count(*) FROM server_message")
+
+
+class RelayGroupBuild:
+    """The relay group's processes and files: the queue server, a worker process per chat
+    relay (a relay's forwarding never shares a GIL with the members), and `workers` worker
+    processes for the owner and the members."""
+
+    def __init__(self, plan: RelayPlan, directory: Path, server: ServerProcess) -> None:
+        self.plan, self.directory, self.server = plan, directory, server
+        self.cluster = Cluster(server.address, directory, plan.relays + plan.workers)
+        self.relays = [f"relay{n}" for n in range(plan.relays)]
+        self.owner = "owner"
+        self.members: list[str] = []  # joined, the owner not included
+        self.group_id = ""
+        self.link = ""
+        self.processes = [psutil.Process(pid) for pid in [*self.cluster.pids, server.pid]]
+
+    def member_worker(self, position: int) -> int:
+        return self.plan.relays + position % self.plan.workers
+
+    def file(self, name: str) -> Path:
+        return self.directory / f"{name}.db"
+
+    def start(self) -> None:
+        cluster = self.cluster
+        cluster.open(self.relays, lambda position: position)
+        address_ids = [cluster.on(relay, "relay_address")["address_id"] for relay in self.relays]
+        cluster.wait(
+            lambda: all(a in cluster.addresses for a in address_ids),
+            CALL_TIMEOUT,
+            "the relay addresses",
+        )
+        cluster.open([self.owner], lambda _: self.plan.relays)
+        self.group_id = cluster.on(
+            self.owner,
+            "create_relay_group",
+            name="town",
+            relays=[cluster.addresses[a] for a in address_ids],
+        )["group_id"]
+        cluster.wait(
+            lambda: cluster.group_links.get(self.group_id, ("", 0))[1] == self.plan.relays,
+            CALL_TIMEOUT,
+            "the group link listing every relay",
+        )
+        self.link = cluster.group_links[self.group_id][0]
+
+    # ------------------------------------------------------------------ joins
+
+    def roster_connected(self) -> list[int]:
+        """Each relay's roster members connected, from its file (the owner included)."""
+        return [
+            _rows(
+                self.file(relay),
+                "SELECT count(*) FROM chat_relay_member WHERE group_id = ? AND status = ?",
+                self.group_id,
+                "connected",
+            )
+            for relay in self.relays
+        ]
+
+    def fully_joined(self, names: list[str]) -> bool:
+        """Every one of `names` connected to every relay at its end, and at every relay's."""
+        if any(count < 1 + len(self.members) for count in self.roster_connected()):
+            return False
+        by_worker: dict[int, list[str]] = {}
+        for name in names:
+            by_worker.setdefault(self.cluster.where[name], []).append(name)
+        for index, batch in by_worker.items():
+            active = self.cluster.call(index, "relays_active", names=batch, group_id=self.group_id)[
+                "active"
+            ]
+            if any(n < self.plan.relays for n in active.values()):
+                return False
+        return True
+
+    def wait_fully_joined(self, names: list[str], what: str) -> float:
+        """Poll until `fully_joined`; returns the monotonic time it was seen."""
+        deadline = time.monotonic() + JOIN_TIMEOUT
+        while True:
+            self.cluster.drain()
+            told = all((name, self.group_id) in self.cluster.joined for name in names)
+            if told and self.fully_joined(names):
+                return time.monotonic()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what}: not every relay connected in {JOIN_TIMEOUT:.0f} s")
+            time.sleep(0.01)
+
+    def open_members(self, names: list[str]) -> None:
+        start = len(self.members)
+        self.cluster.open(names, lambda position: self.member_worker(start + position))
+
+    def bulk_join(self, names: list[str]) -> None:
+        """`names` join at once (untimed: this grows the group), then are closed."""
+        cluster = self.cluster
+        self.open_members(names)
+        sent = [
+            (
+                cluster.where[name],
+                cluster.send(cluster.where[name], "join_relay_group", client=name, link=self.link),
+            )
+            for name in names
+        ]
+        for index, request in sent:
+            cluster.reply(index, request)
+        self.members.extend(names)
+        self.wait_fully_joined(names, f"{len(names)} members joining at once")
+        self._close(names)
+
+    def timed_join(self, name: str) -> RelayJoin:
+        cluster = self.cluster
+        self.open_members([name])  # opening a client is not part of a join
+        watched = [self.file(n) for n in [*self.relays, self.owner]]
+        rows_before = sum(_rows(f, "SELECT count(*) FROM agent_connection") for f in watched)
+        queues_before = server_queue_count(self.server.db)
+        cpu_before, machine_before = _cpu(self.processes), psutil.cpu_times()
+        reply = cluster.on(name, "join_relay_group", link=self.link)
+        start = reply["at"]
+        key = (name, self.group_id)
+        cluster.wait(
+            lambda: key in cluster.functional and key in cluster.joined,
+            JOIN_TIMEOUT,
+            f"{name} joining the relay group",
+        )
+        self.members.append(name)
+        all_relays = self.wait_fully_joined([name], f"{name} connected to every relay")
+        cpu_after, machine_after = _cpu(self.processes), psutil.cpu_times()
+        rows_after = sum(
+            _rows(f, "SELECT count(*) FROM agent_connection") for f in [*watched, self.file(name)]
+        )
+        busy = (sum(machine_after) - machine_after.idle) - (
+            sum(machine_before) - machine_before.idle
+        )
+        self._close([name])
+        return RelayJoin(
+            size=1 + len(self.members),
+            functional_s=cluster.functional[key] - start,
+            connected_s=cluster.joined[key] - start,
+            all_relays_s=all_relays - start,
+            prepare_s=reply["prepared_s"],
+            connect_call_s=reply["connect_s"],
+            agent_connections=rows_after - rows_before,
+            server_queues=server_queue_count(self.server.db) - queues_before,
+            cpu_s=cpu_after - cpu_before,
+            machine_busy=busy / max(1e-9, sum(machine_after) - sum(machine_before)),
+        )
+
+    def _close(self, names: list[str]) -> None:
+        """Close joined members: a member of a 1,000-member group is a file, its connections
+        and queues, not 20 threads kept busy on this machine (see the module docstring)."""
+        by_worker: dict[int, list[str]] = {}
+        for name in names:
+            by_worker.setdefault(self.cluster.where[name], []).append(name)
+        sent = [(i, self.cluster.send(i, "close", names=b)) for i, b in by_worker.items()]
+        for index, request in sent:
+            self.cluster.reply(index, request)
+
+    # ------------------------------------------------------------------ fan-out
+
+    def fanout(self, bars: Progress) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+        """One relay's fan-out against the agent's plain send, interleaved, `repeats` times."""
+        plan, cluster = self.plan, self.cluster
+        # One relay alone forwards: the others are closed, so the owner's copies for them
+        # wait in their queues and nothing else competes for the two cores.
+        for n, relay in enumerate(self.relays[1:], 1):
+            cluster.call(n, "close", names=[relay])
+        plain_worker = self.member_worker(1)
+        conns = cluster.call(plain_worker, "plain_connect", count=plan.repeats)["conns"]
+        forwards = plan.fanout_messages * len(self.members)  # to every member but the author
+        copies_for_closed = plan.fanout_messages * (plan.relays - 1)
+        fanout, plain = [], []
+        task = bars.add_task("relay fan-out vs plain send", total=plan.repeats)
+        for repeat in range(plan.repeats):
+            plain.append(
+                (
+                    plan.plain_messages,
+                    self._until_stored(
+                        plan.plain_messages,
+                        lambda c=conns[repeat]: cluster.call(
+                            plain_worker, "plain_send", conn=c, count=plan.plain_messages
+                        ),
+                    ),
+                )
+            )
+            fanout.append(
+                (
+                    forwards,
+                    self._until_stored(
+                        forwards + copies_for_closed,
+                        lambda: cluster.on(
+                            self.owner,
+                            "send_group",
+                            group_id=self.group_id,
+                            count=plan.fanout_messages,
+                        ),
+                    ),
+                )
+            )
+            bars.update(task, advance=1)
+        bars.remove_task(task)
+        return fanout, plain
+
+    def _until_stored(self, count: int, send: Callable[[], object]) -> float:
+        """Seconds from just before `send()` until the server stored `count` more messages
+        (their recipients are offline, so each stays in its queue)."""
+        base = _server_messages(self.server.db)
+        start = time.monotonic()
+        send()
+        deadline = start + JOIN_TIMEOUT
+        while _server_messages(self.server.db) < base + count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{count} messages not stored within {JOIN_TIMEOUT:.0f} s")
+            time.sleep(0.01)
+        return time.monotonic() - start
+
+    def check_samples(self, expected: int) -> tuple[int, int]:
+        """A few members opened again: each must store every forward exactly once."""
+        picks = sorted({self.members[0], self.members[len(self.members) // 2], self.members[-1]})
+        self.cluster.open(picks, self.member_worker)
+        deadline = time.monotonic() + CALL_TIMEOUT
+        ok: set[str] = set()
+        while len(ok) < len(picks) and time.monotonic() < deadline:
+            for name in picks:
+                got = self.cluster.on(name, "received", group_id=self.group_id)
+                if got["messages"] == got["distinct"] == expected:
+                    ok.add(name)
+            time.sleep(0.1)
+        return len(ok), len(picks)
+
+
+def build_relay_group(plan: RelayPlan, bars: Progress) -> RelayRun:
+    with tempfile.TemporaryDirectory(prefix="duplex-bench-relay-") as tmp, ExitStack() as stack:
+        directory = Path(tmp)
+        server = stack.enter_context(ServerProcess(directory / "server.db"))
+        build = RelayGroupBuild(plan, directory, server)
+        stack.callback(build.cluster.stop)
+        build.start()
+        joins: dict[int, list[RelayJoin]] = {}
+        build_s: dict[int, float] = {}
+        task = bars.add_task("relay group: members", total=max(plan.sizes) - 1)
+        serial = 0
+
+        def names(count: int) -> list[str]:
+            nonlocal serial
+            serial += count
+            return [f"r{n:04d}" for n in range(serial - count + 1, serial + 1)]
+
+        for size in plan.sizes:
+            clock = stopwatch()
+            bulk = max(0, size - plan.timed - 1 - len(build.members))
+            while bulk > 0:
+                count = min(bulk, plan.batch * plan.workers)
+                build.bulk_join(names(count))
+                bulk -= count
+                bars.update(task, advance=count)
+            joins[size] = []
+            while 1 + len(build.members) < size:
+                joins[size].append(build.timed_join(names(1)[0]))
+                bars.update(
+                    task,
+                    advance=1,
+                    description=f"relay group of {size}: join {joins[size][-1].functional_s:.2f} s",
+                )
+            build_s[size] = clock()
+        bars.remove_task(task)
+        fanout, plain = build.fanout(bars)
+        samples_ok, samples = build.check_samples(plan.repeats * plan.fanout_messages)
+    return RelayRun(plan.relays, joins, build_s, fanout, plain, samples_ok, samples)
+
+
 # ---------------------------------------------------------------------------- figures
 
 
@@ -465,6 +834,148 @@ def report_group(report: Report, group: Group) -> None:
     report.add(f"{prefix}_open_clients_s", group.open_s, "s")
 
 
+RELAY_TARGET = 1.5  # the relay issue: the join at the largest size <= 1.5 x the one at 10
+
+
+def report_relay(report: Report, run: RelayRun, groups: list[Group]) -> None:
+    sizes = sorted(run.joins)
+    for size in sizes:
+        joins, prefix = run.joins[size], f"relay_{size}"
+        report.add(f"{prefix}_functional_median_s", _median(j.functional_s for j in joins), "s")
+        report.add(f"{prefix}_functional_best_s", min(j.functional_s for j in joins), "s")
+        report.add(f"{prefix}_connected_median_s", _median(j.connected_s for j in joins), "s")
+        report.add(f"{prefix}_all_relays_median_s", _median(j.all_relays_s for j in joins), "s")
+        report.add(f"{prefix}_prepare_call_median_s", _median(j.prepare_s for j in joins), "s")
+        report.add(
+            f"{prefix}_prepare_and_connect_calls_median_s",
+            _median(j.connect_call_s for j in joins),
+            "s",
+        )
+        report.add(f"{prefix}_cpu_s_per_join_median", _median(j.cpu_s for j in joins), "s")
+        report.add(f"{prefix}_machine_busy_median", _median(j.machine_busy for j in joins))
+        report.add(f"{prefix}_timed_joins", len(joins))
+        report.add(f"{prefix}_build_s", run.build_s[size], "s")
+    small, large = run.joins[sizes[0]], run.joins[sizes[-1]]
+    ratio = _median(j.functional_s for j in large) / _median(j.functional_s for j in small)
+    name = f"relay_{sizes[-1]}_functional_ratio_to_{sizes[0]}"
+    report.add(name, ratio)
+    report.add(
+        f"relay_{sizes[-1]}_connected_ratio_to_{sizes[0]}",
+        _median(j.connected_s for j in large) / _median(j.connected_s for j in small),
+    )
+    report.add(f"relay_target_met_ratio_le_{RELAY_TARGET}", ratio <= RELAY_TARGET)
+    # Connections per join, next to the peer-to-peer ones (2 x existing members there).
+    for group in groups:
+        report.add(
+            f"agent_connections_per_join_p2p_{group.size}", group.joins[-1].agent_connections
+        )
+    for size in sizes:
+        report.add(
+            f"agent_connections_per_join_relay_{size}",
+            max(j.agent_connections for j in run.joins[size]),
+        )
+        report.add(
+            f"server_queues_per_join_relay_{size}", max(j.server_queues for j in run.joins[size])
+        )
+    report.add("relays", run.relays)
+    # The fan-out: one relay forwarding to every member it serves, vs one connection's sends.
+    fanout = [count / seconds for count, seconds in run.fanout]
+    plain = [count / seconds for count, seconds in run.plain]
+    members = sizes[-1] - 1
+    report.add(f"relay_fanout_{members}_members_forwards_per_s", best(fanout), "msg/s")
+    report.add(f"relay_fanout_{members}_members_forwards_per_s_median", median(fanout), "msg/s")
+    report.add("plain_send_1_connection_per_s", best(plain), "msg/s")
+    report.add("plain_send_1_connection_per_s_median", median(plain), "msg/s")
+    report.add("relay_fanout_ratio_to_plain_send", best(fanout) / best(plain))
+    report.add("relay_fanout_ratio_to_plain_send_median", median(fanout) / median(plain))
+    report.add("relay_fanout_forwards_per_repeat", run.fanout[0][0])
+    report.add("relay_fanout_sample_members_with_every_forward", run.samples_ok)
+    report.add("relay_fanout_sample_members", run.samples)
+
+
+def _median(values: Iterable[float]) -> float:
+    return statistics.median(list(values))
+
+
+# ---------------------------------------------------------------------------- the plot
+
+
+def join_time_svg(p2p: list[tuple[int, float]], relay: list[tuple[int, float]]) -> str:
+    """Join time against group size, peer-to-peer vs relay, as a small SVG (log-log: the
+    sizes span 10 to 1,000 and the times 0.1 s to many seconds)."""
+    width, height, left, right, top, bottom = 640, 360, 64, 24, 36, 52
+    points = [*p2p, *relay]
+    x_lo = 10 ** math.floor(math.log10(min(size for size, _ in points)))
+    x_hi = 10 ** math.ceil(math.log10(max(size for size, _ in points)))
+    y_lo = 10 ** math.floor(math.log10(min(t for _, t in points)))
+    y_hi = 10 ** math.ceil(math.log10(max(t for _, t in points)))
+
+    def x(size: float) -> float:
+        share = math.log10(size / x_lo) / math.log10(x_hi / x_lo)
+        return left + share * (width - left - right)
+
+    def y(seconds: float) -> float:
+        share = math.log10(seconds / y_lo) / math.log10(y_hi / y_lo)
+        return height - bottom - share * (height - top - bottom)
+
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}"'
+        f' viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+        f'<text x="{width / 2}" y="20" text-anchor="middle" font-size="14">'
+        "Time until a new member is functional, by group size</text>",
+    ]
+    decade = x_lo
+    while decade <= x_hi:
+        out.append(_gridline(x(decade), top, x(decade), height - bottom))
+        out.append(
+            f'<text x="{x(decade):.1f}" y="{height - bottom + 16}" text-anchor="middle">'
+            f"{decade:,}</text>"
+        )
+        decade *= 10
+    tick = y_lo
+    while tick <= y_hi * 1.0001:
+        out.append(_gridline(left, y(tick), width - right, y(tick)))
+        out.append(
+            f'<text x="{left - 6}" y="{y(tick) + 4:.1f}" text-anchor="end">{tick:g} s</text>'
+        )
+        tick *= 10
+    out.append(
+        f'<text x="{(left + width - right) / 2}" y="{height - 12}" text-anchor="middle">'
+        "group size (members, the owner included)</text>"
+    )
+    for series, colour, label, legend_y in (
+        (p2p, "#d62728", "peer to peer (last join)", top + 12),
+        (relay, "#1f77b4", "relay group (median join: first relay JOINED)", top + 30),
+    ):
+        if not series:
+            continue
+        path = " ".join(f"{x(size):.1f},{y(t):.1f}" for size, t in sorted(series))
+        out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        for size, t in series:
+            out.append(
+                f'<circle cx="{x(size):.1f}" cy="{y(t):.1f}" r="4" fill="{colour}">'
+                f"<title>{size} members: {t:.3f} s</title></circle>"
+            )
+            out.append(
+                f'<text x="{x(size) + 6:.1f}" y="{y(t) - 6:.1f}" fill="{colour}">{t:.2g} s</text>'
+            )
+        out.append(
+            f'<line x1="{left + 12}" y1="{legend_y}" x2="{left + 36}" y2="{legend_y}"'
+            f' stroke="{colour}" stroke-width="2"/>'
+        )
+        out.append(f'<text x="{left + 42}" y="{legend_y + 4}">{label}</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def _gridline(x1: float, y1: float, x2: float, y2: float) -> str:
+    return (
+        f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}"'
+        ' stroke="#ddd" stroke-width="1"/>'
+    )
+
+
 def _cpu_of(join: Join) -> float:
     return join.cpu_workers_s + join.cpu_server_s
 
@@ -481,7 +992,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sizes",
         type=parse_sizes,
-        help="group sizes, the host included, comma-separated (default 10,50; --quick 3,5)",
+        help="peer-to-peer group sizes, the host included, comma-separated (default 10,50;"
+        " --quick 3,5)",
+    )
+    parser.add_argument(
+        "--relay-sizes",
+        type=parse_sizes,
+        help="relay group sizes, the owner included: one group grown to each in turn"
+        " (default 10,100,1000; --quick 3,6)",
+    )
+    parser.add_argument(
+        "--relays", type=int, default=DEFAULT_RELAYS, help=f"chat relays (default {DEFAULT_RELAYS})"
     )
     parser.add_argument(
         "--workers",
@@ -489,9 +1010,26 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_WORKERS,
         help=f"worker processes holding the clients (default {DEFAULT_WORKERS})",
     )
+    parser.add_argument(
+        "--only", choices=("p2p", "relay"), help="build only peer-to-peer or only relay groups"
+    )
     parser.add_argument("--trace", type=Path, help="write one JSON line per join to this file")
+    parser.add_argument(
+        "--svg", type=Path, help="draw join time against group size, p2p vs relay, to this file"
+    )
     args = parser.parse_args(argv)
     sizes = args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES)
+    relay_sizes = args.relay_sizes or (QUICK_RELAY_SIZES if args.quick else DEFAULT_RELAY_SIZES)
+    if args.only == "relay":
+        sizes = ()
+    if args.only == "p2p":
+        relay_sizes = ()
+    plan = RelayPlan(
+        sizes=relay_sizes,
+        relays=args.relays,
+        workers=args.workers,
+        **(QUICK_RELAY_PLAN if args.quick else RELAY_PLAN),
+    )
     report = Report("group_join")
     note(f"bench.group_join on {machine()}", not args.json)
     report.add("load_average_at_start", load_average())
@@ -505,22 +1043,40 @@ def main(argv: list[str] | None = None) -> int:
                 trace_file.flush()
 
         groups: list[Group] = []
+        run: RelayRun | None = None
         with progress(enabled=not args.json) as bars:
             for size in sizes:
                 groups.append(build_group(size, args.workers, bars, trace))
-    base = groups[0]
+            if relay_sizes:
+                run = build_relay_group(plan, bars)
+                for size, joins in run.joins.items():
+                    for join in joins:
+                        trace({"relay_size": size, **asdict(join)})
     for group in groups:
         report_group(report, group)
     for group in groups[1:]:
+        base = groups[0]
         last, base_last = group.joins[-1], base.joins[-1]
         name = f"p2p_{group.size}_last_join"
         report.add(f"{name}_ratio_to_{base.size}", last.seconds / base_last.seconds)
         # The same ratio in CPU seconds (workers and server): steadier on a shared machine.
         report.add(f"{name}_cpu_ratio_to_{base.size}", _cpu_of(last) / _cpu_of(base_last))
-    report.add("workers", min(args.workers, max(sizes)))
+    if run is not None:
+        report_relay(report, run, groups)
+    report.add("workers", args.workers)
     report.add("cores", len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0)
     report.add("load_average_at_end", load_average())
     report.add("total_seconds", total(), "s")
+    if args.svg is not None:
+        p2p_points = [(group.size, group.joins[-1].seconds) for group in groups]
+        relay_points = (
+            []
+            if run is None
+            else [
+                (size, _median(j.functional_s for j in joins)) for size, joins in run.joins.items()
+            ]
+        )
+        args.svg.write_text(join_time_svg(p2p_points, relay_points), encoding="utf-8")
     report.emit(args.json)
     return 0
 
