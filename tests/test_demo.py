@@ -1,5 +1,6 @@
 """`duplex demo`: its checks hold in CI through the same code path `make demo` runs, twice on
-one work directory (the second run reopens the servers and clients the first one stored),
+one work directory (the second run reopens the servers and clients the first one stored, the
+relays' addresses and the relay group of the first run included),
 a work directory it cannot use is one line, Ctrl-C is one line and status 130, and
 `--console` serves a debug endpoint `duplex tree` can read until Ctrl-C."""
 
@@ -30,6 +31,7 @@ def test_every_check_holds_and_again_on_the_same_workdir(tmp_path: Path) -> None
     assert code == 0, first
     assert "✗" not in first and "demo ok: every check held" in first
     assert "restarts=1" in first  # the crash shows in the printed tree
+    assert "every member's view says 2/2 relays active" in first
     assert (workdir / "demo.json").exists() and (workdir / "owner.db").exists()
 
     code, second = _demo(workdir)
@@ -38,6 +40,8 @@ def test_every_check_holds_and_again_on_the_same_workdir(tmp_path: Path) -> None
     assert "serves its address of the previous run" in second
     assert "contacts of the previous run found again" in second
     assert "the group of an earlier run is still there" in second
+    assert "the relay addresses of the previous run found again" in second
+    assert "the relay group of an earlier run still delivers" in second
 
 
 def test_a_smaller_cast_plays_the_same_acts(tmp_path: Path) -> None:

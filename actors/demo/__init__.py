@@ -1,11 +1,12 @@
 """`duplex demo` (what `make demo` runs): a small private-messaging network on loopback,
 played in acts and checked claim by claim.
 
-Two queue servers and six chat clients (an owner and five members) on SQLite files: contacts
-made through one-time links, a peer-to-peer group, messages each delivered exactly once, a
-queue server restarted while a message is on its way, actors crashed on purpose, a whole
-client closed with work pending and reopened from its file, a contact's queue moved to the
-other server, and the final supervision tree.
+Two queue servers and eight chat clients (an owner, five members and two chat relays) on
+SQLite files: contacts made through one-time links, a peer-to-peer group, a relay group
+joined through its group link, messages each delivered exactly once (through either relay
+while the other is closed), a queue server restarted while a message is on its way, actors
+crashed on purpose, a whole client closed with work pending and reopened from its file, a
+contact's queue moved to the other server, and the final supervision tree.
 
 * play.py   `run_demo`: the work directory, the acts in order, the verdict, Ctrl-C, --console;
 * acts.py   the acts (`ACTS`), each a heading, one thing done and its checks;

@@ -1,11 +1,12 @@
 """The demo's acts, in the order they play: each is a function of the `Stage` that prints a
-heading, does one thing to the network and checks what that did. `ACTS` is the play; chat
-relays, when they exist, join it as one more act after the peer-to-peer group.
+heading, does one thing to the network and checks what that did. `ACTS` is the play; the
+relay group (two chat relays serving it, members joining through its group link, rounds of
+messages while each relay is closed in turn) follows the peer-to-peer group.
 
 A second run on the same work directory plays the same acts on what the first one stored:
-the servers come back on their addresses, the clients reopen their files, the contacts are
-found again instead of made, a new group is made next to the old one, and the old one is
-shown to work still.
+the servers come back on their addresses, the clients reopen their files, the contacts and
+the relays' addresses are found again instead of made, a new group and a new relay group
+are made next to the old ones, and the old ones are shown to deliver still.
 """
 
 from __future__ import annotations
@@ -16,16 +17,16 @@ from collections.abc import Callable
 from actors.agent.sessions import DropConnection, connection_address, session_address
 from actors.chat import events as ce
 from actors.chat.chat import owner_address
-from actors.chat.model import Owner, OwnerKind
-from actors.demo.stage import OWNER, SERVER_NAMES, WAIT, Stage, until
+from actors.chat.model import GroupStatus, Owner, OwnerKind, RosterStatus
+from actors.demo.stage import OWNER, RELAY_SERVERS, SERVER_NAMES, WAIT, Stage, until
 
 
 def heading(stage: Stage, text: str) -> None:
     stage.console.print(f"\n[bold]{text}")
 
 
-def counted(number: int, thing: str) -> str:
-    return f"{number} {thing}" if number == 1 else f"{number} {thing}s"
+def counted(number: int, thing: str, things: str = "") -> str:
+    return f"{number} {thing}" if number == 1 else f"{number} {things or thing + 's'}"
 
 
 def claim(text: str, why: str) -> str:
@@ -52,17 +53,23 @@ def servers_start(stage: Stage) -> None:
 
 
 def cast_opens(stage: Stage) -> None:
-    heading(stage, f"An owner and {counted(len(stage.members), 'member')}, each a chat client")
+    heading(
+        stage,
+        f"An owner and {counted(len(stage.members), 'member')}, and two chat relays: "
+        "each a chat client",
+    )
     started = time.monotonic()
-    existed = {name: (stage.workdir / f"{name}.db").exists() for name in stage.names}
-    for name in stage.names:
+    existed = {name: (stage.workdir / f"{name}.db").exists() for name in stage.cast}
+    for name in stage.cast:
         stage.open_client(name)
     elapsed = time.monotonic() - started
     if all(existed.values()):
         told = f"reopened {len(existed)} clients from their files"
     else:
         told = f"opened {len(existed)} new clients"
-    stage.checks.must(f"{told} in {elapsed:.1f} s (the owner on server a, members on b)", True)
+    stage.checks.must(
+        f"{told} in {elapsed:.1f} s (the owner on server a, members on b, a relay on each)", True
+    )
 
 
 def contacts_connect(stage: Stage) -> None:
@@ -134,6 +141,7 @@ def messages_flow(stage: Stage) -> None:
     sent = {
         name: [c.send_group_message(stage.group_id, f"hi from {name}")]
         for name, c in stage.clients.items()
+        if name in stage.names
     }
     count = len(sent) * (len(sent) - 1)
     held, why = stage.wait_delivered(sent, stage.group_id)
@@ -150,6 +158,182 @@ def messages_flow(stage: Stage) -> None:
         old = {OWNER: [stage.owner.send_group_message(group_id, "the old club still works")]}
         held, why = stage.wait_delivered(old, group_id, [OWNER, *names])
         stage.checks.check(claim("and a message in it reaches every member once", why), held)
+
+
+def relay_group_forms(stage: Stage) -> None:
+    run = len(stage.state.get("relay_groups", [])) + 1
+    heading(
+        stage, f"A relay group: two chat relays serve it, members join through its link (run {run})"
+    )
+    addresses = {r: a for r in stage.relays if (a := stage.relay_address(r)) is not None}
+    if addresses:
+        kept = ", ".join(addresses)
+        stage.checks.check(f"the relay addresses of the previous run found again: {kept}", True)
+    for relay in [r for r in stage.relays if r not in addresses]:
+        address_id = stage.clients[relay].create_relay_address()
+        ready = stage.inboxes[relay].wait_for(ce.AddressLink, address_id=address_id)
+        stage.checks.must(
+            f"{relay} serves as a chat relay: its relay address is ready on server "
+            f"{RELAY_SERVERS[relay]} (ADDRESS_LINK)",
+            ready is not None,
+        )
+        addresses[relay] = ready.link
+    relays = len(stage.relays)
+    started = time.monotonic()
+    group_id = stage.owner.create_relay_group(f"town {run}", [addresses[r] for r in stage.relays])
+    stage.relay_group_id = group_id
+    published = stage.inboxes[OWNER].wait_for(ce.GroupLinkReady, group_id=group_id, relays=relays)
+    stage.checks.must(
+        f"both relays took the owner's invitation, their relay links verified: the group link "
+        f"lists {relays} (GROUP_LINK_READY, {time.monotonic() - started:.1f} s)",
+        published is not None,
+    )
+    full = f"{relays}/{relays} relays active"
+    view = stage.owner.group(group_id)
+    stage.checks.check(f"the owner's view: {view.relays_active}", view.relays_active == full)
+
+    started = time.monotonic()
+    users = {name: stage.clients[name] for name in stage.members}
+    prepared = {name: user.prepare_group(published.link) for name, user in users.items()}
+    stage.checks.must(
+        f"prepare_group: {counted(len(users), 'member')} stored the group read from its link, "
+        "joined nowhere yet",
+        all(
+            prepared[name] == group_id and user.group(group_id).status == GroupStatus.PREPARED
+            for name, user in users.items()
+        ),
+    )
+    for user in users.values():
+        user.connect_prepared_group(group_id)
+
+    def joined_then_connected(name: str) -> bool:
+        inbox = stage.inboxes[name]
+        inbox.wait_for(ce.GroupConnected, group_id=group_id)
+        told = [
+            type(e)
+            for e in inbox.drain()
+            if isinstance(e, ce.GroupJoined | ce.GroupConnected) and e.group_id == group_id
+        ]
+        return told == [ce.GroupJoined, ce.GroupConnected]
+
+    late = [name for name in users if not joined_then_connected(name)]
+    stage.checks.must(
+        claim(
+            "connect_prepared_group: each was told GROUP_JOINED, then GROUP_CONNECTED, once",
+            ", ".join(late),
+        ),
+        not late,
+    )
+
+    def all_active() -> bool:
+        return all(
+            (view := user.group(group_id)).relays_active == full
+            and view.status == GroupStatus.CONNECTED
+            for user in users.values()
+        )
+
+    active = until(all_active)
+    direct = [name for name in stage.names if stage.member_conns(name, group_id)]
+    stage.checks.must(
+        claim(
+            f"every member's view says {full}, and nobody holds a connection to another member: "
+            f"{len(users) * relays} connections in all, where the peer-to-peer group has "
+            f"{len(users) * (len(users) + 1) // 2} ({time.monotonic() - started:.1f} s)",
+            ", ".join(f"{name} does" for name in direct),
+        ),
+        active and not direct,
+    )
+    everyone = [RosterStatus.CONNECTED] * (len(users) + 1)
+    rostered = until(lambda: all(stage.roster(r, group_id) == everyone for r in stage.relays))
+    stage.checks.must(
+        f"each relay's own roster holds the owner and the {counted(len(users), 'member')}, "
+        "connected",
+        rostered,
+    )
+    # a later run checks that it still delivers
+    stage.state.setdefault("relay_groups", []).append({"id": group_id, "members": stage.members})
+    stage.save_state()
+
+
+def relay_messages_flow(stage: Stage) -> None:
+    heading(stage, "Everyone writes to the relay group, in rounds, while each relay closes in turn")
+    group_id = stage.relay_group_id
+    sent: dict[str, list[str]] = {}
+
+    def everyone_writes(round_: int) -> int:
+        """Each user writes once more; returns the deliveries of every round so far."""
+        for name in stage.names:
+            msg_id = stage.clients[name].send_group_message(group_id, f"{name}, round {round_}")
+            sent.setdefault(name, []).append(msg_id)
+        return len(sent[OWNER]) * len(stage.names) * (len(stage.names) - 1)
+
+    deliveries = everyone_writes(1)
+    held, why = stage.wait_delivered(sent, group_id)
+    stage.checks.must(
+        claim(
+            f"round 1, through both relays: {deliveries} deliveries, each stored and told once, "
+            "in each author's order",
+            why,
+        ),
+        held,
+    )
+    first, second = stage.relays
+    for round_, (closed, through) in enumerate([(first, second), (second, first)], start=2):
+        if closed == second:
+            stage.open_client(first)
+            # what each user took from `second` before it closes: round 3 is kept for later
+            before = {name: stage.taken_from(name, second, group_id) for name in stage.names}
+        client = stage.clients[closed]
+        stage.close_client(closed)
+        stage.checks.check(
+            f"{closed}'s client closed: its runtime stopped", not client.runtime.io_running
+        )
+        deliveries = everyone_writes(round_)
+        held, why = stage.wait_delivered(sent, group_id)
+        again = f"{through}, reopened from its file, forwards again: " if through == first else ""
+        stage.checks.check(
+            claim(
+                f"{again}round {round_} arrived through {through} alone, all {deliveries} "
+                "deliveries still once each, in each author's order",
+                why,
+            ),
+            held,
+        )
+    stage.open_client(second)
+    others = len(stage.names) - 1
+
+    def copies_taken() -> bool:
+        return all(
+            stage.taken_from(name, second, group_id) >= before[name] + others
+            for name in stage.names
+        )
+
+    taken = until(copies_taken)
+    held, why = stage.wait_delivered(sent, group_id)
+    stage.checks.check(
+        claim(
+            f"{second} reopened and forwarded round 3 too: each user took its "
+            f"{counted(others, 'copy', 'copies')} and dropped them as duplicates, still "
+            f"{deliveries} deliveries once each",
+            why,
+        ),
+        taken and held,
+    )
+    earlier = stage.state.get("relay_groups", [])[:-1]
+    for group in earlier[:1] + earlier[1:][-1:]:  # the first run's and the last before this
+        old = {OWNER: [stage.owner.send_group_message(group["id"], "the old town still works")]}
+        held, why = stage.wait_delivered(old, group["id"], [OWNER, *group["members"]])
+        here = [name for name in group["members"] if name in stage.clients]
+        absent = len(group["members"]) - len(here)
+        stage.checks.check(
+            claim(
+                f"the relay group of an earlier run still delivers: the owner's message reached "
+                f"its {counted(len(here), 'member')} once"
+                + (f" (the other {absent} are not in this run's cast)" if absent else ""),
+                why,
+            ),
+            held,
+        )
 
 
 def server_restarts(stage: Stage) -> None:
@@ -282,13 +466,15 @@ def tree_shows(stage: Stage) -> None:
     stage.checks.check(f"every other actor is live {down or ''}".strip(), not down)
 
 
-# The play, in order. Relays will be one more act after `group_forms`.
+# The play, in order.
 ACTS: tuple[Callable[[Stage], None], ...] = (
     servers_start,
     cast_opens,
     contacts_connect,
     group_forms,
     messages_flow,
+    relay_group_forms,
+    relay_messages_flow,
     server_restarts,
     actors_crash,
     client_reopens,

@@ -102,11 +102,11 @@ def _play(stage: Stage) -> None:
 def _wait_for_console(stage: Stage) -> None:
     try:
         stage.console.print("\n[bold]Still running, with the debug endpoint on. Attach with:")
-        for name in stage.names:
+        for name in stage.cast:
             endpoint = stage.clients[name].agent.debug_endpoint
             if endpoint is not None:
                 command = f"duplex console {endpoint.url} --token-file {endpoint.token_file}"
-                stage.console.print(f"  {name:>5}: {command}", soft_wrap=True)
+                stage.console.print(f"  {name:>7}: {command}", soft_wrap=True)
         stage.console.print(f"(the {OWNER}'s is the fullest tree) Ctrl-C stops the demo")
         while True:
             time.sleep(3600)

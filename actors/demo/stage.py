@@ -1,7 +1,8 @@
 """The demo's stage: what the acts share — the narration and its checks, the two queue servers
 (kept in the work directory with their ports, so a second run finds them again), the chat
-clients of the cast (opened and reopened from their files), what each client was told, and
-reads of what each client stored.
+clients of the cast (an owner, its members and two chat relays, opened and reopened from
+their files), what each client was told, and reads of what each client stored (messages,
+members, contacts, a relay's address and rosters).
 
 Everything the demo claims is read back from the clients' own databases or events, never
 assumed from what was asked of them.
@@ -39,6 +40,9 @@ DEMO_AGENT = AgentConfig(
 OWNER = "owner"
 MEMBER_NAMES = ("ann", "bob", "cat", "dan", "eve")
 SERVER_NAMES = ("a", "b")
+# A chat relay on each server (its queues there), so a relay group has one relay left to
+# deliver through when either server or either relay is down.
+RELAY_SERVERS = {"relay-a": "a", "relay-b": "b"}
 STATE_FILE = "demo.json"
 WAIT = 30.0  # seconds any one claim may take to come true before it counts as failed
 
@@ -172,6 +176,7 @@ class Stage:
     inboxes: dict[str, Inbox] = field(default_factory=dict)
     contacts: dict[str, tuple[str, str]] = field(default_factory=dict)  # name → (at owner, at it)
     group_id: str = ""
+    relay_group_id: str = ""
     crashed: list[tuple[str, str]] = field(default_factory=list)  # (client name, address)
 
     def __post_init__(self) -> None:
@@ -191,11 +196,24 @@ class Stage:
 
     @property
     def names(self) -> tuple[str, ...]:
+        """The chat users: the owner and its members, who write to the groups."""
         return (OWNER, *self.members)
+
+    @property
+    def relays(self) -> tuple[str, ...]:
+        return tuple(RELAY_SERVERS)
+
+    @property
+    def cast(self) -> tuple[str, ...]:
+        """Every chat client of the demo: the users and the relays serving their groups."""
+        return (*self.names, *self.relays)
 
     def servers_of(self, name: str) -> list[str]:
         """The owner makes its queues on server a, the members on server b: both carry
-        traffic, and either may be stopped to hold messages on their way."""
+        traffic, and either may be stopped to hold messages on their way. Each relay is on
+        the server its name says."""
+        if name in RELAY_SERVERS:
+            return [self.servers.address(RELAY_SERVERS[name])]
         return [self.servers.address("a" if name == OWNER else "b")]
 
     def open_client(self, name: str) -> ChatClient:
@@ -271,19 +289,55 @@ class Stage:
             )
             return [row.conn_id for row in rows]
 
+    def relay_address(self, relay: str) -> str | None:
+        """The relay address `relay` stored (its link), if it made one."""
+        store = self.clients[relay].services.store
+        with store.transaction(read_only=True):
+            row = store.Address.get_or_none(store.Address.relay & store.Address.link.is_null(False))
+            return row.link if row is not None else None
+
+    def roster(self, relay: str, group_id: str) -> list[str]:
+        """The statuses of the roster `relay` stored for a group it serves (the owner's
+        first, then each joiner's)."""
+        store = self.clients[relay].services.store
+        with store.transaction(read_only=True):
+            rows = store.RelayMember.select().where(store.RelayMember.group_id == group_id)
+            return [row.status for row in rows.order_by(store.RelayMember.id)]
+
+    def taken_from(self, name: str, relay: str, group_id: str) -> int:
+        """How far `name` took the messages `relay` sent it in relay group `group_id`: the
+        agent sequence number of the last one its chat processed (a copy dropped as a
+        duplicate counts too: it was taken). -1 if they are not connected through it."""
+        served = self.clients[relay].services.store
+        with served.transaction(read_only=True):
+            row = served.RelayGroup.get_or_none(served.RelayGroup.group_id == group_id)
+            relay_link = row.relay_link if row is not None else None
+        store = self.clients[name].services.store
+        with store.transaction(read_only=True):
+            ours = store.GroupRelay.get_or_none(
+                (store.GroupRelay.group_id == group_id)
+                & (store.GroupRelay.relay_link == relay_link)
+            )
+            taken = store.connection(ours.conn_id) if ours is not None else None
+            return taken.last_msg_id if taken is not None else -1
+
     def delivered_once(
         self, sent: dict[str, list[str]], chat_id: str, among: Sequence[str] | None = None
     ) -> tuple[bool, str]:
-        """Every message in `sent` (author name → msg ids) was stored and told exactly once
-        at every other open client (of `among`, by default the cast); and what went wrong if
-        not."""
+        """Every message in `sent` (author name → msg ids, in the order sent) was stored and
+        told exactly once at every other open client (of `among`, by default the owner and
+        the members), in its author's order; and what went wrong if not."""
         wrong = []
-        for name in [n for n in among or self.clients if n in self.clients]:
-            want = sorted(m for author, ids in sent.items() if author != name for m in ids)
-            stored = sorted(m for m in self.received(name, chat_id) if m in _all(sent))
-            told = sorted(m for m in self.inboxes[name].told_messages(chat_id) if m in _all(sent))
-            if stored != want or told != want:
-                wrong.append(f"{name}: stored {len(stored)}, told {len(told)} of {len(want)}")
+        for name in [n for n in among or self.names if n in self.clients]:
+            others = {author: ids for author, ids in sent.items() if author != name}
+            stored = self.received(name, chat_id)
+            told = self.inboxes[name].told_messages(chat_id)
+            if not (_each_once_in_order(stored, others) and _each_once_in_order(told, others)):
+                want, theirs = sum(map(len, others.values())), _all(others)
+                wrong.append(
+                    f"{name}: stored {sum(m in theirs for m in stored)}, "
+                    f"told {sum(m in theirs for m in told)} of {want}"
+                )
         return not wrong, "; ".join(wrong)
 
     def wait_delivered(
@@ -296,3 +350,9 @@ class Stage:
 
 def _all(sent: dict[str, list[str]]) -> set[str]:
     return {m for ids in sent.values() for m in ids}
+
+
+def _each_once_in_order(got: list[str], sent: dict[str, list[str]]) -> bool:
+    """`got` holds each author's messages of `sent` once, in the order the author sent them
+    (with whatever else between them)."""
+    return all([m for m in got if m in set(ids)] == ids for ids in sent.values())
