@@ -237,8 +237,9 @@ def relay_group_forms(stage: Stage) -> None:
     stage.checks.must(
         claim(
             f"every member's view says {full}, and nobody holds a connection to another member: "
-            f"{len(users) * relays} connections in all, where the peer-to-peer group has "
-            f"{len(users) * (len(users) + 1) // 2} ({time.monotonic() - started:.1f} s)",
+            f"{len(stage.names) * relays} connections, one per user and relay, where the "
+            f"peer-to-peer group has {len(users) * (len(users) + 1) // 2} "
+            f"({time.monotonic() - started:.1f} s)",
             ", ".join(f"{name} does" for name in direct),
         ),
         active and not direct,
