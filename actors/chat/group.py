@@ -346,7 +346,7 @@ class GroupActor(OwnerActor):
     def _connect_prepared(
         self, targets: tuple[tuple[str, str], ...], incognito_name: str | None
     ) -> str:
-        with self.unit() as unit:
+        with self.unit("connect_prepared_group") as unit:
             group = self.members.group()
             if group is None or group.kind != GroupKind.RELAY:
                 raise AgentError(f"no relay group {self.group_id!r}", code="NO_GROUP")

@@ -4,7 +4,8 @@ its fault point kills it.
     python -m tests.scenarios.chat_child '<json spec>'
 
 The spec names the database, the servers, the profile name, and an optional `join` (a group
-id to `join_group` once open). With DUPLEX_FAULTS=point:kind:kill in the environment the
+id to `join_group` once open) or `connect` (a prepared relay group's id to
+`connect_prepared_group` once open). With DUPLEX_FAULTS=point:kind:kill in the environment the
 process kills itself with SIGKILL at that point; if that has not happened by `deadline`
 seconds it exits 3 (the test fails: the step it waited for never came).
 """
@@ -24,6 +25,8 @@ def main() -> int:
     chat = ChatClient.open(spec["db"], spec["servers"], name=spec["name"], config=FAST)
     if spec.get("join"):
         chat.join_group(spec["join"])
+    if spec.get("connect"):
+        chat.connect_prepared_group(spec["connect"])
     threading.Event().wait(spec.get("deadline", 30.0))  # the fault point ends us before
     chat.close()
     return 3

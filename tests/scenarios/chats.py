@@ -113,16 +113,24 @@ def exchange(clients: Sequence[ChatClient], group_id: str) -> None:
 
 
 def start_killed(
-    tmp_path: Path, name: str, server: QueueServer, fault: tuple[str, str], *, join: str = ""
+    tmp_path: Path,
+    name: str,
+    server: QueueServer,
+    fault: tuple[str, str],
+    *,
+    join: str = "",
+    connect: str = "",
 ) -> subprocess.Popen:
     """Serve `name`'s chat database (in tmp_path, as `open_chat` names it) in a child
     process that SIGKILLs itself at `fault`, a fault point and a kind (chat_child.py); with
-    `join`, the child joins that group first."""
+    `join`, the child joins that group first; with `connect`, it connects that prepared
+    relay group first."""
     spec = {
         "db": f"sqlite:///{tmp_path / name}.db",
         "servers": [str(server.address)],
         "name": name,
         "join": join,
+        "connect": connect,
     }
     return subprocess.Popen(
         [sys.executable, "-m", "tests.scenarios.chat_child", json.dumps(spec)],
@@ -424,6 +432,9 @@ def content(client: ChatClient) -> dict[str, list[tuple[Any, ...]]]:
         store.Pending,
         store.Outbox,
         store.Command,
+        store.GroupRelay,
+        store.RelayGroup,
+        store.RelayMember,
     ]
     with store.transaction(read_only=True):
         return {
