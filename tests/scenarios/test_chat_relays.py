@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from actors.chat import events as cev
 from actors.chat.model import GroupKind, GroupStatus, RelayStatus, RosterStatus
+from tests.scenarios.chats import wait_idle
 from tests.scenarios.relays import exchange_rounds, join, relay_group, roster
 
 MEMBERS = 8
@@ -38,3 +39,6 @@ def test_members_join_through_the_relays_and_hear_each_other_once(start_server, 
     for events in [group.owner_events, *(events for _, events in joined)]:
         told = [e.msg_id for e in events.of(cev.NewMessage, chat_id=group.group_id)]
         assert len(told) == len(set(told)) == 3 * MEMBERS  # told once each
+    # nothing left: no chat command pending, nothing to send or forward, every agent event
+    # (the link reads' LDATA included) and message acknowledged
+    wait_idle([*everyone, *group.relays])

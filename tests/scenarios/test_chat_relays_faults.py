@@ -1,6 +1,8 @@
 """Relay groups through faults, each its own case: a link that cannot be read (the call
 raises, nothing is stored, a retry succeeds), a relay offline while members join (they connect
-through the others, and the pending joins complete once it is back), every relay link deleted
+through the others, and the pending joins complete once it is back), every relay's server down
+once the links were read (no error; the group connects when they return), every relay link
+deleted
 between the reads and the joins (the joins fail for good: GROUP_JOIN_FAILED), an incognito
 member (every relay holds the same random name, never the member's), the joiner killed -9
 right after it started its relay joins (the joins complete after a reopen, with no duplicate
@@ -103,6 +105,50 @@ def test_a_relay_offline_during_the_joins_is_joined_once_it_is_back(servers, ope
         explain=lambda: roster(relay2, group.group_id),
     )
     exchange_rounds([group.owner, *members], group.group_id, rounds=2)
+
+
+def retried_joins(client) -> int:
+    """The agent's join commands still running that failed an attempt (a server down)."""
+    store = client.agent.services.store
+    with store.transaction(read_only=True):
+        rows = store.Command.select().where(
+            (store.Command.kind == "join")
+            & store.Command.event.is_null()
+            & (store.Command.attempts > 1)
+        )
+        return rows.count()
+
+
+def test_every_relay_server_down_at_join_time_connects_when_they_return(
+    servers, start_server, open_chat
+) -> None:
+    group = relay_group(open_chat, servers)
+    joiner, events = open_chat("j", [servers[0]])
+    joiner.prepare_group(group.link)
+    read = joiner.agent.get_link_data
+    reads: list[str] = []
+    comebacks = []
+
+    def read_then_stop(link: str):
+        result = read(link)
+        reads.append(link)
+        if len(reads) == 1 + len(group.relays):  # every link read: now the servers go
+            comebacks.extend(restart(start_server, s, n) for s, n in zip(servers, "ab"))
+        return result
+
+    joiner.agent.get_link_data = read_then_stop
+    joiner.connect_prepared_group(group.group_id)  # no error: the reads succeeded
+    wait_until(
+        lambda: retried_joins(joiner) == 3,
+        what="each join tried again while its server is down",
+    )
+    assert joiner.group(group.group_id).status == GroupStatus.JOINING
+    assert not events.of(cev.GroupJoinFailed)
+    servers[:] = [back() for back in comebacks]
+    events.wait_for(cev.GroupConnected, group_id=group.group_id, timeout=20)
+    wait_until(lambda: relays_connected(joiner, group.group_id) == 3, what="3 relays")
+    assert not events.of(cev.GroupJoinFailed)
+    exchange_rounds([group.owner, joiner], group.group_id, rounds=1)
 
 
 def test_every_relay_link_deleted_fails_the_join_for_good(servers, open_chat) -> None:
