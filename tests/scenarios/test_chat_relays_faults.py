@@ -133,7 +133,9 @@ def test_every_relay_server_down_at_join_time_connects_when_they_return(
         result = read(link)
         reads.append(link)
         if len(reads) == 1 + len(group.relays):  # every link read: now the servers go
-            comebacks.extend(restart(start_server, s, n) for s, n in zip(servers, "ab"))
+            comebacks.extend(
+                restart(start_server, s, n) for s, n in zip(servers, "ab", strict=True)
+            )
         return result
 
     joiner.agent.get_link_data = read_then_stop
