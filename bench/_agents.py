@@ -132,10 +132,13 @@ def stop_child(child: subprocess.Popen[bytes], *, terminate: bool = True) -> Non
 class ServerProcess:
     """``actors.cli server`` on `db` (a path) in its own process; see the module docstring."""
 
-    def __init__(self, db: Path, *, port: int = 0, quota: int = QUOTA) -> None:
+    def __init__(
+        self, db: Path, *, port: int = 0, quota: int = QUOTA, options: tuple[str, ...] = ()
+    ) -> None:
         self.db = db
         self.port = port
         self.quota = quota
+        self.options = options  # more `duplex server` flags (e.g. a limit a bench raises)
         self.address = ""
         self._child: subprocess.Popen[bytes] | None = None
 
@@ -148,6 +151,7 @@ class ServerProcess:
                 *(sys.executable, "-m", "bench._agents", "server", str(os.getpid())),
                 *("--db", f"sqlite:///{self.db}", "--host", HOST),
                 *("--port", str(self.port), "--quota", str(self.quota)),
+                *self.options,
             ],
             stdout=subprocess.PIPE,
             bufsize=0,
