@@ -1,7 +1,8 @@
 """Relay groups through faults, each its own case: a link that cannot be read (the call
 raises, nothing is stored, a retry succeeds), a relay offline while members join (they connect
 through the others, and the pending joins complete once it is back), every relay's server down
-once the links were read (no error; the group connects when they return), every relay link
+once the links were read (no error; the group connects when they return), a message sent
+while the group is joined but no relay connected (delivered once, when one is), every relay link
 deleted
 between the reads and the joins (the joins fail for good: GROUP_JOIN_FAILED), an incognito
 member (every relay holds the same random name, never the member's), the joiner killed -9
@@ -151,6 +152,27 @@ def test_every_relay_server_down_at_join_time_connects_when_they_return(
     wait_until(lambda: relays_connected(joiner, group.group_id) == 3, what="3 relays")
     assert not events.of(cev.GroupJoinFailed)
     exchange_rounds([group.owner, joiner], group.group_id, rounds=1)
+
+
+def test_a_message_sent_once_joined_is_delivered_once_a_relay_is_up(servers, open_chat) -> None:
+    group = relay_group(open_chat, servers)
+    for relay in group.relays:  # every relay offline: joins are taken, nobody accepts them
+        relay.close()
+    joiner, events = open_chat("j", [servers[0]])
+    joiner.prepare_group(group.link)
+    joiner.connect_prepared_group(group.group_id)
+    events.wait_for(cev.GroupJoined, group_id=group.group_id, timeout=20)
+    assert joiner.group(group.group_id).status == GroupStatus.JOINED
+    msg_id = joiner.send_group_message(group.group_id, "early bird")  # functional already
+    assert not events.of(cev.GroupConnected)
+    for n in range(len(group.relays)):
+        open_chat(f"relay{n}", [servers[n % 2]])
+    events.wait_for(cev.GroupConnected, group_id=group.group_id, timeout=20)
+    group.owner_events.wait_for(cev.NewMessage, msg_id=msg_id, timeout=20)
+    wait_until(lambda: relays_connected(joiner, group.group_id) == 3, what="3 relays")
+    exchange_rounds([group.owner, joiner], group.group_id, rounds=1)
+    told = group.owner_events.of(cev.NewMessage, msg_id=msg_id)
+    assert len(told) == 1 and told[0].text == "early bird"
 
 
 def test_every_relay_link_deleted_fails_the_join_for_good(servers, open_chat) -> None:
