@@ -171,7 +171,11 @@ class Handshake:
         store = self.port.store
 
         def effects() -> None:
-            conn.status = ConnStatus.JOINED
+            # A join run again after a crash may complete when the peer's answer came
+            # already (a contact address's CONF made the connection CONFIRMED): JOINED only
+            # ever moves a connection forward, never back over what arrived.
+            if conn.status == ConnStatus.NEW:
+                conn.status = ConnStatus.JOINED
             store.save_connection(conn)
             if contact:  # the contact address was only a door: nothing more goes there
                 store.delete_snd_queue(send_queue)
