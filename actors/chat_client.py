@@ -67,18 +67,10 @@ from protocol.chat import (
     new_group_id,
     new_member_id,
 )
-from protocol.errors import DuplexError
+from protocol.errors import DuplexError, GroupLinkError
 from storage.agent import AGENT_LAYER, AgentStore
 from storage.chat import CHAT_LAYER, ChatStore
 from storage.database import open_database
-
-
-class GroupLinkError(DuplexError):
-    """A group link or a relay link could not be read, or does not say what it should (no
-    group, another group): nothing was stored; the call may be tried again."""
-
-    code = "GROUP_LINK"
-
 
 _LinkData = TypeVar("_LinkData", GroupLinkData, RelayLinkData)
 

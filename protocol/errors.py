@@ -41,6 +41,8 @@ whoever passes an error's text on next to its code (an `Err` event, a wrapping e
     ├── ChatRefused                  CHAT_REFUSED  a peer's chat message that does not fit what
     │                                              the chat holds (a forged member id, an intro
     │                                              from a member that is not the host …)
+    ├── GroupLinkError               GROUP_LINK    a group or relay link that cannot be read or
+    │                                              does not name the group; nothing was stored
     └── RuntimeFault                 RUNTIME       the actor runtime cannot do what was asked
         ├── ActorUnavailable         UNAVAILABLE   no live actor at an address, runtime stopped
         └── AskTimeout               ASK_TIMEOUT   an `ask` got no answer within its timeout
@@ -72,6 +74,7 @@ __all__ = [
     "DuplexError",
     "DuplicateLinkId",
     "EnvelopeError",
+    "GroupLinkError",
     "LinkError",
     "MigrationError",
     "NetworkError",
@@ -267,6 +270,13 @@ class ChatRefused(DuplexError):
     fit the stored state (actors/chat); nothing was changed."""
 
     code = "CHAT_REFUSED"
+
+
+class GroupLinkError(DuplexError):
+    """A group link or a relay link could not be read, or does not say what it should (no
+    group, another group): nothing was stored; the call may be tried again."""
+
+    code = "GROUP_LINK"
 
 
 # --------------------------------------------------------------------------- agent, runtime

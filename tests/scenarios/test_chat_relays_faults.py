@@ -19,9 +19,8 @@ import pytest
 from actors.agent import faults
 from actors.chat import events as cev
 from actors.chat.model import GroupStatus, RelayStatus, RosterStatus
-from actors.chat_client import GroupLinkError
 from protocol.chat import XGrpMsgFwd, XGrpRelayAcpt, XMsgNew, encode_chat_message, new_group_id
-from protocol.errors import ChatRefused
+from protocol.errors import ChatRefused, GroupLinkError
 from tests.scenarios.agents import FAST
 from tests.scenarios.chats import content, start_killed, wait_killed, wait_until
 from tests.scenarios.relays import (
