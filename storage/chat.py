@@ -533,6 +533,29 @@ class ChatStore:
         command.status = status
         command.save(only=[type(command).status])
 
+    def add_message(
+        self, chat_kind: str, chat_id: str, msg_id: str, author: str, text: str, *, sent: bool
+    ) -> bool:
+        """Store a message once per chat and shared id: False (nothing stored) if a copy of
+        it was stored before. `author` is "" for our own."""
+        known = self.Message.get_or_none(
+            (self.Message.chat_kind == chat_kind)
+            & (self.Message.chat_id == chat_id)
+            & (self.Message.msg_id == msg_id)
+        )
+        if known is not None:
+            return False
+        self.Message.create(
+            chat_kind=chat_kind,
+            chat_id=chat_id,
+            msg_id=msg_id,
+            author=author,
+            text=text,
+            sent=sent,
+            created_at=time.time(),
+        )
+        return True
+
     def add_outbox(self, owner: str, conn_id: str, body: bytes) -> Any:
         return self.Outbox.create(
             owner=owner, conn_id=conn_id, body=body, corr_id=new_outbox_corr_id()

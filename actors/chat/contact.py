@@ -147,24 +147,7 @@ class ContactActor(OwnerActor):
         return msg_id
 
     def _store_message(self, msg_id: str, author: str, text: str, *, sent: bool) -> bool:
-        store = self.store
-        known = store.Message.get_or_none(
-            (store.Message.chat_kind == "contact")
-            & (store.Message.chat_id == self.ctx.key)
-            & (store.Message.msg_id == msg_id)
-        )
-        if known is not None:
-            return False
-        store.Message.create(
-            chat_kind="contact",
-            chat_id=self.ctx.key,
-            msg_id=msg_id,
-            author=author,
-            text=text,
-            sent=sent,
-            created_at=time.time(),
-        )
-        return True
+        return self.store.add_message("contact", self.ctx.key, msg_id, author, text, sent=sent)
 
     # ------------------------------------------------------------------ agent events
 

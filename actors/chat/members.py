@@ -125,15 +125,7 @@ class Members:
         if group is None or group.status != GroupStatus.CONNECTED:
             raise AgentError("not a member of this group (yet)", code="PROHIBITED")
         message = XMsgNew(msg_id, text)
-        store.Message.create(
-            chat_kind="group",
-            chat_id=self.group_id,
-            msg_id=msg_id,
-            author="",
-            text=text,
-            sent=True,
-            created_at=time.time(),
-        )
+        store.add_message("group", self.group_id, msg_id, "", text, sent=True)
         body = encode_chat_message(message)
         for member in self.all():
             if member.status == MemberStatus.CONNECTED:
@@ -144,23 +136,10 @@ class Members:
 
     def received(self, unit: Unit, author: str, message: XMsgNew) -> None:
         """A member's group message: stored and told once (a copy is dropped)."""
-        store = self.store
-        known = store.Message.get_or_none(
-            (store.Message.chat_kind == "group")
-            & (store.Message.chat_id == self.group_id)
-            & (store.Message.msg_id == message.msg_id)
-        )
-        if known is not None:
+        if not self.store.add_message(
+            "group", self.group_id, message.msg_id, author, message.text, sent=False
+        ):
             return
-        store.Message.create(
-            chat_kind="group",
-            chat_id=self.group_id,
-            msg_id=message.msg_id,
-            author=author,
-            text=message.text,
-            sent=False,
-            created_at=time.time(),
-        )
         unit.tell(cev.NewMessage("group", self.group_id, message.msg_id, author, message.text))
 
     def flush_pending(self, unit: Unit, member: Any) -> None:

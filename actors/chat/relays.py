@@ -299,15 +299,7 @@ class Relays:
         if group.status not in SENDING:
             raise AgentError(f"the group is {group.status}: not joined (yet)", code="PROHIBITED")
         message = XMsgNew(msg_id, text)
-        self.store.Message.create(
-            chat_kind="group",
-            chat_id=self.group_id,
-            msg_id=msg_id,
-            author="",
-            text=text,
-            sent=True,
-            created_at=time.time(),
-        )
+        self.store.add_message("group", self.group_id, msg_id, "", text, sent=True)
         body = encode_chat_message(message)
         for relay in self.all():
             if relay.status in RELAYS_CONNECTED:
