@@ -948,7 +948,7 @@ def _median(values: Iterable[float]) -> float:
 def join_time_svg(p2p: list[tuple[int, float]], relay: list[tuple[int, float]]) -> str:
     """Join time against group size, peer-to-peer vs relay, as a small SVG (log-log: the
     sizes span 10 to 1,000 and the times 0.1 s to many seconds)."""
-    width, height, left, right, top, bottom = 640, 360, 64, 24, 36, 52
+    width, height, left, right, top, bottom = 640, 380, 64, 64, 70, 52
     points = [*p2p, *relay]
     x_lo = 10 ** math.floor(math.log10(min(size for size, _ in points)))
     x_hi = 10 ** math.ceil(math.log10(max(size for size, _ in points)))
@@ -990,8 +990,8 @@ def join_time_svg(p2p: list[tuple[int, float]], relay: list[tuple[int, float]]) 
         "group size (members, the owner included)</text>"
     )
     for series, colour, label, legend_y in (
-        (p2p, "#d62728", "peer to peer (last join)", top + 12),
-        (relay, "#1f77b4", "relay group (median join: first relay JOINED)", top + 30),
+        (p2p, "#d62728", "peer to peer (the last join)", 38),
+        (relay, "#1f77b4", "relay group (median timed join, to the first relay JOINED)", 56),
     ):
         if not series:
             continue
