@@ -3,8 +3,8 @@
 A test that passes alone but fails when the machine is busy has a race or a timing
 assumption; this is how such tests are found. It starts one busy-loop process per core
 (`os.cpu_count()`, at least two), runs `python -m pytest` `--runs` times one after the other,
-prints each run's closing line and a summary, stops the loops, and exits non-zero if any
-run failed.
+prints each run's closing line and a summary (and, for a run that failed, the file that keeps
+its whole output), stops the loops, and exits non-zero if any run failed.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 
 def _spin() -> None:
@@ -57,6 +59,10 @@ def main() -> int:
             if done.returncode != 0:
                 failures = [line for line in lines if line.startswith(("FAILED", "ERROR"))]
                 print("\n".join(failures or lines[-40:]), flush=True)
+                # a race seen once may not come back: keep the whole run's tracebacks
+                kept = Path(tempfile.gettempdir()) / f"duplex-loaded-run-{os.getpid()}-{run}.log"
+                kept.write_text(done.stdout + done.stderr)
+                print(f"its whole output: {kept}", flush=True)
     finally:
         for loop in loops:
             loop.terminate()
