@@ -331,6 +331,7 @@ class ConsoleApp(App[None]):
                 self.sub_title = f"{self.endpoint} · runtime {event.welcome.runtime}"
                 self.log_event(f"connected to runtime [b]{event.welcome.runtime}[/]")
             case LinkDown():
+                self._sent.clear()  # no answer comes over a connection that is gone
                 self.sub_title = f"{self.endpoint} · disconnected"
                 again = "" if event.final else " (trying again)"
                 self.log_event(f"[red]disconnected[/]: {event.reason}{again}")
@@ -453,7 +454,11 @@ class ConsoleApp(App[None]):
         return self.snapshot.tree.find(address) if self.snapshot is not None else None
 
     def action_inspect(self) -> None:
-        if self.selected is not None and self.link.connected:
+        # One inspection in flight at a time: on a busy machine the endpoint answers slower
+        # than the timer asks, and a backlog of inspections would delay every later command
+        # (a crash, a drop) and the inspection of what is selected now by whole seconds.
+        waiting = any(isinstance(command, InspectActor) for command in self._sent.values())
+        if self.selected is not None and self.link.connected and not waiting:
             self.send(InspectActor(next(self._ids), self.selected))
 
     def action_crash(self) -> None:
