@@ -478,11 +478,7 @@ class ChatStore:
                 self.Address.status.in_(list(addresses))
             )
         )
-        with self.transaction(read_only=True):
-            rows = self.Connection.select(self.Connection.owner).where(
-                self.Connection.conn_id.in_(connections)
-            )
-            return sorted({row.owner for row in rows})
+        return self._owners_of(connections)
 
     def relay_owners_waiting(
         self, relays: Sequence[str], roster: Sequence[str], serving: Sequence[str]
@@ -501,6 +497,10 @@ class ChatStore:
                 self.RelayGroup.status.in_(list(serving))
             )
         )
+        return self._owners_of(connections)
+
+    def _owners_of(self, connections: Any) -> list[str]:
+        """The owners of the connections a subquery selects (own read-only transaction)."""
         with self.transaction(read_only=True):
             rows = self.Connection.select(self.Connection.owner).where(
                 self.Connection.conn_id.in_(connections)
