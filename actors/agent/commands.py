@@ -10,9 +10,16 @@ dead server delays only the commands aimed at it.
 
 A command is a small state machine in its collaborator (handshake, inbound, rotation): the
 handler registered for its kind looks at what is already persisted and does the next step.
-A step's temporary failure (network, timeout, the I/O thread restarting) is retried on the
-connection's timer with the attempt count and the next attempt time persisted; a permanent
-one — or temporary ones past the command's TTL — ends the command with `ERR`. A step may
+A step's temporary failure is retried on the connection's timer, after the agent's retry
+policy's delay, with the attempt count and the next attempt time persisted; a permanent one
+— or temporary ones past the command's TTL — ends the command with `ERR`. Temporary failures
+are of two sorts. A failure for lack of the server (network, timeout, the I/O thread
+restarting) also waits for the server: its session tells `UP` when the server answers again,
+and the command retries then rather than at its timer. A server's refusal (`ERR QUOTA`, such
+as its per-session new-queue limit, or `ERR INTERNAL`) is an answer from a server that is up:
+it waits for its timer only — an `UP` comes at once from a server that answers, and retried
+the command at once, again and again — and past the TTL it ends with the server's code
+(`ERR QUOTA`), the others with `ERR TIMEOUT`. A step may
 also wait for something that is not a step's outcome (a delete with `wait_delivery` waits
 for the outbox to empty): it returns without completing, sets the command's next attempt
 time and wakes the actor then, or earlier when what it waits for happens; the command, first
@@ -51,9 +58,16 @@ from actors.agent.model import (
     command_lane,
     decode_payload,
 )
-from actors.agent.ports import ConnectionPort, EventLike, FailureHook, Handler, OnFail
+from actors.agent.ports import (
+    ConnectionPort,
+    EventLike,
+    FailureHook,
+    Handler,
+    OnFail,
+    unreachable,
+)
 from actors.kernel import IoError
-from protocol.errors import AgentError, DuplexError, QueueFault, message_of
+from protocol.errors import AgentError, DuplexError, QueueFault, ServerError, message_of
 from storage.agent import AgentCommand
 
 log = logging.getLogger(__name__)
@@ -78,6 +92,8 @@ class CommandRunner:
         self._soon: list[_Completion] = []  # waiting for a transaction (complete_soon)
         self._soon_due = float("inf")
         self._stored: list[tuple[AgentCommand, EventLike | None]] = []  # committed, not told
+        # Waiting for their timers after a server's refusal: an UP does not hurry them.
+        self._refused: list[AgentCommand] = []
 
     def register(
         self, kind: CommandKind, handler: Handler, on_failure: FailureHook | None = None
@@ -124,9 +140,10 @@ class CommandRunner:
         return bool(self._soon or self._stored)
 
     def server_up(self, server: str, now: float) -> None:
-        """`server` answers again: its commands retry now rather than at their timers."""
+        """`server` answers again: its commands retry now rather than at their timers, but
+        for those it refused (it answered them: they wait for their backoff)."""
         for command in self.port.state.commands:
-            if command.server == server:
+            if command.server == server and not _holds(self._refused, command):
                 command.next_attempt_at = min(command.next_attempt_at, now)
 
     def add(self, command: AgentCommand) -> None:
@@ -190,17 +207,30 @@ class CommandRunner:
     def _retry(self, command: AgentCommand, server: str, error: BaseException) -> None:
         now = time.time()
         if now > command.deadline:
-            self.fail(command, "TIMEOUT", f"still failing after the command TTL: {error}")
+            if isinstance(error, ServerError):
+                message = f"the server still refused it at the command's deadline: {error.message}"
+                self.fail(command, error.code, message)
+            else:
+                self.fail(command, "TIMEOUT", f"still failing after the command TTL: {error}")
             return
         command.attempts += 1
         delay = self.port.config.retry.delay(command.attempts, now - command.created_at)
         command.next_attempt_at = now + delay
         with self.port.store.transaction():
             self.port.store.save_command_attempts(command)
-        self.port.server_unavailable(server)
+        _drop(self._refused, command)
+        if unreachable(error):
+            self.port.server_unavailable(server)
+        else:
+            self._refused.append(command)
         log.info(
             "command will be retried",
-            extra={"conn_id": self.port.conn_id, "kind": command.kind, "delay": delay},
+            extra={
+                "conn_id": self.port.conn_id,
+                "kind": command.kind,
+                "delay": delay,
+                "error": getattr(error, "code", type(error).__name__),
+            },
         )
 
     def fail(self, command: AgentCommand, code: str, message: str) -> None:
@@ -300,11 +330,8 @@ class CommandRunner:
         """Drop `command` from the pending ones, by identity: a row deleted by a completion
         may give its id to the next command stored in the same transaction (SQLite reuses
         the highest rowid), and rows compare equal by id."""
-        commands = self.port.state.commands
-        for index, pending in enumerate(commands):
-            if pending is command:
-                del commands[index]
-                return
+        _drop(self.port.state.commands, command)
+        _drop(self._refused, command)
 
     # ------------------------------------------------------------------ helpers
 
@@ -331,6 +358,19 @@ class CommandRunner:
     def public_corr_id(command: AgentCommand) -> str | None:
         """The corr id the caller gave (None for synchronous and internal commands)."""
         return command.corr_id if command.origin == CommandOrigin.ASYNC else None
+
+
+def _holds(commands: list[AgentCommand], command: AgentCommand) -> bool:
+    """`command in commands`, by identity (see `_forget`)."""
+    return any(pending is command for pending in commands)
+
+
+def _drop(commands: list[AgentCommand], command: AgentCommand) -> None:
+    """Remove `command` from `commands`, by identity (see `_forget`)."""
+    for index, pending in enumerate(commands):
+        if pending is command:
+            del commands[index]
+            return
 
 
 def refuse(message: str, code: str = "PROHIBITED") -> AgentError:

@@ -24,7 +24,7 @@ from typing import Any
 
 from actors.agent import events as ev
 from actors.agent.model import Lane, LaneKind, MessageKind
-from actors.agent.ports import ConnectionPort, DeliveryHook, QueueRequest
+from actors.agent.ports import ConnectionPort, DeliveryHook, QueueRequest, unreachable
 from actors.kernel import IoError
 from protocol.envelope import GENESIS_HASH, AgentMessage, encode_agent_message, message_hash
 from protocol.envelope import seal_envelope as seal
@@ -177,7 +177,8 @@ class Delivery:
             delay = config.quota_retry
         elif isinstance(error, IoError) or (isinstance(error, QueueFault) and error.temporary):
             delay = config.retry.delay(message.attempts + 1, now - message.created_at)
-            self.port.server_unavailable(queue.server)
+            if unreachable(error):  # not ERR INTERNAL: an UP would retry it at once
+                self.port.server_unavailable(queue.server)
         else:
             self._drop(queue, message, getattr(error, "code", "INTERNAL"))
             return

@@ -44,6 +44,7 @@ from actors.agent.ports import (
     Handshake,
     QueueRequest,
     Rotation,
+    unreachable,
 )
 from actors.kernel import IoError
 from protocol import crypto
@@ -229,7 +230,8 @@ class Inbound:
                 return  # NO_MSG: it was ACKed already; AUTH: the queue is gone
             retry_at = time.time() + self.port.config.retry.initial
             self._internal_acks.append((retry_at, queue, msg_id))
-            self.port.server_unavailable(queue.server)
+            if unreachable(error):  # not ERR INTERNAL: an UP would retry it at once
+                self.port.server_unavailable(queue.server)
             self.port.wake_at(retry_at)
 
         keys = self.port.state.keys

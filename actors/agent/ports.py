@@ -19,6 +19,7 @@ from actors.agent.model import CommandKind, CommandPayload, Lane, MessageKind
 from actors.agent.services import AgentConfig
 from actors.agent.state import ConnectionState
 from protocol import crypto
+from protocol.errors import ServerError
 from protocol.queue import Command
 from storage.agent import AgentCommand, AgentRcvQueue, AgentSndMessage, AgentSndQueue, AgentStore
 
@@ -31,6 +32,16 @@ Handler = Callable[[AgentCommand, Any], None]
 FailureHook = Callable[[AgentCommand, str, str], bool]
 # A delivery outcome of one kind of message (see delivery.py for when each runs).
 DeliveryHook = Callable[[AgentSndQueue, AgentSndMessage], None]
+
+
+def unreachable(error: BaseException) -> bool:
+    """Whether a failed request failed for lack of its server (network, timeout, the I/O
+    thread restarting) rather than by the server's answer: a refusal (`ERR QUOTA`, `ERR
+    INTERNAL`) comes from a server that is up. Only the first waits for the server's `UP`
+    (`server_unavailable`); a refusal is retried on the retry policy, for an `UP` from a
+    server that answers comes at once (its PING succeeds) and would retry it at once, again
+    and again."""
+    return not isinstance(error, ServerError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +84,8 @@ class ConnectionPort(Protocol):
         """Look for due work again at `at` (epoch seconds) at the latest."""
 
     def server_unavailable(self, server: str) -> None:
-        """A step failed temporarily on `server`: be told when it answers again."""
+        """A step failed on `server` for lack of it (`unreachable`): be told when it
+        answers again, which makes the connection's work there retry at once."""
 
     def track(self, queue: AgentRcvQueue) -> None:
         """Route the pushes of this (now created) receive queue to this connection."""

@@ -30,7 +30,7 @@ from typing import Any
 from actors.agent import events as ev
 from actors.kernel import Actor, ActorContext, IoResult
 from protocol import crypto
-from protocol.errors import QueueFault
+from protocol.errors import QueueFault, ServerError
 from protocol.queue import Ping, Reply
 
 log = logging.getLogger(__name__)
@@ -227,7 +227,7 @@ class ServerSessionActor(Actor):
             failures: dict[bytes, BaseException | None] = result.value
         else:  # the batch did not run at all (the I/O thread restarting …): all again
             failures = {rcv_id: result.error for rcv_id in self._unsubscribed}
-        retry = False
+        retry = unreachable = False
         for rcv_id, error in failures.items():
             if error is None:
                 self._unsubscribed.pop(rcv_id, None)
@@ -236,8 +236,11 @@ class ServerSessionActor(Actor):
                 self._unsubscribed.pop(rcv_id, None)
             else:
                 retry = True
+                # a refusal (ERR INTERNAL …) comes from a server that is up
+                unreachable = unreachable or not isinstance(error, ServerError)
         if retry:
-            self._server_is_down()
+            if unreachable:
+                self._server_is_down()
             self._subscribe_failures += 1
             policy = self.services.config.retry
             delay = policy.delay(

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 
 from actors.agent.model import Lane, LaneKind, RcvQueueStatus
-from actors.agent.ports import ConnectionPort, QueueRequest
+from actors.agent.ports import ConnectionPort, QueueRequest, unreachable
 from protocol.errors import ServerError
 from protocol.queue import Get, Msg, Ok
 from storage.agent import AgentRcvQueue
@@ -120,7 +120,8 @@ class NewQueueHold:
             log.info("switch: GET on the new queue failed", extra={"error": repr(error)})
             if isinstance(error, ServerError) and not error.temporary:
                 return  # the queue is gone: nothing is held there
-            self.port.server_unavailable(new.server)
+            if unreachable(error):  # not ERR INTERNAL: an UP would retry it at once
+                self.port.server_unavailable(new.server)
             self.port.wake_at(time.time() + self.port.config.retry.initial)
             self._recover_pending = True
 
