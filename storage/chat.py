@@ -57,6 +57,7 @@ import peewee
 from playhouse.migrate import SchemaMigrator, migrate
 
 from storage.database import LAYER_VERSION_BLOCKS, Database, Layer, Migration, bind_models
+from storage.prepared import RowSql
 
 
 class ChatUser(peewee.Model):
@@ -408,9 +409,43 @@ class ChatStore:
         self.GroupRelay = models.ChatGroupRelay
         self.RelayGroup = models.ChatRelayGroup
         self.RelayMember = models.ChatRelayMember
+        self._hot = _HotRows(self, db.kind)
 
     def transaction(self, *, read_only: bool = False) -> AbstractContextManager[peewee.Database]:
         return self.db.transaction(read_only=read_only)
+
+    def _run(self, sql: str, params: Sequence[Any]) -> Any:
+        return self.db.peewee.execute_sql(sql, params)
+
+    # ------------------------------------------------------------------ rows of the message path
+
+    def group(self, group_id: str) -> Any:
+        hot = self._hot
+        return hot.groups.first(self.db.peewee, hot.group, (group_id,))
+
+    def group_member_on(self, group_id: str, conn_id: str) -> Any:
+        """The member of a group whose connection is `conn_id` (None if none is)."""
+        hot = self._hot
+        return hot.members.first(self.db.peewee, hot.member_on, (group_id, conn_id))
+
+    def group_relay_on(self, group_id: str, conn_id: str) -> Any:
+        """The relay of a relay group we reach on `conn_id` (None if none is)."""
+        hot = self._hot
+        return hot.group_relays.first(self.db.peewee, hot.group_relay_on, (group_id, conn_id))
+
+    def served_group(self, group_id: str) -> Any:
+        """At a chat relay: a group it serves (None if it does not)."""
+        hot = self._hot
+        return hot.served.first(self.db.peewee, hot.served_group, (group_id,))
+
+    def roster(self, group_id: str) -> list[Any]:
+        """At a chat relay: a served group's roster, in the order admitted."""
+        hot = self._hot
+        return hot.roster.rows(self.db.peewee, hot.roster_all, (group_id,))
+
+    def roster_member_on(self, group_id: str, conn_id: str) -> Any:
+        hot = self._hot
+        return hot.roster.first(self.db.peewee, hot.roster_on, (group_id, conn_id))
 
     # ------------------------------------------------------------------ routing
 
@@ -436,7 +471,8 @@ class ChatStore:
         return row.owner if row is not None else None
 
     def connection(self, conn_id: str) -> Any:
-        return self.Connection.get_or_none(self.Connection.conn_id == conn_id)
+        hot = self._hot
+        return hot.connections.first(self.db.peewee, hot.connection, (conn_id,))
 
     def first_time(self, conn_id: str, msg_id: int) -> bool:
         """Record that agent message `msg_id` of `conn_id` is being processed; False if it
@@ -446,8 +482,7 @@ class ChatStore:
             return True
         if msg_id <= row.last_msg_id:
             return False
-        row.last_msg_id = msg_id
-        row.save(only=[type(row).last_msg_id])
+        self._run(self._hot.processed, (msg_id, conn_id))
         return True
 
     def owners_with_work(self) -> list[str]:
@@ -523,11 +558,12 @@ class ChatStore:
         return self.Command.get_or_none(self.Command.id == number)
 
     def pending_commands(self, owner: str) -> list[Any]:
-        return list(
-            self.Command.select()
-            .where((self.Command.owner == owner) & (self.Command.status == "pending"))
-            .order_by(self.Command.id)
-        )
+        hot = self._hot
+        return hot.commands.rows(self.db.peewee, hot.pending_of_owner, (owner,))
+
+    def pending_commands_on(self, conn_id: str) -> list[Any]:
+        hot = self._hot
+        return hot.commands.rows(self.db.peewee, hot.pending_on, (conn_id,))
 
     def finish_command(self, command: Any, status: str) -> None:
         command.status = status
@@ -538,27 +574,12 @@ class ChatStore:
     ) -> bool:
         """Store a message once per chat and shared id: False (nothing stored) if a copy of
         it was stored before. `author` is "" for our own."""
-        known = self.Message.get_or_none(
-            (self.Message.chat_kind == chat_kind)
-            & (self.Message.chat_id == chat_id)
-            & (self.Message.msg_id == msg_id)
-        )
-        if known is not None:
-            return False
-        self.Message.create(
-            chat_kind=chat_kind,
-            chat_id=chat_id,
-            msg_id=msg_id,
-            author=author,
-            text=text,
-            sent=sent,
-            created_at=time.time(),
-        )
-        return True
+        params = (chat_kind, chat_id, msg_id, author, text, sent, time.time())
+        return self._run(self._hot.add_message, params).rowcount == 1
 
     def add_outbox(self, owner: str, conn_id: str, body: bytes) -> Any:
-        return self.Outbox.create(
-            owner=owner, conn_id=conn_id, body=body, corr_id=new_outbox_corr_id()
+        return self._hot.outbox.insert(
+            self.db.peewee, owner=owner, conn_id=conn_id, body=body, corr_id=new_outbox_corr_id()
         )
 
     def outbox(self, owner: str) -> list[Any]:
@@ -566,20 +587,58 @@ class ChatStore:
 
     def drop_outbox(self, corr_id: str) -> bool:
         """The agent took the row's message (or refused it for good): True if it was here."""
-        return bool(self.Outbox.delete().where(self.Outbox.corr_id == corr_id).execute())
+        return self._run(self._hot.drop_outbox, (corr_id,)).rowcount > 0
 
     def outbox_waits(self, conn_id: str) -> bool:
         """Whether a chat message for `conn_id` waits to be taken by the agent."""
-        return self.Outbox.select().where(self.Outbox.conn_id == conn_id).exists()
+        return self._run(self._hot.outbox_waits, (conn_id,)).fetchone() is not None
 
     # ------------------------------------------------------------------ events for the user
 
     def add_notice(self, owner: str, body: bytes) -> int:
-        return self.Notice.insert(owner=owner, body=body).execute()
+        return int(self._hot.notices.insert(self.db.peewee, owner=owner, body=body).id)
 
     def notices(self, owner: str) -> list[Any]:
         return list(self.Notice.select().where(self.Notice.owner == owner).order_by(self.Notice.id))
 
     def drop_notices(self, ids: list[int]) -> None:
         if ids:
-            self.Notice.delete().where(self.Notice.id.in_(ids)).execute()
+            marks = ", ".join([self._hot.placeholder] * len(ids))
+            self._run(f"DELETE FROM chat_notice WHERE id IN ({marks})", ids)
+
+
+class _HotRows:
+    """The statements of the per-message path (a group message received, forwarded at a
+    relay, handed to the agent and taken by it), written once per database kind: peewee's
+    query builder spends several times longer building one of them than SQLite spends
+    running it, and a relay forwarding to a thousand members runs them thousands of times."""
+
+    def __init__(self, store: ChatStore, kind: str) -> None:
+        p = self.placeholder = "?" if kind == "sqlite" else "%s"
+        self.connections = RowSql(store.Connection, kind)
+        self.connection = self.connections.select('"conn_id" = {p}')
+        self.processed = f"UPDATE chat_connection SET last_msg_id = {p} WHERE conn_id = {p}"
+        self.groups = RowSql(store.Group, kind)
+        self.group = self.groups.select('"group_id" = {p}')
+        self.members = RowSql(store.Member, kind)
+        self.member_on = self.members.select('"group_id" = {p} AND "conn_id" = {p}')
+        self.group_relays = RowSql(store.GroupRelay, kind)
+        self.group_relay_on = self.group_relays.select('"group_id" = {p} AND "conn_id" = {p}')
+        self.served = RowSql(store.RelayGroup, kind)
+        self.served_group = self.served.select('"group_id" = {p}')
+        self.roster = RowSql(store.RelayMember, kind)
+        self.roster_all = self.roster.select('"group_id" = {p}', '"id"')
+        self.roster_on = self.roster.select('"group_id" = {p} AND "conn_id" = {p}')
+        self.commands = RowSql(store.Command, kind)
+        pending = "\"status\" = 'pending'"
+        self.pending_of_owner = self.commands.select(f'"owner" = {{p}} AND {pending}', '"id"')
+        self.pending_on = self.commands.select(f'"conn_id" = {{p}} AND {pending}', '"id"')
+        self.outbox = RowSql(store.Outbox, kind)
+        self.drop_outbox = f"DELETE FROM chat_outbox WHERE corr_id = {p}"
+        self.outbox_waits = f"SELECT 1 FROM chat_outbox WHERE conn_id = {p} LIMIT 1"
+        self.notices = RowSql(store.Notice, kind)
+        self.add_message = (
+            "INSERT INTO chat_message (chat_kind, chat_id, msg_id, author, text, sent, created_at)"
+            f" VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p})"
+            " ON CONFLICT (chat_kind, chat_id, msg_id) DO NOTHING"
+        )

@@ -53,7 +53,7 @@ class Members:
     # ------------------------------------------------------------------ reads
 
     def group(self) -> Any:
-        return self.store.Group.get_or_none(self.store.Group.group_id == self.group_id)
+        return self.store.group(self.group_id)
 
     def all(self) -> list[Any]:
         store = self.store
@@ -67,10 +67,7 @@ class Members:
 
     def on(self, conn_id: str) -> Any:
         """The member whose connection is `conn_id` (None if none is)."""
-        store = self.store
-        return store.Member.get_or_none(
-            (store.Member.group_id == self.group_id) & (store.Member.conn_id == conn_id)
-        )
+        return self.store.group_member_on(self.group_id, conn_id)
 
     def me(self, group: Any) -> MemberInfo:
         """Us as the group knows us: with the incognito name we chose for it, if we did."""

@@ -355,9 +355,9 @@ class OwnerActor(Actor):
                     extra={"owner": str(self.owner), "conn_id": event.conn_id, "code": event.code},
                 )
             if not self.store.outbox_waits(event.conn_id):
-                for command in self.store.pending_commands(str(self.owner)):
+                for command in self.store.pending_commands_on(event.conn_id):
                     deleting = decode_call(bytes(command.payload)).kind is AgentCallKind.DELETE
-                    if deleting and command.conn_id == event.conn_id:
+                    if deleting and command.owner == str(self.owner):
                         unit.after.append(lambda command=command: self.submit(command))
         self.agent.ack_event(event.conn_id, event.corr_id)
 

@@ -112,10 +112,7 @@ class Relays:
         return list(rows.order_by(store.GroupRelay.id))
 
     def on(self, conn_id: str) -> Any:
-        store = self.store
-        return store.GroupRelay.get_or_none(
-            (store.GroupRelay.group_id == self.group_id) & (store.GroupRelay.conn_id == conn_id)
-        )
+        return self.store.group_relay_on(self.group_id, conn_id)
 
     def active(self, group: Any) -> int:
         """Relays that do their part: connected (a member), verified (the owner)."""

@@ -62,18 +62,13 @@ class Roster:
     # ------------------------------------------------------------------ reads
 
     def served(self) -> Any:
-        return self.store.RelayGroup.get_or_none(self.store.RelayGroup.group_id == self.group_id)
+        return self.store.served_group(self.group_id)
 
     def all(self) -> list[Any]:
-        store = self.store
-        rows = store.RelayMember.select().where(store.RelayMember.group_id == self.group_id)
-        return list(rows.order_by(store.RelayMember.id))
+        return self.store.roster(self.group_id)
 
     def on(self, conn_id: str) -> Any:
-        store = self.store
-        return store.RelayMember.get_or_none(
-            (store.RelayMember.group_id == self.group_id) & (store.RelayMember.conn_id == conn_id)
-        )
+        return self.store.roster_member_on(self.group_id, conn_id)
 
     def member(self, member_id: str) -> Any:
         store = self.store
