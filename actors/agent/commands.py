@@ -17,9 +17,9 @@ are of two sorts. A failure for lack of the server (network, timeout, the I/O th
 restarting) also waits for the server: its session tells `UP` when the server answers again,
 and the command retries then rather than at its timer. A server's refusal (`ERR QUOTA`, such
 as its per-session new-queue limit, or `ERR INTERNAL`) is an answer from a server that is up:
-it waits for its timer only — an `UP` comes at once from a server that answers, and retried
-the command at once, again and again — and past the TTL it ends with the server's code
-(`ERR QUOTA`), the others with `ERR TIMEOUT`. A step may
+it waits for its timer only (a server that answers tells `UP` at once, so waiting for `UP`
+would retry it at once, again and again), and past the TTL it ends with the server's code
+(`ERR QUOTA`); the others end with `ERR TIMEOUT`. A step may
 also wait for something that is not a step's outcome (a delete with `wait_delivery` waits
 for the outbox to empty): it returns without completing, sets the command's next attempt
 time and wakes the actor then, or earlier when what it waits for happens; the command, first
