@@ -1,12 +1,15 @@
 """`duplex demo`: its checks hold in CI through the same code path `make demo` runs, twice on
 one work directory (the second run reopens the servers and clients the first one stored, the
-relays' addresses and the relay group of the first run included),
+relays' addresses and the relay group of the first run included; each run kills a member's
+client process with SIGKILL and checks what it had on its way arrives once),
 a work directory it cannot use is one line, Ctrl-C is one line and status 130, and
 `--console` serves a debug endpoint `duplex tree` can read until Ctrl-C."""
 
 from __future__ import annotations
 
 import io
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -32,6 +35,7 @@ def test_every_check_holds_and_again_on_the_same_workdir(tmp_path: Path) -> None
     assert "✗" not in first and "demo ok: every check held" in first
     assert "restarts=1" in first  # the crash shows in the printed tree
     assert "every member's view says 2/2 relays active" in first
+    _killed_and_back(first)
     assert (workdir / "demo.json").exists() and (workdir / "owner.db").exists()
 
     code, second = _demo(workdir)
@@ -42,12 +46,39 @@ def test_every_check_holds_and_again_on_the_same_workdir(tmp_path: Path) -> None
     assert "the group of an earlier run is still there" in second
     assert "the relay addresses of the previous run found again" in second
     assert "the relay group of an earlier run still delivers" in second
+    _killed_and_back(second)
+
+
+def _killed_and_back(out: str) -> None:
+    """The kill act held: a member's client ran in a process of its own, was killed with
+    SIGKILL with a delivery pending, and its client, reopened from its file, delivered that
+    message once and got what was sent meanwhile."""
+    flat = " ".join(out.split())  # the console wraps long claims
+    pid = re.search(r"✓ eve's client closed here; its own Python process \(pid (\d+)\)", flat)
+    assert pid is not None, out
+    assert "the delivery to the owner waits in its database (1 pending)" in flat
+    assert f"✓ SIGKILL sent to pid {pid.group(1)}, still running" in flat
+    assert "(exit status -9)" in flat
+    assert "✓ eve's client reopened in the demo's process from eve.db" in flat
+    assert "✓ eve is back in the group" in flat
+    assert not _running(int(pid.group(1)))
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def test_a_smaller_cast_plays_the_same_acts(tmp_path: Path) -> None:
     code, out = _demo(None, members=1)
     assert code == 0, out
     assert "✗" not in out and "An owner and 1 member," in out
+    flat = " ".join(out.split())
+    assert "ann's client closed here; its own Python process" in flat  # the only member
+    assert "✓ ann is back in the group" in flat
 
 
 def test_a_workdir_it_cannot_make_is_one_line(tmp_path: Path) -> None:

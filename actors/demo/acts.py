@@ -11,13 +11,15 @@ are made next to the old ones, and the old ones are shown to deliver still.
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Callable
 
-from actors.agent.sessions import DropConnection, connection_address, session_address
+from actors.agent.sessions import connection_address
 from actors.chat import events as ce
 from actors.chat.chat import owner_address
 from actors.chat.model import GroupStatus, Owner, OwnerKind, RosterStatus
+from actors.demo.child import MemberProcess
 from actors.demo.stage import OWNER, RELAY_SERVERS, SERVER_NAMES, WAIT, Stage, until
 
 
@@ -382,43 +384,82 @@ def actors_crash(stage: Stage) -> None:
     stage.checks.check(claim("messages told to them meanwhile waited and arrived once", why), held)
 
 
-def client_reopens(stage: Stage) -> None:
+def client_killed(stage: Stage) -> None:
     last = stage.members[-1]
-    heading(stage, f"{last}'s whole client closes with its message still on its way, and reopens")
-    client = stage.clients[last]
-    for server in SERVER_NAMES:  # its own server, and the owner's it sends to
-        address = session_address(stage.servers.address(server))
-        client.runtime.tell(address, DropConnection(pause=True))
-    time.sleep(0.2)
-    mine = {last: [client.send_group_message(stage.group_id, f"{last} was offline")]}
-    conns = stage.member_conns(last, stage.group_id)
-
-    def waiting() -> int:
-        return sum(
-            s.pending_messages
-            for c in conns
-            if (s := client.agent.connection_status(c)) is not None
+    heading(
+        stage,
+        f"{last}'s client, in a process of its own, is killed with SIGKILL while its message "
+        "is on its way, and reopens from its file",
+    )
+    group_id = stage.group_id
+    others = [name for name in stage.members if name != last]
+    owner_member_id = stage.owner.group(group_id).member_id
+    conns = stage.member_conns(last, group_id)
+    to_owner = stage.conn_to_member(last, group_id, owner_member_id)
+    stage.close_client(last)
+    spec = {
+        "db": f"sqlite:///{stage.workdir / last}.db",
+        "servers": stage.servers_of(last),
+        "name": last,
+        "cut": [stage.servers.address("a")],  # the owner's server: its delivery waits
+        "group_id": group_id,
+        "text": f"{last}, killed on the way",
+        "conns": conns,
+        "held": to_owner,
+    }
+    with MemberProcess(spec) as child:
+        report = child.report() or {}
+        stage.checks.must(
+            claim(
+                f"{last}'s client closed here; its own Python process (pid {child.pid}) opened "
+                f"{last}.db on the same servers",
+                "" if report else f"no report from it: {child.stderr_tail() or 'nothing said'}",
+            ),
+            report.get("pid") == child.pid,
         )
-
-    held = until(lambda: waiting() == len(conns), timeout=5)
+        msg_id = report.get("msg_id", "")
+        stored = until(lambda: all(msg_id in stage.received(n, group_id) for n in others))
+        waits = bool(report.get("paused") and report.get("held") and msg_id)
+        went = ""
+        if others:
+            went = f"the {counted(len(others), 'other member')} stored it (through server b), "
+        stage.checks.must(
+            claim(
+                f"there, with server a cut off (its session paused), {last} wrote to the group: "
+                f"{went}the delivery to the owner waits in its database "
+                f"({report.get('pending', {}).get(to_owner)} pending)",
+                "" if waits and stored else f"it said {report}, members stored it: {stored}",
+            ),
+            waits and stored,
+        )
+        running = child.running
+        status = child.kill()
     stage.checks.check(
-        f"its network cut, {last}'s message waits in its database: {waiting()} of "
-        f"{len(conns)} deliveries pending",
+        f"SIGKILL sent to pid {child.pid}, still running with that delivery pending: the "
+        f"process ended by the signal (exit status {status}), its client never closed",
+        running and status == -signal.SIGKILL,
+    )
+    meanwhile = {OWNER: [stage.owner.send_group_message(group_id, f"while {last} is down")]}
+    stage.open_client(last)
+    mine = {last: [msg_id]}
+    held, why = stage.wait_delivered(mine, group_id)
+    stage.checks.check(
+        claim(
+            f"{last}'s client reopened in the demo's process from {last}.db: its message reached "
+            "the owner once, and no member got it twice",
+            why,
+        ),
         held,
     )
-    stage.close_client(last)
-    meanwhile = {OWNER: [stage.owner.send_group_message(stage.group_id, f"while {last} is away")]}
+    held, why = stage.wait_delivered(meanwhile, group_id)
     stage.checks.check(
-        f"{last}'s client closed: its runtime stopped, its file stays",
-        not client.runtime.io_running and (stage.workdir / f"{last}.db").exists(),
+        claim(
+            f"{last} is back in the group: what the owner sent while it was down reached "
+            f"everyone once, {last} included",
+            why,
+        ),
+        held,
     )
-    stage.open_client(last)
-    held, why = stage.wait_delivered(mine, stage.group_id)
-    stage.checks.check(
-        claim("reopened from its file, its message went out, once to each", why), held
-    )
-    held, why = stage.wait_delivered(meanwhile, stage.group_id)
-    stage.checks.check(claim("what the owner sent meanwhile reached everyone once", why), held)
 
 
 def queue_rotates(stage: Stage) -> None:
@@ -481,7 +522,7 @@ ACTS: tuple[Callable[[Stage], None], ...] = (
     relay_messages_flow,
     server_restarts,
     actors_crash,
-    client_reopens,
+    client_killed,
     queue_rotates,
     tree_shows,
 )
