@@ -83,8 +83,10 @@ files cannot change), printed next to the peer-to-peer last join's (2 x relays t
 **Fan-out** at the largest size: relays 2 and 3 are closed, so one relay alone forwards and
 nothing else competes for the cores; the owner sends 3 group messages and the relay
 forwards each to every other member (``x.grp.msg.fwd``); the time runs from just before the
-owner's first send until the server stored every forward (its ``server_message`` rows,
-polled every 10 ms: the members are offline, so each forward stays in its member's queue).
+owner's first send until the server stored every forward (the ``server_message`` rows in
+the queues of the closed clients, polled every 10 ms: the members are closed, so each forward
+stays in its member's queue; the table's whole count is no measure, as the messages to the
+relay and the owner, still open, are deleted once taken: see `StoredIn`).
 **Baseline in the same run**: the agent's plain send on one connection, measured the same way
 (`Client.send_message` 100 times on a connection whose receiver is closed, until the server
 stored all 100). The two are interleaved, 3 repeats each; best (``..._per_s``) and median
@@ -556,8 +558,52 @@ def _rows(path: Path, sql: str, *params: Any) -> int:
     return int(value)
 
 
-def _server_messages(db: Path) -> int:
-    return _rows(db, "SELECT count(*) FROM server_message")
+def _rcv_ids(path: Path) -> list[bytes]:
+    """The ids of the receive queues a client's file holds: its queues on the server."""
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30.0) as connection:
+        rows = connection.execute(
+            "SELECT rcv_id FROM agent_rcv_queue WHERE rcv_id IS NOT NULL"
+        ).fetchall()
+    connection.close()
+    return [bytes(rcv_id) for (rcv_id,) in rows]
+
+
+class StoredIn:
+    """Counts the server's stored messages in a fixed set of queues, those of recipients
+    that are closed (read-only, on one connection while the server runs).
+
+    Only such a count is a measure of what was sent: nobody takes a message from a closed
+    client's queue, so it only grows (21 days' TTL; the quota of 128 a queue is never
+    reached here). The count of every ``server_message`` row is not: the messages to the
+    clients still open (the relay that forwards, the owner) are deleted as soon as they
+    are acknowledged, so that count rises and falls meanwhile, and a wait for
+    ``base + count`` of it either ends early (a message not yet acknowledged stands in for
+    one not yet stored) or never (``base`` was read while such a message was there).
+    The server's ``seq`` is no counter either: it is the rowid, reused once the highest row
+    is deleted."""
+
+    def __init__(self, server_db: Path, queues: Iterable[bytes]) -> None:
+        # Autocommit: every count is a read transaction of its own, so each sees the
+        # server's latest commit (an open one would keep reading the same snapshot).
+        self.connection = sqlite3.connect(
+            f"file:{server_db}?mode=ro", uri=True, timeout=30.0, isolation_level=None
+        )
+        self.connection.execute("CREATE TEMP TABLE watched (rcv_id BLOB PRIMARY KEY)")
+        self.connection.executemany(
+            "INSERT OR IGNORE INTO temp.watched VALUES (?)", [(q,) for q in queues]
+        )
+        self.queues = self.connection.execute("SELECT count(*) FROM temp.watched").fetchone()[0]
+
+    def __call__(self) -> int:
+        return int(
+            self.connection.execute(
+                "SELECT count(*) FROM server_message"
+                " WHERE rcv_id IN (SELECT rcv_id FROM temp.watched)"
+            ).fetchone()[0]
+        )
+
+    def close(self) -> None:
+        self.connection.close()
 
 
 class RelayGroupBuild:
@@ -727,6 +773,14 @@ class RelayGroupBuild:
         conns = cluster.call(plain_worker, "plain_connect", count=plan.repeats)["conns"]
         forwards = plan.fanout_messages * len(self.members)  # to every member but the author
         copies_for_closed = plan.fanout_messages * (plan.relays - 1)
+        # What is counted: the messages in the queues of closed clients only (`StoredIn`):
+        # bob's for the plain send; the members' and the closed relays' for the fan-out.
+        plain_queues = _rcv_ids(self.file("plain-bob"))
+        fanout_queues = [
+            rcv_id
+            for name in [*self.members, *self.relays[1:]]
+            for rcv_id in _rcv_ids(self.file(name))
+        ]
         fanout, plain = [], []
         task = bars.add_task("relay fan-out vs plain send", total=plan.repeats)
         for repeat in range(plan.repeats):
@@ -735,6 +789,7 @@ class RelayGroupBuild:
                     plan.plain_messages,
                     self._until_stored(
                         plan.plain_messages,
+                        plain_queues,
                         lambda c=conns[repeat]: cluster.call(
                             plain_worker, "plain_send", conn=c, count=plan.plain_messages
                         ),
@@ -746,6 +801,7 @@ class RelayGroupBuild:
                     forwards,
                     self._until_stored(
                         forwards + copies_for_closed,
+                        fanout_queues,
                         lambda: cluster.on(
                             self.owner,
                             "send_group",
@@ -759,18 +815,33 @@ class RelayGroupBuild:
         bars.remove_task(task)
         return fanout, plain
 
-    def _until_stored(self, count: int, send: Callable[[], object]) -> float:
-        """Seconds from just before `send()` until the server stored `count` more messages
-        (their recipients are offline, so each stays in its queue)."""
-        base = _server_messages(self.server.db)
-        start = time.monotonic()
-        send()
-        deadline = start + JOIN_TIMEOUT
-        while _server_messages(self.server.db) < base + count:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{count} messages not stored within {JOIN_TIMEOUT:.0f} s")
-            time.sleep(0.01)
-        return time.monotonic() - start
+    def _until_stored(self, count: int, queues: list[bytes], send: Callable[[], object]) -> float:
+        """Seconds from just before `send()` until the server stored `count` more messages in
+        `queues`, the queues of closed clients (`StoredIn`: only that count never falls).
+        More than `count` is an error: something else was sent to them, and the time would
+        not be that of the messages the caller means."""
+        stored = StoredIn(self.server.db, queues)
+        try:
+            base = stored()
+            start = time.monotonic()
+            send()
+            deadline = start + JOIN_TIMEOUT
+            while (now := stored()) < base + count:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"{now - base} of {count} messages stored in {stored.queues} queues"
+                        f" of closed clients within {JOIN_TIMEOUT:.0f} s"
+                    )
+                time.sleep(0.01)
+            seconds = time.monotonic() - start
+        finally:
+            stored.close()
+        if now > base + count:
+            raise RuntimeError(
+                f"{now - base} messages stored in {stored.queues} queues of closed clients,"
+                f" {count} expected"
+            )
+        return seconds
 
     def check_samples(self, expected: int) -> tuple[int, int]:
         """A few members opened again: each must store every forward exactly once."""
