@@ -1,6 +1,7 @@
 """`duplex console` driven with textual's pilot against a live client: the tree shows the
 client's actors, a crash makes the restart count rise in the view, a passivated actor is
-shown as such, the filter and the help screen work.
+shown as such, the filter works, and the help screen describes both kinds of target and
+scrolls.
 
 Set DUPLEX_WRITE_SCREENSHOT=1 to write the console's screenshot to docs/console.svg (what
 the README shows).
@@ -15,8 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from textual.containers import VerticalScroll
 from textual.pilot import Pilot
-from textual.widgets import Input, Tree
+from textual.widgets import Input, Static, Tree
 
 from actors.console import ConsoleApp, HelpScreen
 from tests.console.conftest import DebuggedClient
@@ -114,5 +116,14 @@ async def drive(debugged: DebuggedClient) -> None:
 
         await press(pilot, "question_mark")
         await until(pilot, lambda: isinstance(app.screen, HelpScreen), "the help screen")
+        shown = str(app.screen.query_one("#help", Static).render())
+        for text in ("A client runtime", "server-session", "A queue server", "client-session"):
+            assert text in shown, text
+        assert "d drop a connection" in shown and "z pause" in shown and "Colours" in shown
+        box = app.screen.query_one("#help-box", VerticalScroll)
+        await until(pilot, lambda: app.screen.focused is box, "the help has the keys")
+        if box.max_scroll_y > 0:  # at 36 rows it does not fit: it scrolls
+            await press(pilot, "end")
+            await until(pilot, lambda: box.scroll_y == box.max_scroll_y, "scrolled to its end")
         await press(pilot, "escape")
         await until(pilot, lambda: not isinstance(app.screen, HelpScreen), "help closed")
