@@ -371,11 +371,22 @@ class Actor(pykka.ThreadingActor):
             return self._check_idle()
         if type(message) is CrashRequested:
             raise ActorCrash(f"{self.address}: {message.reason}")
-        if type(message) is Passivate and not (self._may_passivate_now() and self.passivate()):
-            self.runtime.directory.passivation_refused(self.address)
+        if type(message) is Passivate:
+            self._passivate_on(message)
         if type(message) is ChildStarted:
             log.debug("readiness of a child nobody waits for", extra={"address": self.address})
         return None
+
+    def _passivate_on(self, message: Passivate) -> None:
+        may = self._may_passivate_now()
+        if may and self.passivate():
+            return
+        requested = message.reason == Passivate.REQUESTED
+        if may and requested and message.retries < Passivate.REQUEST_RETRIES:
+            # Only messages waiting stopped it: ask again behind them.
+            self.actor_ref.tell(Passivate(message.reason, message.retries + 1))
+            return
+        self.runtime.directory.passivation_refused(self.address)
 
     def _may_passivate_now(self) -> bool:
         # Waiting for I/O is not idleness: a passivated activation's callbacks die with it.

@@ -171,6 +171,19 @@ class Directory:
             entry.buffer.append(message)
             return True
 
+    def tell_live(self, address: str, message: Any) -> bool:
+        """Deliver to the live activation at `address` only: never activate, never buffer
+        for a next activation; False if there is none (or it is stopping)."""
+        with self._lock:
+            entry = self._entries.get(address)
+            if entry is None or entry.state is not EntryState.ACTIVE or entry.actor is None:
+                return False
+            try:
+                entry.actor.actor_ref.tell(message)
+            except pykka.ActorDeadError:
+                return False
+            return True
+
     # ------------------------------------------------------------------ lifecycle
 
     def register_kind(self, kind: VirtualKind) -> None:

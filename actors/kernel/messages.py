@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import pykka
 
@@ -89,9 +89,17 @@ class RestartVirtual:
 
 @dataclass(frozen=True, slots=True)
 class Passivate:
-    """Asks a virtual actor to stop cleanly if it may (idle, or evicted by the live cap)."""
+    """Asks a virtual actor to stop cleanly if it may (idle, or evicted by the live cap).
+
+    An operator's request (`REQUESTED`) that finds messages waiting behind it is made again
+    after them, up to `REQUEST_RETRIES` times: a console inspecting the actor every fraction
+    of a second must not turn "passivate" into a coin toss."""
 
     reason: str
+    retries: int = 0
+
+    REQUESTED: ClassVar[str] = "requested"
+    REQUEST_RETRIES: ClassVar[int] = 20
 
 
 @dataclass(frozen=True, slots=True)

@@ -172,6 +172,9 @@ class Runtime:
         future: pykka.Future[Any] = pykka.ThreadingFuture()
         if not self.directory.tell(address, Ask(message, future)):
             raise ActorUnavailable(f"no actor at {address}")
+        return self._answer(address, future, timeout)
+
+    def _answer(self, address: str, future: pykka.Future[Any], timeout: float | None) -> Any:
         wait = self.config.ask_timeout if timeout is None else timeout
         try:
             return future.get(timeout=wait)
@@ -266,13 +269,18 @@ class Runtime:
         """What the live activation at `address` says of itself (`Actor.describe`), asked
         on its own thread; `AskTimeout` if it is busy for longer than `timeout`."""
         self._live_view(address)
-        return self.ask(address, Inspect(), timeout)
+        future: pykka.Future[Any] = pykka.ThreadingFuture()
+        # Only a live activation is asked: looking must not activate a passivated actor.
+        if not self.directory.tell_live(address, Ask(Inspect(), future)):
+            raise ActorUnavailable(f"no live actor at {address}")
+        return self._answer(address, future, timeout)
 
     def crash(self, address: str, reason: str = "crashed on request") -> None:
         """Crash the live activation at `address`, as an exception in its handler would:
         its supervisor restarts it. Not the root (that would fail the runtime)."""
         self._live_view(address, not_root="crashing the root supervisor fails the runtime")
-        self.directory.tell(address, CrashRequested(reason))
+        if not self.directory.tell_live(address, CrashRequested(reason)):
+            raise ActorUnavailable(f"no live actor at {address}")
 
     def restart(self, address: str) -> None:
         """Stop the activation at `address` cleanly and start a fresh one (counted in its
@@ -295,7 +303,7 @@ class Runtime:
         assert view.actor is not None
         if not view.actor.ctx.virtual:
             raise NotApplicable(f"{address} is a supervised actor, not a virtual one")
-        self.directory.tell(address, Passivate("requested"))
+        self.directory.tell(address, Passivate(Passivate.REQUESTED))
 
     def _live_view(self, address: str, not_root: str | None = None) -> EntryView:
         if not_root is not None and address == self.name:

@@ -135,6 +135,10 @@ class Worker(Actor):
                 self.probe.add("blocked", self.address)
                 if not event.wait(GATE_DEADLINE):
                     raise TimeoutError("the test never opened the gate")
+            case ("block", event):
+                self.probe.add("blocked", self.address)
+                if not event.wait(GATE_DEADLINE):
+                    raise TimeoutError("the test never opened the gate")
             case ("block-then-crash", event):
                 self.probe.add("blocked", self.address)
                 event.wait(GATE_DEADLINE)

@@ -4,6 +4,7 @@ restart and passivate an actor, and the passivated actors the tree can show."""
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -107,3 +108,35 @@ def test_a_virtual_actor_restarts_and_passivates_on_request(runtime: Runtime, pr
     assert shown is not None and shown.status == "live"
     with pytest.raises(ActorUnavailable):
         runtime.passivate("client/conns/unknown")
+
+
+def test_a_passivation_asked_while_inspected_happens_and_looking_activates_nothing(
+    runtime: Runtime, probe: Probe
+) -> None:
+    """A console inspects the selected actor every fraction of a second: an inspection that
+    waits behind the passivation must not cancel it, and one that comes after it must not
+    activate the actor again."""
+    address = "client/conns/8"
+    gate = threading.Event()
+    runtime.tell(address, ("block", gate))  # busy in a handler: what comes next waits
+    eventually(lambda: probe.of("blocked", address), what="blocked")
+    runtime.passivate(address)
+    answers: list[dict] = []
+    looking = threading.Thread(target=lambda: answers.append(runtime.inspect(address)))
+    looking.start()  # its Inspect waits in the mailbox behind the Passivate
+    eventually(lambda: _mailbox(runtime, address) >= 2, what="both waiting")
+    gate.set()
+    looking.join(10)
+    assert answers and answers[0]["kind"] == "worker"
+    eventually(lambda: runtime.directory.view(address) is None, what="passivated all the same")
+    with pytest.raises(ActorUnavailable):
+        runtime.inspect(address)
+    with pytest.raises(ActorUnavailable):
+        runtime.crash(address)
+    assert runtime.directory.view(address) is None
+    assert probe.starts(address) == 1  # neither looking nor the crash request activated it
+
+
+def _mailbox(runtime: Runtime, address: str) -> int:
+    view = runtime.directory.view(address)
+    return 0 if view is None or view.actor is None else view.actor.actor_inbox.qsize()
