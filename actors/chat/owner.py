@@ -25,9 +25,12 @@ Events for the user are stored in the unit too (`ChatNotice`) and told once it i
 
 An outbox row is handed to the agent as an *acknowledged* send, with the corr id stored in
 the row: the agent stores the message and tells `OK` with that corr id, and the owner drops
-the row in a unit of its own before acknowledging the `OK`. The same corr id handed over again
-(after any crash, by a reconcile) is sent once, so nothing is lost and nothing doubled. A
-refused send (`ERR`: the connection cannot send, or is gone) drops the row too. A delete of a
+the row before acknowledging the `OK`. The same corr id handed over again (after any crash, by
+a reconcile) is sent once, so nothing is lost and nothing doubled. A refused send (`ERR`: the
+connection cannot send, or is gone) drops the row too. The answers that arrive together (a
+relay's forward of one message to every member is a burst of them) drop their rows in one
+unit, a turn later (`_DropTaken`): a crash before it loses nothing, the rows are handed over
+again and the agent answers again. A delete of a
 connection waits until no outbox row of that connection is left, and the agent's delete then
 waits until what it took is delivered (`wait_delivery`): a group's last message to a member
 (x.grp.leave …) reaches it before the connection goes.
@@ -94,6 +97,12 @@ class _Forget:
 
 
 @dataclass(frozen=True, slots=True)
+class _DropTaken:
+    """Told to itself on the first of a burst of the agent's answers to outbox sends: drop
+    the rows of every answer taken since, in one unit."""
+
+
+@dataclass(frozen=True, slots=True)
 class Reconcile:
     """A server this owner uses is back (or the chat restarted): hand the agent again what
     it may not have taken."""
@@ -145,6 +154,7 @@ class OwnerActor(Actor):
         self.owner = Owner(self.owner_kind, ctx.key)
         self._told: list[int] = []  # notices told, their rows not dropped yet
         self._handling: str | None = None  # the connection whose agent event is being handled
+        self._taken: list[aev.Ok | aev.Err] = []  # answers to outbox sends, rows not dropped
 
     # ------------------------------------------------------------------ to override
 
@@ -184,6 +194,7 @@ class OwnerActor(Actor):
             self.agent.replay(conn_id)
 
     def stopped(self) -> None:
+        self._drop_taken()
         self._forget_done()
 
     def crashed(self, error: BaseException | None) -> None:
@@ -209,6 +220,8 @@ class OwnerActor(Actor):
                 self._reconcile()
             case _Forget():
                 self._forget_done()
+            case _DropTaken():
+                self._drop_taken()
             case _:
                 return super().receive(message)
         return None
@@ -347,19 +360,37 @@ class OwnerActor(Actor):
 
     def _sent(self, event: aev.Ok | aev.Err) -> None:
         """The agent took an outbox row's message (OK) or refused it for good (ERR): the row
-        goes; a delete of its connection that waited for it is made now."""
+        goes, with those of the other answers that arrive before our next turn."""
+        if not self._taken:
+            self.tell_self(_DropTaken())
+        self._taken.append(event)
+
+    def _drop_taken(self) -> None:
+        """Drop the rows of the answers taken, in one unit; make the deletes of connections
+        that waited for them; then acknowledge the answers."""
+        taken, self._taken = self._taken, []
+        if not taken:
+            return
         with self.unit() as unit:
-            if self.store.drop_outbox(event.corr_id) and isinstance(event, aev.Err):
-                log.warning(
-                    "chat message not sent",
-                    extra={"owner": str(self.owner), "conn_id": event.conn_id, "code": event.code},
-                )
-            if not self.store.outbox_waits(event.conn_id):
-                for command in self.store.pending_commands_on(event.conn_id):
+            for event in taken:
+                if self.store.drop_outbox(event.corr_id) and isinstance(event, aev.Err):
+                    log.warning(
+                        "chat message not sent",
+                        extra={
+                            "owner": str(self.owner),
+                            "conn_id": event.conn_id,
+                            "code": event.code,
+                        },
+                    )
+            for conn_id in {event.conn_id for event in taken}:
+                if self.store.outbox_waits(conn_id):
+                    continue
+                for command in self.store.pending_commands_on(conn_id):
                     deleting = decode_call(bytes(command.payload)).kind is AgentCallKind.DELETE
                     if deleting and command.owner == str(self.owner):
                         unit.after.append(lambda command=command: self.submit(command))
-        self.agent.ack_event(event.conn_id, event.corr_id)
+        for event in taken:
+            self.agent.ack_event(event.conn_id, event.corr_id)
 
     def _message(self, event: aev.Msg) -> None:
         try:
