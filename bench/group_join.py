@@ -68,8 +68,14 @@ once joined**: a 1,000-member group is then 1,000 files, 3,000 relay connections
 server queues, not 1,000 live clients (about 19 threads each) on a 2-core machine; a relay
 does nothing for the members already joined when another joins (it admits the joiner to its
 roster, nothing is sent to the others), so the live ones would only add load. The last
-5 joins that grow the group to each size are timed one at a time, nothing else joining: a
-member opened beforehand calls `prepare_group` (the clock starts just before) and
+5 joins that grow the group to each size are timed one at a time, nothing else joining.
+Before a size's first timed join the bench waits until the relays and the owner are
+**settled**, so no work left from the batches (accepts, CONs, forwards) runs into the timed
+figures: their files hold no pending chat command, chat outbox row, agent command, agent
+message to send or to take (read-only), and their processes and the server's used at most
+10% of a core each for 0.5 s (psutil), within 120 s or the bench fails saying what was still
+there; the wait is reported (``relay_<size>_settle_s``). In a timed join, a member opened
+beforehand calls `prepare_group` (the clock starts just before) and
 `connect_prepared_group`; it is **functional** at GROUP_JOINED (the first relay took its
 join: what it sends from then on is delivered), **connected** at GROUP_CONNECTED (the first
 relay connected), and the bench also records when every relay was connected at both ends
@@ -159,6 +165,20 @@ QUICK_RELAY_PLAN = {
 CALL_TIMEOUT = 120.0  # one worker command (opening a batch of clients included)
 BEFRIEND_TIMEOUT = 120.0
 JOIN_TIMEOUT = 300.0  # a join that takes this long is broken, not slow
+SETTLE_TIMEOUT = 120.0  # the relays and the owner digesting a batch: longer is broken
+SETTLE_WINDOW = 0.5  # seconds of near idle CPU that count as settled
+SETTLE_IDLE_SHARE = 0.1  # of one core, per process: idle clients use ~0.01 (a timer tick)
+# What a relay's or the owner's file holds while work is still queued there (storage/chat.py,
+# storage/agent.py): the chat's commands not completed, its bodies not handed to the agent;
+# the agent's commands not completed or whose event is not acknowledged yet, its messages
+# not yet accepted by the server, and those received and not yet acknowledged by the chat.
+BACKLOG = (
+    ("pending chat commands", "SELECT count(*) FROM chat_command WHERE status = 'pending'"),
+    ("chat outbox rows", "SELECT count(*) FROM chat_outbox"),
+    ("agent commands", "SELECT count(*) FROM agent_command"),
+    ("agent messages to send", "SELECT count(*) FROM agent_snd_message"),
+    ("agent messages to take", "SELECT count(*) FROM agent_rcv_message"),
+)
 FAILURES = {"CONTACT_FAILED", "MEMBER_FAILED", "GROUP_FAILED", "GROUP_JOIN_FAILED", "JOIN_ERROR"}
 
 
@@ -533,6 +553,7 @@ class RelayRun:
     relays: int
     joins: dict[int, list[RelayJoin]]  # by group size
     build_s: dict[int, float]  # the joins (bulk and timed) that grew it to each size
+    settle_s: dict[int, float]  # the wait for the relays and the owner to settle, per size
     fanout: list[tuple[int, float]]  # (forwards, seconds) per repeat
     plain: list[tuple[int, float]]  # (messages, seconds) per repeat
     samples_ok: int  # members opened again at the end that held every forward exactly once
@@ -760,6 +781,61 @@ class RelayGroupBuild:
         for index, request in sent:
             self.cluster.reply(index, request)
 
+    # ------------------------------------------------------------------ settling
+
+    def backlog(self) -> list[str]:
+        """The work still queued in the relays' and the owner's files (`BACKLOG`), as
+        ``client: count what``; only what is there."""
+        found: list[str] = []
+        for name in [*self.relays, self.owner]:
+            uri = f"file:{self.file(name)}?mode=ro"
+            with sqlite3.connect(uri, uri=True, timeout=30.0) as connection:
+                for what, sql in BACKLOG:
+                    count = connection.execute(sql).fetchone()[0]
+                    if count:
+                        found.append(f"{name}: {count} {what}")
+            connection.close()
+        return found
+
+    def busy(self, window: float) -> dict[str, float]:
+        """The relays' worker processes, the owner's and the server's CPU use over the next
+        `window` seconds, in shares of one core; only those above `SETTLE_IDLE_SHARE`."""
+        cluster = self.cluster
+        watched = {f"{relay}'s worker": cluster.where[relay] for relay in self.relays}
+        watched[f"{self.owner}'s worker"] = cluster.where[self.owner]
+        processes = {name: psutil.Process(cluster.pids[index]) for name, index in watched.items()}
+        processes["the server"] = psutil.Process(self.server.pid)
+        before = {name: _cpu([process]) for name, process in processes.items()}
+        start = time.monotonic()
+        time.sleep(window)
+        seconds = time.monotonic() - start
+        shares = {
+            name: (_cpu([process]) - before[name]) / seconds for name, process in processes.items()
+        }
+        return {name: share for name, share in shares.items() if share > SETTLE_IDLE_SHARE}
+
+    def settle(self) -> float:
+        """Wait until the relays and the owner have digested what was sent to them: no
+        `backlog` before and after a `SETTLE_WINDOW` in which no watched process was `busy`.
+        Returns the seconds it took; raises if not within `SETTLE_TIMEOUT`."""
+        start = time.monotonic()
+        deadline = start + SETTLE_TIMEOUT
+        while True:
+            left = self.backlog()
+            if not left:
+                busy = self.busy(SETTLE_WINDOW)
+                left = [f"{name} at {share:.2f} of a core" for name, share in busy.items()]
+                if not left:
+                    left = self.backlog()
+                    if not left:
+                        return time.monotonic() - start
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the relays and the owner did not settle within {SETTLE_TIMEOUT:.0f} s"
+                    f" ({len(self.members) + 1} members): still {', '.join(left)}"
+                )
+            time.sleep(0.05)
+
     # ------------------------------------------------------------------ fan-out
 
     def fanout(self, bars: Progress) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
@@ -872,6 +948,7 @@ def build_relay_group(plan: RelayPlan, bars: Progress) -> RelayRun:
         build.start()
         joins: dict[int, list[RelayJoin]] = {}
         build_s: dict[int, float] = {}
+        settle_s: dict[int, float] = {}
         task = bars.add_task("relay group: members", total=max(plan.sizes) - 1)
         serial = 0
 
@@ -888,6 +965,15 @@ def build_relay_group(plan: RelayPlan, bars: Progress) -> RelayRun:
                 build.bulk_join(names(count))
                 bulk -= count
                 bars.update(task, advance=count)
+            # The timed joins start on a group that finished digesting the batches.
+            settling = bars.add_task(f"relay group of {size}: settling", total=1)
+            settle_s[size] = build.settle()
+            bars.update(
+                settling,
+                advance=1,
+                description=f"relay group of {size}: settled in {settle_s[size]:.2f} s",
+            )
+            bars.remove_task(settling)
             joins[size] = []
             while 1 + len(build.members) < size:
                 joins[size].append(build.timed_join(names(1)[0]))
@@ -900,7 +986,7 @@ def build_relay_group(plan: RelayPlan, bars: Progress) -> RelayRun:
         bars.remove_task(task)
         fanout, plain = build.fanout(bars)
         samples_ok, samples = build.check_samples(plan.repeats * plan.fanout_messages)
-    return RelayRun(plan.relays, joins, build_s, fanout, plain, samples_ok, samples)
+    return RelayRun(plan.relays, joins, build_s, settle_s, fanout, plain, samples_ok, samples)
 
 
 # ---------------------------------------------------------------------------- figures
@@ -971,6 +1057,7 @@ def report_relay(report: Report, run: RelayRun, groups: list[Group]) -> None:
         report.add(f"{prefix}_machine_busy_median", _median(j.machine_busy for j in joins))
         report.add(f"{prefix}_timed_joins", len(joins))
         report.add(f"{prefix}_build_s", run.build_s[size], "s")
+        report.add(f"{prefix}_settle_s", run.settle_s[size], "s")
     small, large = run.joins[sizes[0]], run.joins[sizes[-1]]
     ratio = _median(j.functional_s for j in large) / _median(j.functional_s for j in small)
     name = f"relay_{sizes[-1]}_functional_ratio_to_{sizes[0]}"
