@@ -7,6 +7,7 @@
     chat.remove_member(group_id, member_id)        # or leave_group, delete_group
     relay.create_relay_address()                   # a chat relay: ADDRESS_LINK brings its address
     group_id = chat.create_relay_group("town", relays=[address])  # GROUP_LINK_READY: share it
+    chat.add_group_relay(group_id, other_address)  # or remove_group_relay: the link follows
     group_id = chat.prepare_group(group_link)      # a joiner reads the link, joins nothing
     chat.connect_prepared_group(group_id)          # joins every relay: GROUP_JOINED, _CONNECTED
     event = chat.chat_events.get(timeout=5)        # typed chat events (actors/chat/events.py)
@@ -38,6 +39,7 @@ from actors.chat.contact import (
     SendContactMessage,
 )
 from actors.chat.group import (
+    AddGroupRelay,
     AddMember,
     ConnectPrepared,
     CreateGroup,
@@ -49,6 +51,7 @@ from actors.chat.group import (
     LeaveGroup,
     PreparedLink,
     PrepareGroup,
+    RemoveGroupRelay,
     RemoveMember,
     SendGroupMessage,
 )
@@ -177,6 +180,21 @@ class ChatClient:
         each time another is): joiners `prepare_group` with it."""
         owner = Owner(OwnerKind.GROUP, new_group_id())
         return self._ask(owner, CreateRelayGroup(GroupProfile(name, description), tuple(relays)))
+
+    def add_group_relay(self, group_id: str, relay_address: str) -> None:
+        """The owner of a relay group: invite one more relay (its relay address). The group
+        link lists it once its relay link is verified: GROUP_LINK_READY again, one relay
+        more. AgentError DUPLICATE if that relay serves the group already."""
+        self._ask(Owner(OwnerKind.GROUP, group_id), AddGroupRelay(relay_address))
+
+    def remove_group_relay(self, group_id: str, relay_address: str) -> None:
+        """The owner of a relay group: the relay of `relay_address` no longer serves it —
+        the group link is published again without it (GROUP_LINK_READY, one relay less),
+        so new members do not join it, and our connection to it is deleted. Members
+        connected through it keep that connection until they leave. AgentError NO_RELAY if
+        no relay of the group has that address, PROHIBITED for the last relay the link
+        lists (add another first)."""
+        self._ask(Owner(OwnerKind.GROUP, group_id), RemoveGroupRelay(relay_address))
 
     def prepare_group(self, group_link: str) -> str:
         """Read a relay group's link and store the group, joined nowhere yet; returns its id.

@@ -90,6 +90,7 @@ from actors.chat.model import (
     GroupStatus,
     MemberStatus,
     OwnerKind,
+    RelayStatus,
     decode_call,
 )
 from actors.chat.owner import OwnerActor, Unit, refuse
@@ -170,6 +171,20 @@ class CreateRelayGroup:
 
 
 @dataclass(frozen=True, slots=True)
+class AddGroupRelay:
+    """The owner: one more relay (its relay address) for a relay group."""
+
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveGroupRelay:
+    """The owner: a relay (by its relay address) no longer serves new joiners."""
+
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
 class PrepareGroup:
     """A joiner: the group as its link says (read at the edge), not joined."""
 
@@ -209,6 +224,7 @@ class RelayView:
     relay_id: str
     status: str
     relay_link: str | None
+    address: str | None = None  # the owner's: the relay address it invited
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +278,14 @@ class GroupActor(OwnerActor):
                     return self.members.send(unit, msg_id, text)
             case CreateRelayGroup(profile=profile, relays=relays):
                 return self._create_relay_group(profile, relays)
+            case AddGroupRelay(address=address):
+                with self.unit("add_group_relay") as unit:
+                    self.relays.add(unit, self._owned_relay_group(), address)
+                return None
+            case RemoveGroupRelay(address=address):
+                with self.unit("remove_group_relay") as unit:
+                    self.relays.remove(unit, self._owned_relay_group(), address)
+                return None
             case PrepareGroup(group_link=group_link, data=data):
                 return self._prepare(group_link, data)
             case PreparedLink():
@@ -283,6 +307,12 @@ class GroupActor(OwnerActor):
             case GroupState():
                 return self._view()
         return super().receive(message)
+
+    def _owned_relay_group(self) -> Any:
+        group = self.members.group()
+        if group is None or group.kind != GroupKind.RELAY or not Members.is_host(group):
+            raise AgentError("not a relay group of ours", code="PROHIBITED")
+        return group
 
     def _create(self, profile: GroupProfile) -> str:
         with self.unit():
@@ -431,7 +461,11 @@ class GroupActor(OwnerActor):
                 MemberView(m.member_id, m.role, m.status, m.display_name)
                 for m in sorted(self.members.all(), key=lambda m: m.id)
             )
-            relays = tuple(RelayView(r.relay_id, r.status, r.relay_link) for r in self.relays.all())
+            relays = tuple(
+                RelayView(r.relay_id, r.status, r.relay_link, r.address)
+                for r in self.relays.all()
+                if r.status != RelayStatus.REMOVED
+            )
             active = self.relays.active(group)
         return GroupView(
             self.group_id,

@@ -117,6 +117,7 @@ class RelayStatus(enum.StrEnum):
     VERIFYING = "verifying"  # owner: its x.grp.relay.acpt came; reading its relay link
     ACTIVE = "active"  # owner: its relay link names the group; listed in the group link
     FAILED = "failed"  # its join failed for good, or its relay link did not verify
+    REMOVED = "removed"  # owner: removed from the group (its connection deleted, not listed)
 
 
 # Relays whose connection is ready: a group message goes to them (else it waits for them).
@@ -177,6 +178,7 @@ class CommandFunction(enum.StrEnum):
     VERIFY_RELAY_LINK = "verify_relay_link"  # owner: read a relay link's data
     CREATE_GROUP_LINK = "create_group_link"  # owner: the contact address behind the group link
     SET_GROUP_LINK = "set_group_link"  # owner: publish the group link's data
+    DELETE_RELAY_CONN = "delete_relay_conn"  # owner: the connection to a relay removed
     # at a chat relay (relay.py, roster.py)
     ACCEPT_RELAY_MEMBER = "accept_relay_member"  # the owner's or a joiner's request
     CREATE_RELAY_LINK = "create_relay_link"  # the contact address behind a relay link

@@ -29,6 +29,10 @@ itself after a crash, a restart or an outage, whatever the other relays do::
                            GROUP_LINK_READY (again each time the list grows)
     on ERR                 that relay FAILED; J: once every relay failed, the group FAILED
                            (GROUP_JOIN_FAILED)
+    O add_group_relay      one more relay, invited as those at the start; listed once verified
+    O remove_group_relay   the relay REMOVED: DELETE_RELAY_CONN our connection to it, and the
+                           group link's data published again without it (joiners from then on
+                           do not join it; members connected through it keep it)
 
 A group message (ours) goes to every relay connected, and waits (`ChatPending`, by the
 relay's `relay_id`) for every relay not connected yet, sent in order once it is. A message
@@ -89,8 +93,11 @@ RELAY_FUNCTIONS = frozenset(
         CommandFunction.VERIFY_RELAY_LINK,
         CommandFunction.CREATE_GROUP_LINK,
         CommandFunction.SET_GROUP_LINK,
+        CommandFunction.DELETE_RELAY_CONN,
     }
 )
+# Relays that are no longer part of the group: nothing they say or complete changes it.
+RELAYS_GONE = (RelayStatus.FAILED, RelayStatus.REMOVED)
 # A member's group is functional from its first relay JOINED, until the group failed.
 SENDING = (GroupStatus.JOINED, GroupStatus.CONNECTED)
 
@@ -123,13 +130,52 @@ class Relays:
 
     def invite(self, unit: Unit, group: Any, addresses: list[str]) -> None:
         """The owner: join each relay's address with our invitation; make the group link."""
-        invitation = encode_chat_message(
-            XGrpRelayInv(self.group_id, group.name, self.members.me(group))
-        )
         for address in addresses:
-            self._join(unit, address, invitation, address=address)
+            self._invite(unit, group, address)
         call = AgentCall(AgentCallKind.CREATE_ADDRESS)
         unit.command(CommandFunction.CREATE_GROUP_LINK, group.link_conn_id, call)
+
+    def _invite(self, unit: Unit, group: Any, address: str) -> None:
+        invitation = XGrpRelayInv(self.group_id, group.name, self.members.me(group))
+        self._join(unit, address, encode_chat_message(invitation), address=address)
+
+    def add(self, unit: Unit, group: Any, address: str) -> None:
+        """The owner: one more relay, invited as at the start; the group link lists it once
+        its relay link is verified (GROUP_LINK_READY again, with one relay more)."""
+        if self._serving(address) is not None:
+            raise AgentError("that relay already serves the group", code="DUPLICATE")
+        self._invite(unit, group, address)
+
+    def remove(self, unit: Unit, group: Any, address: str) -> None:
+        """The owner: the relay of `address` is removed — no longer listed in the group link
+        (published again without it), our connection to it deleted, nothing more sent to
+        it. The last relay the link lists cannot be removed before another is verified: the
+        link would list none, and nobody could join.
+        Members connected through it keep it until they leave:
+        their messages reach the group through the others too."""
+        relay = self._serving(address)
+        if relay is None:
+            raise AgentError("no relay of the group has that address", code="NO_RELAY")
+        others = [r for r in self.all() if r.id != relay.id and r.status not in RELAYS_GONE]
+        listed = relay.status == RelayStatus.ACTIVE
+        if listed and not any(r.status == RelayStatus.ACTIVE for r in others):
+            raise AgentError(
+                "the group link would list no relay: add another first", code="PROHIBITED"
+            )
+        relay.status = RelayStatus.REMOVED
+        relay.save()
+        self._drop_pending(relay)
+        call = AgentCall(AgentCallKind.DELETE)
+        unit.command(CommandFunction.DELETE_RELAY_CONN, relay.conn_id, call)
+        if listed:
+            self._publish(unit, group)
+
+    def _serving(self, address: str) -> Any:
+        """The relay of `address` that is not gone (failed or removed), if any."""
+        return next(
+            (r for r in self.all() if r.address == address and r.status not in RELAYS_GONE),
+            None,
+        )
 
     def connect(self, unit: Unit, group: Any, targets: list[tuple[str, str]]) -> None:
         """A joiner: join each relay link — (its short link, the address link behind it)."""
@@ -187,7 +233,11 @@ class Relays:
             self._group_link_completed(unit, group, command, event)
             return
         relay = self.on(command.conn_id)
-        if relay is None or relay.status == RelayStatus.FAILED:
+        if function is CommandFunction.DELETE_RELAY_CONN:
+            if isinstance(event, aev.Ok) or getattr(event, "code", None) == "NO_CONNECTION":
+                self.store.disown_connection(command.conn_id)
+            return
+        if relay is None or relay.status in RELAYS_GONE:
             return
         match function, event:
             case _, aev.Err(code=code):

@@ -33,12 +33,13 @@ class RelayGroup:
 
 
 def open_relays(
-    open_chat: Callable[..., Any], servers: Sequence[QueueServer], count: int
+    open_chat: Callable[..., Any], servers: Sequence[QueueServer], count: int, first: int = 0
 ) -> tuple[list[ChatClient], list[str]]:
-    """`count` chat relays, relay n on servers[n % len(servers)]; their relay addresses."""
+    """`count` chat relays named relay<first>, relay<first + 1> …, relay n on
+    servers[n % len(servers)]; their relay addresses."""
     relays, addresses = [], []
     for n in range(count):
-        relay, events = open_chat(f"relay{n}", [servers[n % len(servers)]])
+        relay, events = open_chat(f"relay{first + n}", [servers[n % len(servers)]])
         address_id = relay.create_relay_address()
         addresses.append(events.wait_for(cev.AddressLink, address_id=address_id).link)
         relays.append(relay)
