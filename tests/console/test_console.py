@@ -34,7 +34,12 @@ async def until(pilot: Pilot[Any], condition: Callable[[], Any], what: str, time
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout}s")
+            app = pilot.app
+            seen = list(getattr(app, "event_lines", []))[-8:]
+            raise AssertionError(
+                f"{what} not met within {timeout}s; selected {getattr(app, 'selected', None)!r},"
+                f" the event log ends with {seen!r}"
+            )
         await pilot.pause(0.02)
 
 
@@ -45,6 +50,11 @@ async def press(pilot: Pilot[Any], *keys: str) -> None:
     for key in keys:
         pilot.app.simulate_key(key)
         await pilot.pause(0.01)
+
+
+def _cursor_address(app: ConsoleApp) -> str | None:
+    node = app.query_one("#tree", Tree).cursor_node
+    return None if node is None else node.data
 
 
 def label(app: ConsoleApp, address: str) -> str:
@@ -76,7 +86,9 @@ async def drive(debugged: DebuggedClient) -> None:
             if app.selected == conn:
                 break
             await press(pilot, "down")
-            await until(pilot, lambda: app.query_one("#tree", Tree).cursor_line >= 0, "moved")
+            # the selection follows the cursor through a message: wait for it before the
+            # next key, or a busy loop sees the old selection and presses once too often
+            await until(pilot, lambda: app.selected == _cursor_address(app), "moved")
         assert app.selected == conn
         inspected = await until(
             pilot,
@@ -115,7 +127,11 @@ async def drive(debugged: DebuggedClient) -> None:
         await until(pilot, lambda: app.focused is app.query_one("#tree", Tree), "tree focus")
 
         await press(pilot, "question_mark")
-        await until(pilot, lambda: isinstance(app.screen, HelpScreen), "the help screen")
+        await until(  # pushed, and composed (on a busy machine, a turn or more later)
+            pilot,
+            lambda: isinstance(app.screen, HelpScreen) and app.screen.query("#help"),
+            "the help screen",
+        )
         shown = str(app.screen.query_one("#help", Static).render())
         for text in ("A client runtime", "server-session", "A queue server", "client-session"):
             assert text in shown, text

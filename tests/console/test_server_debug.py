@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 import trio
+from textual.pilot import Pilot
 
 from actors import cli
 from actors.agent import events as ev
@@ -286,6 +287,7 @@ async def drive_console(debugged: DebuggedServer) -> None:
             ("p", "PassivateActor"),
             ("z", "DropSession"),  # pause
         ):
+            await _on_a_session(pilot)
             await press(pilot, key_pressed)
             await until(
                 pilot,
@@ -293,6 +295,7 @@ async def drive_console(debugged: DebuggedServer) -> None:
                 f"{key_pressed} refused",
             )
 
+        session = await _on_a_session(pilot)
         await press(pilot, "d")
         await until(pilot, lambda: "the client reconnects by itself" in event_log(app), "dropped")
         await until(
@@ -306,3 +309,23 @@ async def drive_console(debugged: DebuggedServer) -> None:
             ),
             "the client's new session shown in its place",
         )
+
+
+async def _on_a_session(pilot: Pilot[Any]) -> str:
+    """Select the client's session (again) and return its address. On busy cores the
+    client's session may be lost and made again (a new key): the tree is rebuilt without the
+    old line and the cursor falls back to the server, as it would for a user, who selects
+    the new session to go on."""
+    app = pilot.app
+    assert isinstance(app, ConsoleApp)
+    deadline = time.monotonic() + 10
+
+    def on_session() -> bool:
+        return (app.selected or "").startswith("server/") and app.selected in app.shown
+
+    while not on_session():
+        assert time.monotonic() < deadline, f"no session to select; shown {list(app.shown)}"
+        await press(pilot, "down")
+        await until(pilot, lambda: on_session() or app.selected == "server", "moved", 2)
+    assert app.selected is not None
+    return app.selected
