@@ -30,10 +30,10 @@ a reconcile) is sent once, so nothing is lost and nothing doubled. A refused sen
 connection cannot send, or is gone) drops the row too. The answers that arrive together (a
 relay's forward of one message to every member is a burst of them) drop their rows in one
 unit, a turn later (`_DropTaken`): a crash before it loses nothing, the rows are handed over
-again and the agent answers again. A delete of a
-connection waits until no outbox row of that connection is left, and the agent's delete then
-waits until what it took is delivered (`wait_delivery`): a group's last message to a member
-(x.grp.leave …) reaches it before the connection goes.
+again and the agent answers again. A delete of a connection waits until no outbox row of that
+connection is left, and the agent's delete then waits until what it took is delivered
+(`wait_delivery`): a group's last message to a member (x.grp.leave …) reaches it before the
+connection goes.
 
 What was told to the user is forgotten a turn later: the rows of notices told are dropped in
 the owner's next unit or next turn (`_Forget`, told to itself), not in the turn that told
