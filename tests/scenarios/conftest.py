@@ -47,12 +47,15 @@ def open_chat(tmp_path: Path) -> Iterator[Callable[..., tuple[ChatClient, Events
     """Chat clients on SQLite files in tmp_path (reopen by name); all closed after the test."""
     clients: list[ChatClient] = []
 
-    def open_one(name: str, servers: list[QueueServer], config=FAST) -> tuple[ChatClient, Events]:
+    def open_one(
+        name: str, servers: list[QueueServer], config=FAST, runtime_config=None
+    ) -> tuple[ChatClient, Events]:
         client = ChatClient.open(
             f"sqlite:///{tmp_path / name}.db",
             [str(s.address) if isinstance(s, QueueServer) else s for s in servers],
             name=name,
             config=config,
+            runtime_config=runtime_config,
         )
         clients.append(client)
         return client, chat_events(client)
