@@ -136,6 +136,22 @@ def test_ctrl_c_is_one_line_and_status_130(tmp_path: Path) -> None:
     assert err == "duplex demo: interrupted\n"
 
 
+def test_a_reader_that_goes_away_ends_it_with_nothing_left_running(tmp_path: Path) -> None:
+    """`duplex demo | head`: once the pipe is closed, the next print ends the demo (status
+    1, as rich ends a program whose output pipe broke), its clients and servers closed —
+    before, their threads kept the process alive for good."""
+    demo = _start(tmp_path)
+    try:
+        assert demo.stdout is not None
+        for _ in range(20):  # into the acts: clients open, as `duplex demo | head -20`
+            assert demo.stdout.readline(), "the demo ended before 20 lines"
+        demo.stdout.close()
+        demo.wait(timeout=60)
+    finally:
+        demo.kill()
+    assert demo.returncode == 1
+
+
 def test_console_keeps_it_running_with_an_endpoint_to_attach_to(tmp_path: Path) -> None:
     from actors.debug import fetch_snapshot
 

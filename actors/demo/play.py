@@ -60,6 +60,12 @@ def run_demo(
             _quietly(stage)
             print("duplex demo: interrupted", file=sys.stderr)
             return INTERRUPTED
+        except BaseException:
+            # Whatever ends the play early closes every client and server first, or their
+            # threads keep the process alive: rich's SystemExit(1) when whoever read our
+            # output went away (`duplex demo | head`), or a bug's traceback.
+            _quietly(stage)
+            raise
         _quietly(stage)
     console.print("\n[bold]Shutdown")
     gone = until(lambda: not _left_running(threads_before), timeout=5.0)
