@@ -39,23 +39,25 @@ from actors.chat.contact import (
     SendContactMessage,
 )
 from actors.chat.group import (
-    AddGroupRelay,
     AddMember,
-    ConnectPrepared,
     CreateGroup,
-    CreateRelayGroup,
     DeleteGroup,
     GroupState,
     GroupView,
     JoinGroup,
     LeaveGroup,
-    PreparedLink,
-    PrepareGroup,
-    RemoveGroupRelay,
     RemoveMember,
     SendGroupMessage,
 )
 from actors.chat.model import Owner, OwnerKind
+from actors.chat.relays import (
+    AddGroupRelay,
+    ConnectPrepared,
+    CreateRelayGroup,
+    PreparedLink,
+    PrepareGroup,
+    RemoveGroupRelay,
+)
 from actors.chat.services import AgentPort, AgentSink, ChatServices
 from actors.client import Client, mapped_kernel_errors
 from actors.debug import DebugEndpoint

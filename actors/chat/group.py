@@ -94,10 +94,9 @@ from actors.chat.model import (
     decode_call,
 )
 from actors.chat.owner import OwnerActor, Unit, refuse
-from actors.chat.relays import RELAY_FUNCTIONS, Relays
+from actors.chat.relays import RELAY_FUNCTIONS, PreparedLink, RelayGroupAsk, Relays
 from protocol.chat import (
     ChatMessage,
-    GroupLinkData,
     GroupProfile,
     GroupRole,
     XGrpAcpt,
@@ -160,50 +159,6 @@ class RemoveMember:
 @dataclass(frozen=True, slots=True)
 class DeleteGroup:
     pass
-
-
-@dataclass(frozen=True, slots=True)
-class CreateRelayGroup:
-    """The owner: a relay group served by the relays of these contact addresses."""
-
-    profile: GroupProfile
-    relays: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class AddGroupRelay:
-    """The owner: one more relay (its relay address) for a relay group."""
-
-    address: str
-
-
-@dataclass(frozen=True, slots=True)
-class RemoveGroupRelay:
-    """The owner: a relay (by its relay address) no longer serves new joiners."""
-
-    address: str
-
-
-@dataclass(frozen=True, slots=True)
-class PrepareGroup:
-    """A joiner: the group as its link says (read at the edge), not joined."""
-
-    group_link: str
-    data: GroupLinkData
-
-
-@dataclass(frozen=True, slots=True)
-class PreparedLink:
-    """Ask: the group link of a prepared group, None once it is connecting (or more)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectPrepared:
-    """A joiner: join every relay — (relay link, the address link it resolved to), read at
-    the edge — with `incognito_name` shown instead of our profile, if given."""
-
-    targets: tuple[tuple[str, str], ...]
-    incognito_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,22 +231,8 @@ class GroupActor(OwnerActor):
                     if group is not None and group.kind == GroupKind.RELAY:
                         return self.relays.send(unit, group, msg_id, text)
                     return self.members.send(unit, msg_id, text)
-            case CreateRelayGroup(profile=profile, relays=relays):
-                return self._create_relay_group(profile, relays)
-            case AddGroupRelay(address=address):
-                with self.unit("add_group_relay") as unit:
-                    self.relays.add(unit, self._owned_relay_group(), address)
-                return None
-            case RemoveGroupRelay(address=address):
-                with self.unit("remove_group_relay") as unit:
-                    self.relays.remove(unit, self._owned_relay_group(), address)
-                return None
-            case PrepareGroup(group_link=group_link, data=data):
-                return self._prepare(group_link, data)
-            case PreparedLink():
-                return self._prepared_link()
-            case ConnectPrepared(targets=targets, incognito_name=incognito_name):
-                return self._connect_prepared(targets, incognito_name)
+            case RelayGroupAsk():
+                return self._relay_ask(message)
             case LeaveGroup():
                 with self.unit("leave_group") as unit:
                     self.endings.leave(unit)
@@ -307,12 +248,6 @@ class GroupActor(OwnerActor):
             case GroupState():
                 return self._view()
         return super().receive(message)
-
-    def _owned_relay_group(self) -> Any:
-        group = self.members.group()
-        if group is None or group.kind != GroupKind.RELAY or not Members.is_host(group):
-            raise AgentError("not a relay group of ours", code="PROHIBITED")
-        return group
 
     def _create(self, profile: GroupProfile) -> str:
         with self.unit():
@@ -330,62 +265,14 @@ class GroupActor(OwnerActor):
                 )
         return self.group_id
 
-    def _create_relay_group(self, profile: GroupProfile, relays: tuple[str, ...]) -> str:
-        with self.unit() as unit:
-            if self.members.group() is None:
-                me = new_member_id()
-                group = self.store.Group.create(
-                    group_id=self.group_id,
-                    name=profile.name,
-                    description=profile.description,
-                    status=GroupStatus.CONNECTED,
-                    member_id=me,
-                    role=GroupRole.OWNER.value,
-                    host_member_id=me,
-                    kind=GroupKind.RELAY,
-                    link_conn_id=new_conn_id(),
-                    created_at=time.time(),
-                )
-                self.relays.invite(unit, group, list(relays))
-        return self.group_id
-
-    def _prepare(self, group_link: str, data: GroupLinkData) -> str:
-        with self.unit():
-            if self.members.group() is None:
-                self.store.Group.create(
-                    group_id=self.group_id,
-                    name=data.group.name,
-                    description=data.group.description,
-                    status=GroupStatus.PREPARED,
-                    member_id=new_member_id(),
-                    role=GroupRole.MEMBER.value,
-                    host_member_id=data.owner.member_id,
-                    kind=GroupKind.RELAY,
-                    group_link=group_link,
-                    created_at=time.time(),
-                )
-        return self.group_id
-
-    def _prepared_link(self) -> str | None:
-        with self.store.transaction(read_only=True):
-            group = self.members.group()
-        if group is None or group.kind != GroupKind.RELAY:
-            raise AgentError(f"no relay group {self.group_id!r}", code="NO_GROUP")
-        return group.group_link if group.status == GroupStatus.PREPARED else None
-
-    def _connect_prepared(
-        self, targets: tuple[tuple[str, str], ...], incognito_name: str | None
-    ) -> str:
-        with self.unit("connect_prepared_group") as unit:
-            group = self.members.group()
-            if group is None or group.kind != GroupKind.RELAY:
-                raise AgentError(f"no relay group {self.group_id!r}", code="NO_GROUP")
-            if group.status != GroupStatus.PREPARED:
-                return self.group_id  # connecting already (or failed: see its status)
-            group.status, group.incognito_name = GroupStatus.JOINING, incognito_name
-            group.save()
-            self.relays.connect(unit, group, list(targets))
-        return self.group_id
+    def _relay_ask(self, ask: RelayGroupAsk) -> Any:
+        """An ask about a relay group (relays.py has the rows), in a unit of its own."""
+        if isinstance(ask, PreparedLink):
+            with self.store.transaction(read_only=True):
+                group = self.members.group()
+            return self.relays.prepared_link(group)
+        with self.unit(ask.step) as unit:
+            return self.relays.asked(unit, self.members.group(), ask)
 
     def _add_member(self, ask: AddMember) -> str:
         store = self.store

@@ -51,7 +51,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from actors.agent import events as aev
 from actors.chat import events as cev
@@ -61,6 +62,7 @@ from actors.chat.model import (
     AgentCall,
     AgentCallKind,
     CommandFunction,
+    GroupKind,
     GroupStatus,
     RelayStatus,
     decode_call,
@@ -70,6 +72,7 @@ from protocol.chat import (
     ChatMessage,
     GroupLinkData,
     GroupProfile,
+    GroupRole,
     RelayLinkData,
     XGrpMemInfo,
     XGrpMsgFwd,
@@ -102,6 +105,64 @@ RELAYS_GONE = (RelayStatus.FAILED, RelayStatus.REMOVED)
 SENDING = (GroupStatus.JOINED, GroupStatus.CONNECTED)
 
 
+# ---------------------------------------------------------------------- asks (to GroupActor)
+
+
+class RelayGroupAsk:
+    """An ask about a relay group: its `GroupActor` hands it to `Relays.asked` in a unit
+    named `step` (the fault points of the crash tests), or reads `PreparedLink`."""
+
+    __slots__ = ()
+    step: ClassVar[str | None] = None
+
+
+@dataclass(frozen=True, slots=True)
+class CreateRelayGroup(RelayGroupAsk):
+    """The owner: a relay group served by the relays of these contact addresses."""
+
+    profile: GroupProfile
+    relays: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AddGroupRelay(RelayGroupAsk):
+    """The owner: one more relay (its relay address) for a relay group."""
+
+    address: str
+    step: ClassVar[str | None] = "add_group_relay"
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveGroupRelay(RelayGroupAsk):
+    """The owner: a relay (by its relay address) no longer serves new joiners."""
+
+    address: str
+    step: ClassVar[str | None] = "remove_group_relay"
+
+
+@dataclass(frozen=True, slots=True)
+class PrepareGroup(RelayGroupAsk):
+    """A joiner: the group as its link says (read at the edge), not joined."""
+
+    group_link: str
+    data: GroupLinkData
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedLink(RelayGroupAsk):
+    """Ask: the group link of a prepared group, None once it is connecting (or more)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectPrepared(RelayGroupAsk):
+    """A joiner: join every relay — (relay link, the address link it resolved to), read at
+    the edge — with `incognito_name` shown instead of our profile, if given."""
+
+    targets: tuple[tuple[str, str], ...]
+    incognito_name: str | None = None
+    step: ClassVar[str | None] = "connect_prepared_group"
+
+
 class Relays:
     """The relays of one relay group (see the module docstring); every method runs inside
     the caller's unit."""
@@ -125,6 +186,71 @@ class Relays:
         """Relays that do their part: connected (a member), verified (the owner)."""
         done = (RelayStatus.ACTIVE,) if Members.is_host(group) else RELAYS_CONNECTED
         return sum(1 for relay in self.all() if relay.status in done)
+
+    # ------------------------------------------------------------------ asks
+
+    def asked(self, unit: Unit, group: Any, ask: RelayGroupAsk) -> Any:
+        """A relay group's ask (`group` is its row, None if there is none yet)."""
+        match ask:
+            case CreateRelayGroup(profile=profile, relays=relays):
+                if group is None:
+                    me = new_member_id()
+                    group = self.store.Group.create(
+                        group_id=self.group_id,
+                        name=profile.name,
+                        description=profile.description,
+                        status=GroupStatus.CONNECTED,
+                        member_id=me,
+                        role=GroupRole.OWNER.value,
+                        host_member_id=me,
+                        kind=GroupKind.RELAY,
+                        link_conn_id=new_conn_id(),
+                        created_at=time.time(),
+                    )
+                    self.invite(unit, group, list(relays))
+                return self.group_id
+            case PrepareGroup(group_link=group_link, data=data):
+                if group is None:
+                    self.store.Group.create(
+                        group_id=self.group_id,
+                        name=data.group.name,
+                        description=data.group.description,
+                        status=GroupStatus.PREPARED,
+                        member_id=new_member_id(),
+                        role=GroupRole.MEMBER.value,
+                        host_member_id=data.owner.member_id,
+                        kind=GroupKind.RELAY,
+                        group_link=group_link,
+                        created_at=time.time(),
+                    )
+                return self.group_id
+            case ConnectPrepared(targets=targets, incognito_name=incognito_name):
+                group = self._relay_group(group)
+                if group.status == GroupStatus.PREPARED:  # else connecting already, or failed
+                    group.status, group.incognito_name = GroupStatus.JOINING, incognito_name
+                    group.save()
+                    self.connect(unit, group, list(targets))
+                return self.group_id
+            case AddGroupRelay(address=address):
+                self.add(unit, self._ours(group), address)
+            case RemoveGroupRelay(address=address):
+                self.remove(unit, self._ours(group), address)
+        return None
+
+    def prepared_link(self, group: Any) -> str | None:
+        """The group link of a prepared group, None once it is connecting (or more)."""
+        group = self._relay_group(group)
+        return group.group_link if group.status == GroupStatus.PREPARED else None
+
+    def _relay_group(self, group: Any) -> Any:
+        if group is None or group.kind != GroupKind.RELAY:
+            raise AgentError(f"no relay group {self.group_id!r}", code="NO_GROUP")
+        return group
+
+    def _ours(self, group: Any) -> Any:
+        if group is None or group.kind != GroupKind.RELAY or not Members.is_host(group):
+            raise AgentError("not a relay group of ours", code="PROHIBITED")
+        return group
 
     # ------------------------------------------------------------------ starting
 
