@@ -58,6 +58,13 @@ def test_a_host_adds_five_members_and_everyone_connects_to_everyone(server, open
         for author, msg_ids in sent.items():
             if author != member_ids[n]:
                 assert [m for a, m in got if a == author] == msg_ids  # in the sender's order
-        told = events.of(cev.NewMessage, chat_id=group_id)
-        assert sorted(e.msg_id for e in told) == sorted(m for _, m in got)  # told once each
+        # told once each, just after the unit that stored it committed: wait for the last
+        want = len(got)
+        told = wait_until(
+            lambda events=events, want=want: (
+                found if len(found := events.of(cev.NewMessage, chat_id=group_id)) >= want else None
+            ),
+            what=f"every message told at member {n}",
+        )
+        assert sorted(e.msg_id for e in told) == sorted(m for _, m in got)
     wait_settled(clients, group_id)

@@ -46,12 +46,12 @@ def test_members_join_through_the_relays_and_hear_each_other_once(start_server, 
 
     everyone = [group.owner, *members]
     exchange_rounds(everyone, group.group_id, rounds=ROUNDS, timeout=EXCHANGE_DEADLINE)
+    # nothing left: no chat command pending, nothing to send or forward, every agent event
+    # (the link reads' LDATA included) and message acknowledged, every notice told
+    wait_idle([*everyone, *group.relays], timeout=EXCHANGE_DEADLINE)
     for events in [group.owner_events, *(events for _, events in joined)]:
         told = [e.msg_id for e in events.of(cev.NewMessage, chat_id=group.group_id)]
         assert len(told) == len(set(told)) == ROUNDS * MEMBERS  # told once each
-    # nothing left: no chat command pending, nothing to send or forward, every agent event
-    # (the link reads' LDATA included) and message acknowledged
-    wait_idle([*everyone, *group.relays], timeout=EXCHANGE_DEADLINE)
 
 
 def test_a_relay_serves_more_than_its_live_cap(start_server, open_chat) -> None:
