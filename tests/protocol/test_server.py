@@ -464,6 +464,7 @@ async def test_a_group_whose_commit_fails_answers_nothing_and_stores_nothing(
             depth -= 1
 
     monkeypatch.setattr(database, "transaction", commit_fails)
+
     def burst() -> list[Prepared]:
         return [server.broker.prepare(sessions["sender"], frame) for frame in sends]
 
