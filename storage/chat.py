@@ -5,7 +5,10 @@ Owns the chat layer's schema (`CHAT_LAYER`, migrations 200-299) and every read a
 chat makes on it (`ChatStore`). Each chat actor (a contact's, an address's, a group's) writes
 only the rows of what it owns, in short transactions. Statuses and kinds are stored as the
 values of the chat's enums (actors/chat/model.py); this module does not interpret them.
-Nothing here imports actors/ or touches the network.
+Nothing here imports actors/ or touches the network. The statements of the group-message path
+(a message received, forwarded at a relay, handed to the agent and taken by it) are SQL text
+written once per database kind (`_HotRows`, rows through `storage.prepared.RowSql`); the
+rarer ones use peewee's query builder.
 
 Rows and what they mean:
 
