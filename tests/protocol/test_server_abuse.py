@@ -155,7 +155,7 @@ GETS_PER_READER = 1500  # 16 KiB answers each: far more than the socket buffers 
 async def test_clients_that_never_read_are_disconnected_and_memory_stays_bounded(
     start_server: Callable[..., QueueServer], open_client, nursery: trio.Nursery
 ) -> None:
-    """Each attacker subscribes to a queue holding a 16 KiB message, pipelines GETs of it
+    """Each attacker subscribes to its queue holding a 16 KiB message, pipelines GETs of it
     and never reads a reply. The server stops reading an attacker's commands once its outbox
     holds `outbox_bytes`, never queues more than a burst of replies beyond that, and when a
     write cannot go out for `send_timeout` it resets the TCP connection and releases the
@@ -164,11 +164,16 @@ async def test_clients_that_never_read_are_disconnected_and_memory_stays_bounded
     server = start_server("slow", config=config)
     legit = await legitimate(server, open_client)
     await legit.cycle()
-    victim = QueueOwner()  # the attackers' own queue, with one big message in it
+    # A queue of its own for each attacker, with one big message in it: were the queue shared,
+    # each SUB would take it over, and the GETs of the attackers it was taken from would be
+    # answered with small refusals their socket buffers absorb (on busy cores the blobs
+    # interleave so, and those sessions were never too slow).
     owner_client, _ = open_client(server)
-    await victim.create(owner_client)
-    big = Send(0, os.urandom(MAX_BODY))
-    assert await owner_client.request(big, entity_id=victim.snd_id) == Ok()
+    victims = [QueueOwner() for _ in range(NON_READERS)]
+    for victim in victims:
+        await victim.create(owner_client)
+        big = Send(0, os.urandom(MAX_BODY))
+        assert await owner_client.request(big, entity_id=victim.snd_id) == Ok()
     baseline = server.session_count
     peak_outbox = 0
 
@@ -180,7 +185,7 @@ async def test_clients_that_never_read_are_disconnected_and_memory_stays_bounded
         return True
 
     attackers = [await NonReader.open(server.address) for _ in range(NON_READERS)]
-    for i, attacker in enumerate(attackers):
+    for i, (attacker, victim) in enumerate(zip(attackers, victims, strict=True)):
         frames = [attacker.codec.frame(Sub(), victim.rcv_id, victim.auth)]
         frames += [attacker.codec.frame(Get(), victim.rcv_id, victim.auth)] * GETS_PER_READER
         nursery.start_soon(attacker.send, frames, name=f"non-reader {i}")
@@ -195,13 +200,17 @@ async def test_clients_that_never_read_are_disconnected_and_memory_stays_bounded
             25,
             "the non-reading sessions were closed",
         )
+        served_during_the_attack = len(legit.latencies)
+        # a few more cycles for the p99 (the attack may end within 2 cycles on busy cores)
+        await wait_until(lambda: len(legit.latencies) >= 3, 10, "three legitimate cycles")
         done.set()
+    assert served_during_the_attack >= 1, "the legitimate client was not served meanwhile"
     assert server.broker.subscriber_count() == 0  # the subscriptions were released
     # At most the budget and one burst of replies beyond it (16 KiB MSGs, 17 frames).
     assert 0 < peak_outbox <= config.outbox_bytes + (config.receive_queue + 1) * 17 * 1024
     for attacker in attackers:  # dropped by the server: a read fails or ends at once
         assert await attacker.reset_by_server()
-    assert len(legit.latencies) >= 3 and legit.p99() < 0.5, legit.latencies
+    assert legit.p99() < 0.5, legit.latencies
     await legit.cycle()
 
 
