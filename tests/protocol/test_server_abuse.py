@@ -153,7 +153,7 @@ GETS_PER_READER = 1500  # 16 KiB answers each: far more than the socket buffers 
 
 
 async def test_clients_that_never_read_are_disconnected_and_memory_stays_bounded(
-    start_server: Callable[..., QueueServer], open_client, nursery: trio.Nursery
+    start_server: Callable[..., QueueServer], open_client, nursery: trio.Nursery, caplog
 ) -> None:
     """Each attacker subscribes to its queue holding a 16 KiB message, pipelines GETs of it
     and never reads a reply. The server stops reading an attacker's commands once its outbox
@@ -184,19 +184,22 @@ async def test_clients_that_never_read_are_disconnected_and_memory_stays_bounded
                 peak_outbox = max(peak_outbox, session.outbox.bytes)
         return True
 
+    # With a queue of its own each attacker fills its outbox within a second, so on busy
+    # cores the six are not all counted at once: each closing is counted instead.
     attackers = [await NonReader.open(server.address) for _ in range(NON_READERS)]
     for i, (attacker, victim) in enumerate(zip(attackers, victims, strict=True)):
         frames = [attacker.codec.frame(Sub(), victim.rcv_id, victim.auth)]
         frames += [attacker.codec.frame(Get(), victim.rcv_id, victim.auth)] * GETS_PER_READER
         nursery.start_soon(attacker.send, frames, name=f"non-reader {i}")
-    await wait_until(
-        lambda: server.session_count == baseline + NON_READERS, 10, "the attackers are in"
-    )
     done = trio.Event()
     async with trio.open_nursery() as attack:
         attack.start_soon(legit.run_until, done)
         await wait_until(
-            lambda: outboxes_watched() and server.session_count == baseline,
+            lambda: (
+                outboxes_watched()
+                and server.session_count == baseline
+                and _too_slow_closings(caplog) == NON_READERS
+            ),
             25,
             "the non-reading sessions were closed",
         )
@@ -212,6 +215,10 @@ async def test_clients_that_never_read_are_disconnected_and_memory_stays_bounded
         assert await attacker.reset_by_server()
     assert legit.p99() < 0.5, legit.latencies
     await legit.cycle()
+
+
+def _too_slow_closings(caplog) -> int:
+    return sum(1 for r in caplog.records if r.getMessage() == "session too slow, closing it")
 
 
 async def test_pushes_to_a_busy_session_wait_and_are_all_delivered(
