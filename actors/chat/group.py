@@ -252,17 +252,7 @@ class GroupActor(OwnerActor):
     def _create(self, profile: GroupProfile) -> str:
         with self.unit():
             if self.members.group() is None:
-                me = new_member_id()
-                self.store.Group.create(
-                    group_id=self.group_id,
-                    name=profile.name,
-                    description=profile.description,
-                    status=GroupStatus.CONNECTED,
-                    member_id=me,
-                    role=GroupRole.OWNER.value,
-                    host_member_id=me,
-                    created_at=time.time(),
-                )
+                self.members.create_owned(profile)
         return self.group_id
 
     def _relay_ask(self, ask: RelayGroupAsk) -> Any:

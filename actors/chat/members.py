@@ -18,6 +18,7 @@ from actors.chat.model import ENDED_GROUPS, ENDED_MEMBERS, GroupStatus, MemberSt
 from actors.chat.owner import Unit
 from actors.chat.services import ChatServices
 from protocol.chat import (
+    GroupProfile,
     GroupRole,
     MemberInfo,
     Profile,
@@ -68,6 +69,21 @@ class Members:
     def on(self, conn_id: str) -> Any:
         """The member whose connection is `conn_id` (None if none is)."""
         return self.store.group_member_on(self.group_id, conn_id)
+
+    def create_owned(self, profile: GroupProfile, **kind: Any) -> Any:
+        """Our new group, with us as its owner and host (`kind`: a relay group's fields)."""
+        me = new_member_id()
+        return self.store.Group.create(
+            group_id=self.group_id,
+            name=profile.name,
+            description=profile.description,
+            status=GroupStatus.CONNECTED,
+            member_id=me,
+            role=GroupRole.OWNER.value,
+            host_member_id=me,
+            created_at=time.time(),
+            **kind,
+        )
 
     def me(self, group: Any) -> MemberInfo:
         """Us as the group knows us: with the incognito name we chose for it, if we did."""

@@ -194,18 +194,8 @@ class Relays:
         match ask:
             case CreateRelayGroup(profile=profile, relays=relays):
                 if group is None:
-                    me = new_member_id()
-                    group = self.store.Group.create(
-                        group_id=self.group_id,
-                        name=profile.name,
-                        description=profile.description,
-                        status=GroupStatus.CONNECTED,
-                        member_id=me,
-                        role=GroupRole.OWNER.value,
-                        host_member_id=me,
-                        kind=GroupKind.RELAY,
-                        link_conn_id=new_conn_id(),
-                        created_at=time.time(),
+                    group = self.members.create_owned(
+                        profile, kind=GroupKind.RELAY, link_conn_id=new_conn_id()
                     )
                     self.invite(unit, group, list(relays))
                 return self.group_id
