@@ -279,16 +279,31 @@ def wait_settled(
     return explain()
 
 
-def wait_idle(clients: Sequence[ChatClient], timeout: float = 30.0) -> None:
-    """Poll until every client is idle (`Stored.idle`), whatever its groups."""
+def wait_idle(
+    clients: Sequence[ChatClient],
+    timeout: float = 30.0,
+    servers: Sequence[QueueServer] = (),
+) -> None:
+    """Poll until every client is idle (`Stored.idle`), whatever its groups. With `servers`,
+    until they also hold no message: a message sent and not yet delivered leaves nothing to
+    do at either client, so idle clients alone do not mean that nothing is in flight."""
 
-    def explain() -> list[Stored]:
-        return [Stored.of(c) for c in clients]
+    def explain() -> list[Any]:
+        return [*(Stored.of(c) for c in clients), *(s.store.stats() for s in servers)]
 
-    def idle() -> bool:
+    def clients_idle() -> bool:
         return all(_progress(c, "")[3:7] == (0, 0, 0, 0) for c in clients)
 
-    wait_until(idle, timeout, "idle clients", explain)
+    def quiet() -> bool:
+        # idle, nothing queued, idle again: a message still queued when the clients were
+        # first seen idle is received (and waits to be handled) before the second look
+        return (
+            clients_idle()
+            and all(s.store.stats()["messages"] == 0 for s in servers)
+            and clients_idle()
+        )
+
+    wait_until(quiet, timeout, "idle clients", explain)
 
 
 def assert_acted_once(

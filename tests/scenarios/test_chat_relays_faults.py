@@ -22,7 +22,7 @@ from actors.chat.model import GroupStatus, RelayStatus, RosterStatus
 from protocol.chat import XGrpMsgFwd, XGrpRelayAcpt, XMsgNew, encode_chat_message, new_group_id
 from protocol.errors import ChatRefused, GroupLinkError
 from tests.scenarios.agents import FAST
-from tests.scenarios.chats import content, start_killed, wait_killed, wait_until
+from tests.scenarios.chats import content, start_killed, wait_idle, wait_killed, wait_until
 from tests.scenarios.relays import (
     exchange_rounds,
     join,
@@ -275,6 +275,9 @@ def test_hostile_relays_are_refused_and_change_nothing(servers, open_chat, caplo
     member_id = member.group(group.group_id).member_id
     owner_id = group.owner.group(group.group_id).member_id
     at_relay = {r.member_id: r for r in _roster_conns(relay, group.group_id)}
+    # every copy of the exchange's messages (one through each relay) delivered, handled and
+    # acknowledged, so that only the hostile messages can change anything from here
+    wait_idle([group.owner, member, *group.relays], servers=servers)
     before = {"owner": content(group.owner), "member": content(member)}
 
     hostile = [  # (to whom, what)
