@@ -78,6 +78,7 @@ __all__ = [
     "LinkError",
     "MigrationError",
     "NetworkError",
+    "NoConnection",
     "QueueFault",
     "RuntimeFault",
     "ServerError",
@@ -287,6 +288,14 @@ class AgentError(DuplexError):
     NO_CONNECTION), AGENT when nothing finer applies."""
 
     code = "AGENT"
+
+
+class NoConnection(AgentError):
+    """The command names a connection the agent does not have (never made, or deleted).
+    The chat compares an `Err` event's code with `NoConnection.code`: a delete that finds
+    nothing to delete has done its work."""
+
+    code = "NO_CONNECTION"
 
 
 class RuntimeFault(DuplexError):

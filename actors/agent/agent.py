@@ -56,7 +56,7 @@ from actors.kernel import (
     VirtualSupervisor,
 )
 from protocol.address import b64url
-from protocol.errors import AgentError, DuplexError
+from protocol.errors import AgentError, DuplexError, NoConnection
 from protocol.links import parse_link, parse_short_link
 from protocol.queue import QueueMode
 
@@ -283,7 +283,7 @@ class AgentActor(Supervisor):
     def _connection(self, conn_id: str) -> Any:
         conn = self.store.connection(conn_id)
         if conn is None:
-            raise AgentError(f"no connection {conn_id!r}", code="NO_CONNECTION")
+            raise NoConnection(f"no connection {conn_id!r}")
         return conn
 
     def _new_command(

@@ -67,7 +67,14 @@ from actors.agent.ports import (
     unreachable,
 )
 from actors.kernel import IoError
-from protocol.errors import AgentError, DuplexError, QueueFault, ServerError, message_of
+from protocol.errors import (
+    AgentError,
+    DuplexError,
+    NoConnection,
+    QueueFault,
+    ServerError,
+    message_of,
+)
 from storage.agent import AgentCommand
 
 log = logging.getLogger(__name__)
@@ -166,7 +173,7 @@ class CommandRunner:
             # message for the connection raced its creation): look once more before failing.
             state.conn = self.port.store.connection(self.port.conn_id)
         if state.conn is None and kind not in _WITHOUT_CONNECTION:
-            self.fail(command, "NO_CONNECTION", "the connection does not exist")
+            self.fail(command, NoConnection.code, "the connection does not exist")
             return
         handler = self._handlers.get(kind)
         if handler is None:

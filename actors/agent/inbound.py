@@ -59,7 +59,13 @@ from protocol.envelope import (
     check_integrity,
     open_agent_message,
 )
-from protocol.errors import AgentError, DuplexError, EnvelopeError, QueueFault, ServerError
+from protocol.errors import (
+    DuplexError,
+    EnvelopeError,
+    NoConnection,
+    QueueFault,
+    ServerError,
+)
 from protocol.queue import Ack as AckCommand
 from protocol.queue import End, Msg, MsgFlag, decode_content
 from storage.agent import AgentCommand, AgentRcvMessage, AgentRcvQueue
@@ -263,7 +269,7 @@ class Inbound:
         """Record the user's ACK of `msg_id` (an ask: returns once it is stored)."""
         state = self.port.state
         if state.conn is None:
-            raise AgentError(f"no connection {self.port.conn_id!r}", code="NO_CONNECTION")
+            raise NoConnection(f"no connection {self.port.conn_id!r}")
         row = next((r for r in state.received.values() if r.seq == msg_id), None)
         if corr_id is None and (row is None or msg_id in self.acking):
             return  # acknowledged before: nothing more to do

@@ -10,7 +10,7 @@ from actors.agent import events as ev
 from actors.agent.model import Lane, RcvQueueStatus, SndQueueStatus
 from actors.agent.state import ConnectionState
 from actors.agent.switch_states import ABORTABLE
-from protocol.errors import AgentError
+from protocol.errors import NoConnection
 from storage.agent import AgentCommand
 
 
@@ -18,7 +18,7 @@ def connection_info(state: ConnectionState) -> ev.ConnectionInfo:
     """The `ConnectionInfo` of `connection_info(conn_id)` and of every SWITCH event."""
     conn = state.conn
     if conn is None:
-        raise AgentError(f"no connection {state.conn_id!r}", code="NO_CONNECTION")
+        raise NoConnection(f"no connection {state.conn_id!r}")
     rcv = sorted(state.rcv_queues.values(), key=lambda q: q.id)
     snd = sorted(state.snd_queues.values(), key=lambda q: q.id)
     return ev.ConnectionInfo(

@@ -65,7 +65,7 @@ from actors.agent.switch_states import (
     next_rcv_status,
 )
 from protocol.envelope import QAdd, QErr, QKey, QUse
-from protocol.errors import AgentError, ServerError
+from protocol.errors import AgentError, NoConnection, ServerError
 from protocol.queue import Del, Key, Msg, QueueMode
 from storage.agent import AgentCommand, AgentRcvQueue, AgentSndMessage, AgentSndQueue
 
@@ -121,7 +121,7 @@ class ReceivingSwitch:
                 return self.port.conn_id
         conn = self.port.state.conn
         if conn is None:
-            raise AgentError(f"no connection {self.port.conn_id!r}", code="NO_CONNECTION")
+            raise NoConnection(f"no connection {self.port.conn_id!r}")
         if conn.status != ConnStatus.READY:
             raise AgentError(f"connection is {conn.status}, not ready", code="PROHIBITED")
         if conn.rcv_switch_status is not None:
@@ -149,7 +149,7 @@ class ReceivingSwitch:
     def abort(self) -> ev.ConnectionInfo:
         conn = self.port.state.conn
         if conn is None:
-            raise AgentError(f"no connection {self.port.conn_id!r}", code="NO_CONNECTION")
+            raise NoConnection(f"no connection {self.port.conn_id!r}")
         if not self._allowed(E.ABORTED):
             status = conn.rcv_switch_status
             raise AgentError(f"the switch cannot be aborted (status {status})", code="PROHIBITED")

@@ -22,7 +22,7 @@ from actors.agent import events as ev
 from actors.agent.model import CommandKind, CommandOrigin, ConnStatus, MessageKind, Send
 from actors.agent.ports import Chain, Commands, ConnectionPort
 from protocol.envelope import UserMessage
-from protocol.errors import AgentError
+from protocol.errors import AgentError, NoConnection
 from storage.agent import AgentCommand, AgentSndQueue
 
 _CAN_SEND = (ConnStatus.JOINED, ConnStatus.READY)
@@ -81,7 +81,7 @@ class UserSends:
         """The send queue in use; AgentError if the connection cannot send now."""
         conn = self.port.state.conn
         if conn is None:
-            raise AgentError(f"no connection {self.port.conn_id!r}", code="NO_CONNECTION")
+            raise NoConnection(f"no connection {self.port.conn_id!r}")
         self._refuse_if_deleting()
         queue = self.port.state.active_snd_queue()
         if queue is None or conn.status not in _CAN_SEND:

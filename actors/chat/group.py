@@ -115,7 +115,7 @@ from protocol.chat import (
     new_member_id,
     new_message_id,
 )
-from protocol.errors import AgentError, ChatWireError
+from protocol.errors import AgentError, ChatWireError, NoConnection
 
 # ---------------------------------------------------------------------- asks
 
@@ -433,7 +433,7 @@ class GroupActor(OwnerActor):
         function = CommandFunction(command.function)
         if function is CommandFunction.DELETE_MEMBER_CONN:
             if isinstance(event, aev.Ok) or (
-                isinstance(event, aev.Err) and event.code == "NO_CONNECTION"
+                isinstance(event, aev.Err) and event.code == NoConnection.code
             ):
                 self.endings.connection_deleted(member, command.conn_id)
             return  # another ERR: the command is FAILED; the connection stays the member's

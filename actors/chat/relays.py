@@ -85,7 +85,7 @@ from protocol.chat import (
     encode_link_data,
     new_member_id,
 )
-from protocol.errors import AgentError, ChatWireError
+from protocol.errors import AgentError, ChatWireError, NoConnection
 
 log = logging.getLogger(__name__)
 
@@ -350,7 +350,7 @@ class Relays:
             return
         relay = self.on(command.conn_id)
         if function is CommandFunction.DELETE_RELAY_CONN:
-            if isinstance(event, aev.Ok) or getattr(event, "code", None) == "NO_CONNECTION":
+            if isinstance(event, aev.Ok) or getattr(event, "code", None) == NoConnection.code:
                 self.store.disown_connection(command.conn_id)
             return
         if relay is None or relay.status in RELAYS_GONE:

@@ -356,8 +356,8 @@ class QueueBroker:
             return None, p.from_store  # still unknown: ids are random, not made meanwhile
         if p.record is not None and cached is p.record:
             return p.record, p.from_store
-        record, from_store = self._sender_record(t.entity_id) if by_sender else self._record(
-            t.entity_id
+        record, from_store = (
+            self._sender_record(t.entity_id) if by_sender else self._record(t.entity_id)
         )
         return record, from_store or p.from_store
 

@@ -44,9 +44,7 @@ def self_signed_certificate() -> tuple[bytes, bytes]:
 
 def certificate_der(certificate_pem: bytes) -> bytes:
     """The DER bytes of a PEM certificate: what the address's fingerprint is taken of."""
-    return x509.load_pem_x509_certificate(certificate_pem).public_bytes(
-        serialization.Encoding.DER
-    )
+    return x509.load_pem_x509_certificate(certificate_pem).public_bytes(serialization.Encoding.DER)
 
 
 def server_tls_context(certificate_pem: bytes, key_pem: bytes) -> ssl.SSLContext:
