@@ -44,9 +44,10 @@ BENCHES := limits actors server server_abuse messaging connect recovery group_jo
 bench: $(STAMP)
 	for name in $(BENCHES); do $(VENV)/bin/duplex bench $$name || exit $$?; done
 
-# ruff, then the layer contracts of pyproject.toml ([tool.importlinter]).
+# ruff (lint and format), then the layer contracts of pyproject.toml ([tool.importlinter]).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
 
 clean:

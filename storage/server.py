@@ -295,9 +295,7 @@ class _HotSql:
         # Bytes held: of one queue (only asked when its count could reach its byte quota),
         # of a queue about to be deleted, of messages about to expire, of the whole store.
         self.queue_bytes = f"SELECT COALESCE(SUM(LENGTH(enc_body)), 0) {message}"
-        self.expired_bytes = (
-            f"SELECT COALESCE(SUM(LENGTH(enc_body)), 0) {message} AND ts < {p}"
-        )
+        self.expired_bytes = f"SELECT COALESCE(SUM(LENGTH(enc_body)), 0) {message} AND ts < {p}"
         self.store_bytes = "SELECT COALESCE(SUM(LENGTH(enc_body)), 0) FROM server_message"
 
 
