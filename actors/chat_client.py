@@ -273,7 +273,8 @@ class ChatClient:
     def leave_group(self, group_id: str) -> None:
         """Leave a group: every member is told (x.grp.leave), our connections to them are
         deleted, and the group is LEFT; sending to it then raises AgentError GROUP_ENDED.
-        Leaving a group left already does nothing."""
+        In a relay group the relays are told, stop forwarding to us and delete their
+        connections, as we delete ours. Leaving a group left already does nothing."""
         self._ask(Owner(OwnerKind.GROUP, group_id), LeaveGroup())
 
     def remove_member(self, group_id: str, member_id: str) -> None:

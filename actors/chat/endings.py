@@ -2,7 +2,8 @@
 
 Ours (asks of the user, each in one unit of the `GroupActor`):
 
-* leave: x.grp.leave to every connected member; our group LEFT;
+* leave: x.grp.leave to every connected member (in a relay group, to every relay
+  connected: relays.py); our group LEFT;
 * remove a member (an owner or admin, of a role not above ours): x.grp.mem.del to every
   connected member, the removed one included; the member REMOVED;
 * delete the group (its owner): x.grp.del to every connected member; our group DELETED.
@@ -46,10 +47,12 @@ from actors.chat.model import (
     AgentCall,
     AgentCallKind,
     CommandFunction,
+    GroupKind,
     GroupStatus,
     MemberStatus,
 )
 from actors.chat.owner import Unit, refuse
+from actors.chat.relays import Relays
 from protocol.chat import ChatMessage, GroupRole, XGrpDel, XGrpLeave, XGrpMemDel
 from protocol.errors import AgentError
 
@@ -62,8 +65,9 @@ def may_remove(remover: GroupRole, removed: GroupRole) -> bool:
 class Endings:
     """The endings of one group (see the module docstring)."""
 
-    def __init__(self, members: Members) -> None:
+    def __init__(self, members: Members, relays: Relays) -> None:
         self.members = members
+        self.relays = relays
         self.store = members.store
         self.group_id = members.group_id
 
@@ -162,7 +166,10 @@ class Endings:
         self, unit: Unit, group: Any, status: GroupStatus, last: ChatMessage | None
     ) -> None:
         """The group ends for us: `last` to every connected member, then every connection
-        deleted and every kept message dropped."""
+        deleted and every kept message dropped (in a relay group, to and of its relays)."""
+        if group.kind == GroupKind.RELAY:
+            self.relays.end(unit, group, status, last)
+            return
         if last is not None:
             self._broadcast(unit, last)
         for member in self.members.all():

@@ -211,8 +211,8 @@ class GroupActor(OwnerActor):
         self.group_id = self.ctx.key
         self.members = Members(self.services, self.group_id, str(self.owner))
         self.introductions = Introductions(self.members)
-        self.endings = Endings(self.members)
         self.relays = Relays(self.members)
+        self.endings = Endings(self.members, self.relays)
 
     # ------------------------------------------------------------------ asks
 

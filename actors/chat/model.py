@@ -118,6 +118,7 @@ class RelayStatus(enum.StrEnum):
     ACTIVE = "active"  # owner: its relay link names the group; listed in the group link
     FAILED = "failed"  # its join failed for good, or its relay link did not verify
     REMOVED = "removed"  # owner: removed from the group (its connection deleted, not listed)
+    LEFT = "left"  # the group ended for us (we left, or it was deleted): connection deleted
 
 
 # Relays whose connection is ready: a group message goes to them (else it waits for them).
@@ -132,6 +133,7 @@ class ServedStatus(enum.StrEnum):
     LINKED = "linked"  # the link is ready; x.grp.relay.acpt goes once the owner is connected
     ACTIVE = "active"  # the owner has the relay link: joiners come
     FAILED = "failed"  # the relay link could not be made
+    DELETED = "deleted"  # its owner deleted it: every connection and the relay link deleted
 
 
 WAITING_SERVED = (ServedStatus.LINKED, ServedStatus.ACTIVE)  # REQ on the relay link
@@ -144,9 +146,11 @@ class RosterStatus(enum.StrEnum):
     ACCEPTED = "accepted"  # accepted; CON comes next
     CONNECTED = "connected"  # forwards go to it
     FAILED = "failed"
+    LEFT = "left"  # it left (x.grp.leave), or the group was deleted: its connection deleted
 
 
 WAITING_ROSTER = (RosterStatus.ACCEPTED,)  # CON
+ROSTER_GONE = frozenset({RosterStatus.FAILED, RosterStatus.LEFT})  # nothing is forwarded to it
 
 
 class IntroStatus(enum.StrEnum):
@@ -178,11 +182,12 @@ class CommandFunction(enum.StrEnum):
     VERIFY_RELAY_LINK = "verify_relay_link"  # owner: read a relay link's data
     CREATE_GROUP_LINK = "create_group_link"  # owner: the contact address behind the group link
     SET_GROUP_LINK = "set_group_link"  # owner: publish the group link's data
-    DELETE_RELAY_CONN = "delete_relay_conn"  # owner: the connection to a relay removed
+    DELETE_RELAY_CONN = "delete_relay_conn"  # a relay removed (owner), or the group ended
     # at a chat relay (relay.py, roster.py)
     ACCEPT_RELAY_MEMBER = "accept_relay_member"  # the owner's or a joiner's request
     CREATE_RELAY_LINK = "create_relay_link"  # the contact address behind a relay link
     SET_RELAY_LINK = "set_relay_link"  # publish the relay link's data
+    DELETE_SERVED_CONN = "delete_served_conn"  # a member left, or the group was deleted
 
 
 class CommandStatus(enum.StrEnum):

@@ -20,12 +20,15 @@ stored as a chat command (owner.py) and continued here, so that it goes on after
     on CON of its conn       connected: the forwards kept for it are sent (roster.py)
     on x.msg.new from a      forwarded to every other member of the roster, O included, as
       roster member          x.grp.msg.fwd(author's member id, the message unchanged)
+    on x.grp.leave from a    the member LEFT: nothing more forwarded to it, what was kept
+      roster member          for it dropped, our connection to it deleted (DELETE_SERVED_CONN)
 
 A relay serving many groups holds one virtual actor per group, activated by the first event
 of one of its connections and passivated when idle, so what a relay keeps live is bounded by
 the kernel's cap, not by the groups it serves. The relay trusts the roster it made: a message
 is forwarded only from a member it admitted, on that member's own connection; a forward, a
-relay acceptance or anything but a group message from a member is refused (`ChatRefused`).
+relay acceptance or anything but a group message or a leave from a member is refused
+(`ChatRefused`).
 """
 
 from __future__ import annotations
@@ -49,13 +52,14 @@ from actors.chat.roster import Roster
 from protocol.chat import (
     ChatMessage,
     RelayLinkData,
+    XGrpLeave,
     XGrpMemInfo,
     XGrpRelayAcpt,
     XMsgNew,
     decode_chat_message,
     encode_link_data,
 )
-from protocol.errors import ChatWireError
+from protocol.errors import ChatWireError, NoConnection
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +110,8 @@ class RelayGroupActor(OwnerActor):
                 if member is not None and member.status == RosterStatus.ACCEPTING:
                     member.status = RosterStatus.ACCEPTED
                     member.save()
+            case CommandFunction.DELETE_SERVED_CONN, aev.Ok() | aev.Err(code=NoConnection.code):
+                self.store.disown_connection(command.conn_id)
             case CommandFunction.ACCEPT_RELAY_MEMBER, aev.Err():
                 member = self.roster.on(command.conn_id)
                 if member is not None:
@@ -161,6 +167,8 @@ class RelayGroupActor(OwnerActor):
         match message:
             case XMsgNew():
                 self.roster.forward(unit, sender, message)
+            case XGrpLeave():
+                self.roster.left(unit, sender)
             case _:
                 raise refuse(f"{type(message).__name__} is not for a relay")
 

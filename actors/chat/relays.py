@@ -33,6 +33,9 @@ itself after a crash, a restart or an outage, whatever the other relays do::
     O remove_group_relay   the relay REMOVED: DELETE_RELAY_CONN our connection to it, and the
                            group link's data published again without it (joiners from then on
                            do not join it; members connected through it keep it)
+    leave_group            x.grp.leave to every relay connected; every relay LEFT and our
+                           connection to it deleted (after that message); the group LEFT, and
+                           what relays send from then on changes nothing
 
 A group message (ours) goes to every relay connected, and waits (`ChatPending`, by the
 relay's `relay_id`) for every relay not connected yet, sent in order once it is. A message
@@ -56,8 +59,9 @@ from typing import Any, ClassVar
 
 from actors.agent import events as aev
 from actors.chat import events as cev
-from actors.chat.members import Members, new_conn_id
+from actors.chat.members import Members, ended_error, new_conn_id
 from actors.chat.model import (
+    ENDED_GROUPS,
     RELAYS_CONNECTED,
     AgentCall,
     AgentCallKind,
@@ -100,7 +104,7 @@ RELAY_FUNCTIONS = frozenset(
     }
 )
 # Relays that are no longer part of the group: nothing they say or complete changes it.
-RELAYS_GONE = (RelayStatus.FAILED, RelayStatus.REMOVED)
+RELAYS_GONE = (RelayStatus.FAILED, RelayStatus.REMOVED, RelayStatus.LEFT)
 # A member's group is functional from its first relay JOINED, until the group failed.
 SENDING = (GroupStatus.JOINED, GroupStatus.CONNECTED)
 
@@ -286,6 +290,25 @@ class Relays:
         if listed:
             self._publish(unit, group)
 
+    def end(self, unit: Unit, group: Any, status: GroupStatus, last: ChatMessage | None) -> None:
+        """The group ends for us (`status`: we left, or its owner deleted it): `last` to every
+        relay connected, then every relay LEFT and our connection to it deleted (after that
+        message: owner.py), and every kept message dropped. A join still on its way is
+        deleted too: what it completes later is that of a relay that is gone."""
+        for relay in self.all():
+            if relay.status in RELAYS_GONE:
+                continue
+            if last is not None and relay.status in RELAYS_CONNECTED:
+                unit.send(relay.conn_id, last)
+            relay.status = RelayStatus.LEFT
+            relay.save()
+            self._drop_pending(relay)
+            unit.command(
+                CommandFunction.DELETE_RELAY_CONN, relay.conn_id, AgentCall(AgentCallKind.DELETE)
+            )
+        group.status = status
+        group.save()
+
     def _serving(self, address: str) -> Any:
         """The relay of `address` that is not gone (failed or removed), if any."""
         return next(
@@ -434,6 +457,8 @@ class Relays:
 
     def message(self, unit: Unit, group: Any, relay: Any, message: ChatMessage) -> None:
         """A chat message from one of our relays."""
+        if group.status in ENDED_GROUPS:
+            return  # sent before the relay heard that the group ended for us: nothing to do
         if relay.status not in RELAYS_CONNECTED:
             raise refuse(f"{type(message).__name__} from a relay that is {relay.status}")
         match message:
@@ -459,6 +484,8 @@ class Relays:
 
     def send(self, unit: Unit, group: Any, msg_id: str, text: str) -> str:
         """Our group message: to every relay connected, kept for those not connected yet."""
+        if group.status in ENDED_GROUPS:
+            raise ended_error(group)
         if group.status not in SENDING:
             raise AgentError(f"the group is {group.status}: not joined (yet)", code="PROHIBITED")
         message = XMsgNew(msg_id, text)

@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 from actors.chat.model import (
+    ROSTER_GONE,
     AgentCall,
     AgentCallKind,
     CommandFunction,
@@ -141,7 +142,7 @@ class Roster:
         forward = XGrpMsgFwd(author.member_id, message)
         body = encode_chat_message(forward)
         for member in self.all():
-            if member.id == author.id or member.status == RosterStatus.FAILED:
+            if member.id == author.id or member.status in ROSTER_GONE:
                 continue
             if member.status == RosterStatus.CONNECTED:
                 unit.send(member.conn_id, forward)
@@ -149,6 +150,19 @@ class Roster:
                 self.store.Pending.create(
                     group_id=self.group_id, member_id=member.member_id, body=body
                 )
+
+    def left(self, unit: Unit, member: Any) -> None:
+        """`member` left (x.grp.leave): nothing more is forwarded to it, what was kept for it
+        is dropped, and our connection to it is deleted."""
+        member.status = RosterStatus.LEFT
+        member.save()
+        store = self.store
+        store.Pending.delete().where(
+            (store.Pending.group_id == self.group_id)
+            & (store.Pending.member_id == member.member_id)
+        ).execute()
+        call = AgentCall(AgentCallKind.DELETE, member_id=member.member_id)
+        unit.command(CommandFunction.DELETE_SERVED_CONN, member.conn_id, call, owner=self.owner)
 
     def flush(self, unit: Unit, member: Any) -> None:
         """`member` is connected: the forwards kept for it, in order."""
