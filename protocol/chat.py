@@ -86,6 +86,12 @@ read it and join the relay links::
                                                                         to every relay
     x.grp.msg.fwd     R → the       their connection, msg               R forwards what a
                       others                                            member sent it
+    x.grp.leave       O or J → R    O-R or J-R, msg                     it leaves: R forwards
+                                                                        nothing more to it
+    x.grp.del         O → R         O-R, msg                            O deletes the group
+    x.grp.del.fwd     R → the       their connection, msg               R passes O's x.grp.del
+                      others                                            on, and serves the
+                                                                        group no more
 
 Each relay forwards a member's message unchanged (the author's member id and the shared
 message id), so that a receiver drops the copies the other relays bring.
@@ -148,6 +154,7 @@ __all__ = [
     "RelayLinkData",
     "XGrpAcpt",
     "XGrpDel",
+    "XGrpDelFwd",
     "XGrpInv",
     "XGrpLeave",
     "XGrpMemCon",
@@ -413,6 +420,14 @@ class XGrpDel(msgspec.Struct, **_STRUCT):
     event: ClassVar[str] = "x.grp.del"
 
 
+class XGrpDelFwd(msgspec.Struct, **_STRUCT):
+    """A chat relay → every member it serves: the group's owner `author_id` deleted the
+    group (its x.grp.del, passed on); the relay serves it no more."""
+
+    event: ClassVar[str] = "x.grp.del.fwd"
+    author_id: MemberId
+
+
 class XGrpMsgFwd(msgspec.Struct, **_STRUCT):
     """Host → a member not yet connected to `author_id`: that member's group `message`,
     unchanged (same shared id, so a later direct copy is dropped as a duplicate)."""
@@ -457,6 +472,7 @@ ChatMessage = (
     | XGrpMemDel
     | XGrpLeave
     | XGrpDel
+    | XGrpDelFwd
     | XGrpMsgFwd
     | XGrpRelayInv
     | XGrpRelayAcpt

@@ -36,8 +36,9 @@ whoever passes an error's text on next to its code (an `Err` event, a wrapping e
     ├── ChatWireError                CHAT          a chat message (an agent message body or join
     │                                              info) that cannot be read or made
     ├── AgentError                   AGENT         an agent command was refused or failed; the
-    │                                              agent sets a finer code (NO_CONNECTION,
-    │                                              PROHIBITED, NO_REQUEST …)
+    │   │                                          agent sets a finer code (PROHIBITED,
+    │   │                                          NO_REQUEST …)
+    │   └── NoConnection             NO_CONNECTION  no such connection (never made, or deleted)
     ├── ChatRefused                  CHAT_REFUSED  a peer's chat message that does not fit what
     │                                              the chat holds (a forged member id, an intro
     │                                              from a member that is not the host …)

@@ -183,6 +183,7 @@ class CommandFunction(enum.StrEnum):
     CREATE_GROUP_LINK = "create_group_link"  # owner: the contact address behind the group link
     SET_GROUP_LINK = "set_group_link"  # owner: publish the group link's data
     DELETE_RELAY_CONN = "delete_relay_conn"  # a relay removed (owner), or the group ended
+    DELETE_GROUP_LINK = "delete_group_link"  # owner: the group deleted, its link with it
     # at a chat relay (relay.py, roster.py)
     ACCEPT_RELAY_MEMBER = "accept_relay_member"  # the owner's or a joiner's request
     CREATE_RELAY_LINK = "create_relay_link"  # the contact address behind a relay link

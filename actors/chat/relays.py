@@ -36,6 +36,11 @@ itself after a crash, a restart or an outage, whatever the other relays do::
     leave_group            x.grp.leave to every relay connected; every relay LEFT and our
                            connection to it deleted (after that message); the group LEFT, and
                            what relays send from then on changes nothing
+    O delete_group         the same with x.grp.del, the group DELETED, and the group link's
+                           address deleted (DELETE_GROUP_LINK): nobody reads it any more
+    J on x.grp.del.fwd     a relay passed on the owner's deletion: as for a leave, without a
+                           message; the group DELETED (GROUP_DELETED, once: the copies other
+                           relays pass on come to an ended group, which drops them)
 
 A group message (ours) goes to every relay connected, and waits (`ChatPending`, by the
 relay's `relay_id`) for every relay not connected yet, sent in order once it is. A message
@@ -46,8 +51,8 @@ author sends each to every relay in order, so the first copy of each is in the a
 order too.
 
 What a relay says is checked against the rows: only the owner takes a relay acceptance, and
-only from a relay it invited, for this group; a forward must not claim to be ours. Anything
-else is refused (`ChatRefused`) and changes nothing.
+only from a relay it invited, for this group; a forward must not claim to be ours; a deletion
+passed on must be the owner's. Anything else is refused (`ChatRefused`) and changes nothing.
 """
 
 from __future__ import annotations
@@ -78,6 +83,7 @@ from protocol.chat import (
     GroupProfile,
     GroupRole,
     RelayLinkData,
+    XGrpDelFwd,
     XGrpMemInfo,
     XGrpMsgFwd,
     XGrpRelayAcpt,
@@ -101,8 +107,10 @@ RELAY_FUNCTIONS = frozenset(
         CommandFunction.CREATE_GROUP_LINK,
         CommandFunction.SET_GROUP_LINK,
         CommandFunction.DELETE_RELAY_CONN,
+        CommandFunction.DELETE_GROUP_LINK,
     }
 )
+DELETES = (CommandFunction.DELETE_RELAY_CONN, CommandFunction.DELETE_GROUP_LINK)
 # Relays that are no longer part of the group: nothing they say or complete changes it.
 RELAYS_GONE = (RelayStatus.FAILED, RelayStatus.REMOVED, RelayStatus.LEFT)
 # A member's group is functional from its first relay JOINED, until the group failed.
@@ -306,6 +314,10 @@ class Relays:
             unit.command(
                 CommandFunction.DELETE_RELAY_CONN, relay.conn_id, AgentCall(AgentCallKind.DELETE)
             )
+        if status == GroupStatus.DELETED and Members.is_host(group):
+            # nobody is to read a deleted group's link any more
+            call = AgentCall(AgentCallKind.DELETE)
+            unit.command(CommandFunction.DELETE_GROUP_LINK, group.link_conn_id, call)
         group.status = status
         group.save()
 
@@ -368,14 +380,16 @@ class Relays:
 
     def completed(self, unit: Unit, group: Any, command: Any, event: Any) -> None:
         function = CommandFunction(command.function)
+        if function in DELETES:
+            if isinstance(event, aev.Ok) or getattr(event, "code", None) == NoConnection.code:
+                self.store.disown_connection(command.conn_id)
+            return
+        if group.status in ENDED_GROUPS:
+            return  # a step that completed after the group ended for us: its conn is deleted
         if function in (CommandFunction.CREATE_GROUP_LINK, CommandFunction.SET_GROUP_LINK):
             self._group_link_completed(unit, group, command, event)
             return
         relay = self.on(command.conn_id)
-        if function is CommandFunction.DELETE_RELAY_CONN:
-            if isinstance(event, aev.Ok) or getattr(event, "code", None) == NoConnection.code:
-                self.store.disown_connection(command.conn_id)
-            return
         if relay is None or relay.status in RELAYS_GONE:
             return
         match function, event:
@@ -466,6 +480,11 @@ class Relays:
                 if author_id == group.member_id:
                     raise refuse("a relay forwards a message as ours")
                 self.members.received(unit, author_id, forwarded)
+            case XGrpDelFwd(author_id=author_id):
+                if author_id != group.host_member_id:
+                    raise refuse(f"a deletion passed on from {author_id}, not the owner")
+                self.end(unit, group, GroupStatus.DELETED, None)
+                unit.tell(cev.GroupDeleted(self.group_id, author_id))
             case XGrpRelayAcpt(group_id=group_id, relay_link=relay_link):
                 if not Members.is_host(group):
                     raise refuse("a relay acceptance at a member that is not the owner")

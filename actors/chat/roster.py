@@ -30,10 +30,11 @@ from actors.chat.model import (
     RosterStatus,
     ServedStatus,
 )
-from actors.chat.owner import Unit
+from actors.chat.owner import Unit, refuse
 from actors.chat.services import ChatServices
 from protocol.chat import (
     MemberInfo,
+    XGrpDelFwd,
     XGrpMsgFwd,
     XGrpRelayInv,
     XInfo,
@@ -163,6 +164,27 @@ class Roster:
         ).execute()
         call = AgentCall(AgentCallKind.DELETE, member_id=member.member_id)
         unit.command(CommandFunction.DELETE_SERVED_CONN, member.conn_id, call, owner=self.owner)
+
+    def deleted(self, unit: Unit, served: Any, sender: Any) -> None:
+        """x.grp.del from `sender`: if it is the owner, every other member connected is told
+        (x.grp.del.fwd), then every member is LEFT and our connection to it deleted (after
+        that message), the relay link with them, and the group DELETED. From anyone else it
+        is refused."""
+        if sender.member_id != served.owner_member_id:
+            raise refuse(f"{sender.member_id}, not the owner, may not delete the group")
+        notice = XGrpDelFwd(sender.member_id)
+        for member in self.all():
+            if member.status in ROSTER_GONE:
+                continue
+            if member.id != sender.id and member.status == RosterStatus.CONNECTED:
+                unit.send(member.conn_id, notice)
+            self.left(unit, member)
+        served.status = ServedStatus.DELETED
+        served.save()
+        call = AgentCall(AgentCallKind.DELETE)
+        unit.command(
+            CommandFunction.DELETE_SERVED_CONN, served.link_conn_id, call, owner=self.owner
+        )
 
     def flush(self, unit: Unit, member: Any) -> None:
         """`member` is connected: the forwards kept for it, in order."""

@@ -19,7 +19,14 @@ import pytest
 from actors.agent import faults
 from actors.chat import events as cev
 from actors.chat.model import GroupStatus, RelayStatus, RosterStatus
-from protocol.chat import XGrpMsgFwd, XGrpRelayAcpt, XMsgNew, encode_chat_message, new_group_id
+from protocol.chat import (
+    XGrpDelFwd,
+    XGrpMsgFwd,
+    XGrpRelayAcpt,
+    XMsgNew,
+    encode_chat_message,
+    new_group_id,
+)
 from protocol.errors import ChatRefused, GroupLinkError
 from tests.scenarios.agents import FAST
 from tests.scenarios.chats import content, start_killed, wait_idle, wait_killed, wait_until
@@ -285,6 +292,8 @@ def test_hostile_relays_are_refused_and_change_nothing(servers, open_chat, caplo
         (member_id, XGrpMsgFwd(member_id, XMsgNew("forgedforgedforg", "I never said this"))),
         # a message the relay claims as its own: relays only forward
         (member_id, XMsgNew("forgedforgedfor2", "relay speaking")),
+        # a deletion passed on as the member's own: only the owner deletes the group
+        (member_id, XGrpDelFwd(member_id)),
         # an acceptance at a member, which invited no relay
         (member_id, XGrpRelayAcpt(group.group_id, group.link)),
         # an acceptance for a group the owner did not invite this relay to
