@@ -35,6 +35,7 @@ def test_every_check_holds_and_again_on_the_same_workdir(tmp_path: Path) -> None
     assert "✗" not in first and "demo ok: every check held" in first
     assert "restarts=1" in first  # the crash shows in the printed tree
     assert "every member's view says 2/2 relays active" in first
+    assert "each relay's own roster holds eve as LEFT" in first
     _killed_and_back(first)
     assert (workdir / "demo.json").exists() and (workdir / "owner.db").exists()
 

@@ -1,7 +1,8 @@
 """The demo's acts, in the order they play: each is a function of the `Stage` that prints a
 heading, does one thing to the network and checks what that did. `ACTS` is the play; the
 relay group (two chat relays serving it, members joining through its group link, rounds of
-messages while each relay is closed in turn) follows the peer-to-peer group.
+messages while each relay is closed in turn, then a member leaving it) follows the
+peer-to-peer group.
 
 A second run on the same work directory plays the same acts on what the first one stored:
 the servers come back on their addresses, the clients reopen their files, the contacts and
@@ -342,6 +343,41 @@ def relay_messages_flow(stage: Stage) -> None:
         )
 
 
+def relay_member_leaves(stage: Stage) -> None:
+    group_id, leaver = stage.relay_group_id, stage.members[-1]
+    heading(stage, f"{leaver} leaves the relay group; the relays let it go")
+    client = stage.clients[leaver]
+    conns = stage.relay_conns(leaver, group_id)
+    client.leave_group(group_id)
+    gone = until(lambda: all(client.agent.connection_status(c) is None for c in conns))
+    stage.checks.check(
+        f"leave_group: {leaver}'s group is LEFT; it told the relays (x.grp.leave), then "
+        f"deleted its {counted(len(conns), 'connection')} to them",
+        client.group(group_id).status == GroupStatus.LEFT and gone,
+    )
+    others = [name for name in stage.members if name != leaver]
+    # the owner and the others stay; the leaver alone is LEFT, in every relay's own roster
+    after = sorted([RosterStatus.CONNECTED] * (len(others) + 1) + [RosterStatus.LEFT])
+    let_go = until(lambda: all(sorted(stage.roster(r, group_id)) == after for r in stage.relays))
+    stage.checks.check(
+        f"each relay's own roster holds {leaver} as LEFT: nothing more is forwarded to it",
+        let_go,
+    )
+    sent = {OWNER: [stage.owner.send_group_message(group_id, f"after {leaver} left")]}
+    held, why = stage.wait_delivered(sent, group_id, [OWNER, *others])
+    missed = sent[OWNER][0] not in stage.received(leaver, group_id)
+    stage.checks.check(
+        claim(
+            f"the owner's next message reached the {counted(len(others), 'other member')} "
+            f"once, and not {leaver}",
+            why,
+        ),
+        held and missed,
+    )
+    stage.state["relay_groups"][-1]["members"] = others  # a later run writes to them alone
+    stage.save_state()
+
+
 def server_restarts(stage: Stage) -> None:
     heading(stage, "Server b stops while the owner's message is on its way to the members")
     stage.servers.stop("b")
@@ -520,6 +556,7 @@ ACTS: tuple[Callable[[Stage], None], ...] = (
     messages_flow,
     relay_group_forms,
     relay_messages_flow,
+    relay_member_leaves,
     server_restarts,
     actors_crash,
     client_killed,

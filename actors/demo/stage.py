@@ -304,6 +304,13 @@ class Stage:
             rows = store.RelayMember.select().where(store.RelayMember.group_id == group_id)
             return [row.status for row in rows.order_by(store.RelayMember.id)]
 
+    def relay_conns(self, name: str, group_id: str) -> list[str]:
+        """The connections `name` made to the relays of relay group `group_id`."""
+        store = self.clients[name].services.store
+        with store.transaction(read_only=True):
+            rows = store.GroupRelay.select().where(store.GroupRelay.group_id == group_id)
+            return [row.conn_id for row in rows]
+
     def taken_from(self, name: str, relay: str, group_id: str) -> int:
         """How far `name` took the messages `relay` sent it in relay group `group_id`: the
         agent sequence number of the last one its chat processed (a copy dropped as a
