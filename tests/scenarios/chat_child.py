@@ -4,10 +4,11 @@ its fault point kills it.
     python -m tests.scenarios.chat_child '<json spec>'
 
 The spec names the database, the servers, the profile name, and an optional `join` (a group
-id to `join_group` once open) or `connect` (a prepared relay group's id to
-`connect_prepared_group` once open). With DUPLEX_FAULTS=point:kind:kill in the environment the
-process kills itself with SIGKILL at that point; if that has not happened by `deadline`
-seconds it exits 3 (the test fails: the step it waited for never came).
+id to `join_group` once open), `connect` (a prepared relay group's id to
+`connect_prepared_group` once open) or `leave` (a group id to `leave_group` once open).
+With DUPLEX_FAULTS=point:kind:kill in the environment the process kills itself with SIGKILL
+at that point; if that has not happened by `deadline` seconds it exits 3 (the test fails:
+the step it waited for never came).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ def main() -> int:
         chat.join_group(spec["join"])
     if spec.get("connect"):
         chat.connect_prepared_group(spec["connect"])
+    if spec.get("leave"):
+        chat.leave_group(spec["leave"])
     threading.Event().wait(spec.get("deadline", 30.0))  # the fault point ends us before
     chat.close()
     return 3

@@ -120,17 +120,19 @@ def start_killed(
     *,
     join: str = "",
     connect: str = "",
+    leave: str = "",
 ) -> subprocess.Popen:
     """Serve `name`'s chat database (in tmp_path, as `open_chat` names it) in a child
     process that SIGKILLs itself at `fault`, a fault point and a kind (chat_child.py); with
     `join`, the child joins that group first; with `connect`, it connects that prepared
-    relay group first."""
+    relay group first; with `leave`, it leaves that group first."""
     spec = {
         "db": f"sqlite:///{tmp_path / name}.db",
         "servers": [str(server.address)],
         "name": name,
         "join": join,
         "connect": connect,
+        "leave": leave,
     }
     return subprocess.Popen(
         [sys.executable, "-m", "tests.scenarios.chat_child", json.dumps(spec)],

@@ -3,16 +3,18 @@ stops forwarding to it and deletes its connection; the member's connections to t
 deleted and its group is LEFT) while the others go on without it; and for everyone, when the
 owner deletes it (x.grp.del to each relay, which passes it on as x.grp.del.fwd and serves the
 group no more; every member's group is DELETED, told once however many relays passed it on;
-every connection of the group and its links are deleted)."""
+every connection of the group and its links are deleted). A member killed -9 as it leaves
+finishes leaving once reopened."""
 
 from __future__ import annotations
 
 import pytest
 
+from actors.agent import faults
 from actors.chat import events as cev
 from actors.chat.model import GroupStatus, RelayStatus, RosterStatus, ServedStatus
 from protocol.errors import AgentError, GroupLinkError
-from tests.scenarios.chats import received, wait_idle, wait_until
+from tests.scenarios.chats import received, start_killed, wait_idle, wait_killed, wait_until
 from tests.scenarios.relays import exchange_rounds, join, relay_group, roster
 
 
@@ -40,20 +42,41 @@ def test_a_member_leaves_and_the_relays_let_it_go(servers, open_chat) -> None:
         leaves.send_group_message(gid, "anyone?")
     assert ended.value.code == "GROUP_ENDED"
 
-    def let_go() -> bool:
-        return all(
-            _status(relay, gid, leaver_id) == RosterStatus.LEFT
-            and relay.agent.connection_status(conn_id) is None
-            for relay, conn_id in at_relays
-        ) and all(leaves.agent.connection_status(c) is None for c in its_conns)
-
-    wait_until(let_go, what="every relay let the member go, and every connection deleted")
+    wait_until(
+        lambda: _let_go(leaves, gid, leaver_id, its_conns, at_relays),
+        what="every relay let the member go, and every connection deleted",
+    )
 
     before = len(received(leaves, gid))
     exchange_rounds([owner, stays], gid, rounds=2)  # the others go on
     wait_idle([owner, stays, leaves, *group.relays], servers=servers)
     assert len(received(leaves, gid)) == before  # nothing reached it after it left
     assert leaves.group(gid).status == GroupStatus.LEFT
+
+
+def test_a_member_killed_as_it_leaves_finishes_leaving_once_reopened(
+    tmp_path, servers, open_chat
+) -> None:
+    group = relay_group(open_chat, servers)
+    gid = group.group_id
+    leaves, _ = join(group, open_chat, "leaves", servers[1])
+    leaver_id = leaves.group(gid).member_id
+    its_conns = [r.conn_id for r in _relay_rows(leaves, gid)]
+    at_relays = [(relay, _roster_conn(relay, gid, leaver_id)) for relay in group.relays]
+    leaves.close()
+    # the leave is stored (x.grp.leave for each relay, the deletes), nothing handed over yet
+    child = start_killed(
+        tmp_path, "leaves", servers[1], (faults.AFTER_EFFECTS, "leave_group"), leave=gid
+    )
+    wait_killed(child)
+
+    leaves, _ = open_chat("leaves", [servers[1]])
+    assert leaves.group(gid).status == GroupStatus.LEFT
+    wait_until(
+        lambda: _let_go(leaves, gid, leaver_id, its_conns, at_relays),
+        what="the leave carried out after the reopen: every relay let the member go",
+    )
+    wait_idle([leaves, *group.relays], servers=servers)
 
 
 def test_the_owner_deletes_the_group_and_everyone_lets_it_go(servers, open_chat) -> None:
@@ -109,6 +132,16 @@ def _served_gone(relay, group_id: str) -> bool:
         and {r.status for r in rows} == {RosterStatus.LEFT}
         and all(relay.agent.connection_status(c) is None for c in conns)
     )
+
+
+def _let_go(client, group_id: str, member_id: str, its_conns: list, at_relays: list) -> bool:
+    """Every relay holds the member as LEFT and deleted its connection to it; the member
+    deleted its connections to the relays."""
+    return all(
+        _status(relay, group_id, member_id) == RosterStatus.LEFT
+        and relay.agent.connection_status(conn_id) is None
+        for relay, conn_id in at_relays
+    ) and all(client.agent.connection_status(c) is None for c in its_conns)
 
 
 def _relay_rows(client, group_id: str) -> list:
