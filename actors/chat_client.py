@@ -192,8 +192,9 @@ class ChatClient:
     def remove_group_relay(self, group_id: str, relay_address: str) -> None:
         """The owner of a relay group: the relay of `relay_address` no longer serves it —
         the group link is published again without it (GROUP_LINK_READY, one relay less),
-        so new members do not join it, and our connection to it is deleted. Members
-        connected through it keep that connection until they leave. AgentError NO_RELAY if
+        so new members do not join it, and our connection to it is deleted. The relay is
+        told (x.grp.relay.rem): it tells its members, which drop it and keep the group's
+        other relays, and it serves the group no more. AgentError NO_RELAY if
         no relay of the group has that address, PROHIBITED for the last relay the link
         lists (add another first)."""
         self._ask(Owner(OwnerKind.GROUP, group_id), RemoveGroupRelay(relay_address))

@@ -92,6 +92,9 @@ read it and join the relay links::
     x.grp.del.fwd     R → the       their connection, msg               R passes O's x.grp.del
                       others                                            on, and serves the
                                                                         group no more
+    x.grp.relay.rem   O → R, then   O-R, then their connection, msg     O removed R: R serves
+                      R → the                                           the group no more, and
+                      others                                            members drop it
 
 Each relay forwards a member's message unchanged (the author's member id and the shared
 message id), so that a receiver drops the copies the other relays bring.
@@ -167,6 +170,7 @@ __all__ = [
     "XGrpMsgFwd",
     "XGrpRelayAcpt",
     "XGrpRelayInv",
+    "XGrpRelayRem",
     "XInfo",
     "XMsgNew",
     "decode_chat_message",
@@ -428,6 +432,13 @@ class XGrpDelFwd(msgspec.Struct, **_STRUCT):
     author_id: MemberId
 
 
+class XGrpRelayRem(msgspec.Struct, **_STRUCT):
+    """The owner → a relay it removed, and that relay → every member it serves: the relay
+    serves the group no more (a member drops it and keeps the group's other relays)."""
+
+    event: ClassVar[str] = "x.grp.relay.rem"
+
+
 class XGrpMsgFwd(msgspec.Struct, **_STRUCT):
     """Host → a member not yet connected to `author_id`: that member's group `message`,
     unchanged (same shared id, so a later direct copy is dropped as a duplicate)."""
@@ -476,6 +487,7 @@ ChatMessage = (
     | XGrpMsgFwd
     | XGrpRelayInv
     | XGrpRelayAcpt
+    | XGrpRelayRem
 )
 _MESSAGE_TYPES: Final = ChatMessage.__args__
 

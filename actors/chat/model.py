@@ -117,7 +117,7 @@ class RelayStatus(enum.StrEnum):
     VERIFYING = "verifying"  # owner: its x.grp.relay.acpt came; reading its relay link
     ACTIVE = "active"  # owner: its relay link names the group; listed in the group link
     FAILED = "failed"  # its join failed for good, or its relay link did not verify
-    REMOVED = "removed"  # owner: removed from the group (its connection deleted, not listed)
+    REMOVED = "removed"  # the owner removed it from the group (its connection deleted)
     LEFT = "left"  # the group ended for us (we left, or it was deleted): connection deleted
 
 
@@ -134,9 +134,11 @@ class ServedStatus(enum.StrEnum):
     ACTIVE = "active"  # the owner has the relay link: joiners come
     FAILED = "failed"  # the relay link could not be made
     DELETED = "deleted"  # its owner deleted it: every connection and the relay link deleted
+    REMOVED = "removed"  # its owner removed us from it: the same
 
 
 WAITING_SERVED = (ServedStatus.LINKED, ServedStatus.ACTIVE)  # REQ on the relay link
+SERVED_ENDED = (ServedStatus.DELETED, ServedStatus.REMOVED)  # served no more
 
 
 class RosterStatus(enum.StrEnum):

@@ -25,13 +25,15 @@ stored as a chat command (owner.py) and continued here, so that it goes on after
     on x.grp.del from O      x.grp.del.fwd to every other member connected, then every member
                              LEFT as on a leave, the relay link's address deleted, the served
                              group DELETED: what comes for it from then on changes nothing
+    on x.grp.relay.rem       O removed us: the same, with x.grp.relay.rem to the others, and
+      from O                 the served group REMOVED
 
 A relay serving many groups holds one virtual actor per group, activated by the first event
 of one of its connections and passivated when idle, so what a relay keeps live is bounded by
 the kernel's cap, not by the groups it serves. The relay trusts the roster it made: a message
 is forwarded only from a member it admitted, on that member's own connection; a forward, a
-relay acceptance, a deletion from anyone but the owner, or anything but a group message, a
-leave or a deletion from a member is refused (`ChatRefused`).
+relay acceptance, a deletion or removal from anyone but the owner, or anything else but a
+group message or a leave from a member is refused (`ChatRefused`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from typing import Any
 
 from actors.agent import events as aev
 from actors.chat.model import (
+    SERVED_ENDED,
     WAITING_ROSTER,
     WAITING_SERVED,
     AgentCall,
@@ -59,6 +62,7 @@ from protocol.chat import (
     XGrpLeave,
     XGrpMemInfo,
     XGrpRelayAcpt,
+    XGrpRelayRem,
     XMsgNew,
     decode_chat_message,
     encode_link_data,
@@ -93,11 +97,8 @@ class RelayGroupActor(OwnerActor):
         if served is None:
             return
         function = CommandFunction(command.function)
-        if (
-            served.status == ServedStatus.DELETED
-            and function is not CommandFunction.DELETE_SERVED_CONN
-        ):
-            return  # a step that completed after the deletion: its connection is deleted
+        if served.status in SERVED_ENDED and function is not CommandFunction.DELETE_SERVED_CONN:
+            return  # a step that completed after we stopped serving: its connection is deleted
         match function, event:
             case CommandFunction.CREATE_RELAY_LINK, aev.Inv():
                 data = encode_link_data(RelayLinkData(served.group_id))
@@ -171,8 +172,8 @@ class RelayGroupActor(OwnerActor):
         served, sender = self.roster.served(), self.roster.on(conn_id)
         if served is None or sender is None:
             raise refuse("a message on a relay connection of no roster member")
-        if served.status == ServedStatus.DELETED:
-            return  # sent before its author heard of the deletion: nothing to do
+        if served.status in SERVED_ENDED:
+            return  # sent before its author heard that we serve the group no more
         if sender.status not in (RosterStatus.ACCEPTED, RosterStatus.CONNECTED):
             raise refuse(f"{type(message).__name__} from {sender.member_id}, {sender.status}")
         match message:
@@ -180,8 +181,8 @@ class RelayGroupActor(OwnerActor):
                 self.roster.forward(unit, sender, message)
             case XGrpLeave():
                 self.roster.left(unit, sender)
-            case XGrpDel():
-                self.roster.deleted(unit, served, sender)
+            case XGrpDel() | XGrpRelayRem():
+                self.roster.ended(unit, served, sender, message)
             case _:
                 raise refuse(f"{type(message).__name__} is not for a relay")
 

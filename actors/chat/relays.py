@@ -30,9 +30,11 @@ itself after a crash, a restart or an outage, whatever the other relays do::
     on ERR                 that relay FAILED; J: once every relay failed, the group FAILED
                            (GROUP_JOIN_FAILED)
     O add_group_relay      one more relay, invited as those at the start; listed once verified
-    O remove_group_relay   the relay REMOVED: DELETE_RELAY_CONN our connection to it, and the
-                           group link's data published again without it (joiners from then on
-                           do not join it; members connected through it keep it)
+    O remove_group_relay   the relay REMOVED: x.grp.relay.rem to it, DELETE_RELAY_CONN our
+                           connection to it, and the group link's data published again
+                           without it (joiners from then on do not join it)
+    J on x.grp.relay.rem   the relay passed on its removal: REMOVED, our connection to it
+                           deleted; the other relays serve us still
     leave_group            x.grp.leave to every relay connected; every relay LEFT and our
                            connection to it deleted (after that message); the group LEFT, and
                            what relays send from then on changes nothing
@@ -88,6 +90,7 @@ from protocol.chat import (
     XGrpMsgFwd,
     XGrpRelayAcpt,
     XGrpRelayInv,
+    XGrpRelayRem,
     XMsgNew,
     decode_chat_message,
     decode_link_data,
@@ -275,12 +278,11 @@ class Relays:
         self._invite(unit, group, address)
 
     def remove(self, unit: Unit, group: Any, address: str) -> None:
-        """The owner: the relay of `address` is removed — no longer listed in the group link
-        (published again without it), our connection to it deleted, nothing more sent to
-        it. The last relay the link lists cannot be removed before another is verified: the
-        link would list none, and nobody could join.
-        Members connected through it keep it until they leave:
-        their messages reach the group through the others too."""
+        """The owner: the relay of `address` is removed — told so (x.grp.relay.rem: it
+        passes that on to its members, which drop it, and serves the group no more), no
+        longer listed in the group link (published again without it), our connection to it
+        deleted. The last relay the link lists cannot be removed before another is
+        verified: the link would list none, and nobody could join."""
         relay = self._serving(address)
         if relay is None:
             raise AgentError("no relay of the group has that address", code="NO_RELAY")
@@ -290,11 +292,9 @@ class Relays:
             raise AgentError(
                 "the group link would list no relay: add another first", code="PROHIBITED"
             )
-        relay.status = RelayStatus.REMOVED
-        relay.save()
-        self._drop_pending(relay)
-        call = AgentCall(AgentCallKind.DELETE)
-        unit.command(CommandFunction.DELETE_RELAY_CONN, relay.conn_id, call)
+        if relay.status in RELAYS_CONNECTED:
+            unit.send(relay.conn_id, XGrpRelayRem())  # it tells its members, and stops
+        self._drop(unit, relay, RelayStatus.REMOVED)
         if listed:
             self._publish(unit, group)
 
@@ -308,18 +308,22 @@ class Relays:
                 continue
             if last is not None and relay.status in RELAYS_CONNECTED:
                 unit.send(relay.conn_id, last)
-            relay.status = RelayStatus.LEFT
-            relay.save()
-            self._drop_pending(relay)
-            unit.command(
-                CommandFunction.DELETE_RELAY_CONN, relay.conn_id, AgentCall(AgentCallKind.DELETE)
-            )
+            self._drop(unit, relay, RelayStatus.LEFT)
         if status == GroupStatus.DELETED and Members.is_host(group):
             # nobody is to read a deleted group's link any more
             call = AgentCall(AgentCallKind.DELETE)
             unit.command(CommandFunction.DELETE_GROUP_LINK, group.link_conn_id, call)
         group.status = status
         group.save()
+
+    def _drop(self, unit: Unit, relay: Any, status: RelayStatus) -> None:
+        """`relay` is gone (`status`): what was kept for it dropped, our connection to it
+        deleted (after what was sent to it: owner.py)."""
+        relay.status = status
+        relay.save()
+        self._drop_pending(relay)
+        call = AgentCall(AgentCallKind.DELETE)
+        unit.command(CommandFunction.DELETE_RELAY_CONN, relay.conn_id, call)
 
     def _serving(self, address: str) -> Any:
         """The relay of `address` that is not gone (failed or removed), if any."""
@@ -480,6 +484,10 @@ class Relays:
                 if author_id == group.member_id:
                     raise refuse("a relay forwards a message as ours")
                 self.members.received(unit, author_id, forwarded)
+            case XGrpRelayRem():
+                if Members.is_host(group):
+                    raise refuse("a relay removing itself at the owner, who removes relays")
+                self._drop(unit, relay, RelayStatus.REMOVED)  # the others serve us still
             case XGrpDelFwd(author_id=author_id):
                 if author_id != group.host_member_id:
                     raise refuse(f"a deletion passed on from {author_id}, not the owner")

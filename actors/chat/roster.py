@@ -34,9 +34,11 @@ from actors.chat.owner import Unit, refuse
 from actors.chat.services import ChatServices
 from protocol.chat import (
     MemberInfo,
+    XGrpDel,
     XGrpDelFwd,
     XGrpMsgFwd,
     XGrpRelayInv,
+    XGrpRelayRem,
     XInfo,
     XMsgNew,
     decode_chat_message,
@@ -165,22 +167,26 @@ class Roster:
         call = AgentCall(AgentCallKind.DELETE, member_id=member.member_id)
         unit.command(CommandFunction.DELETE_SERVED_CONN, member.conn_id, call, owner=self.owner)
 
-    def deleted(self, unit: Unit, served: Any, sender: Any) -> None:
-        """x.grp.del from `sender`: if it is the owner, every other member connected is told
-        (x.grp.del.fwd), then every member is LEFT and our connection to it deleted (after
-        that message), the relay link with them, and the group DELETED. From anyone else it
-        is refused."""
+    def ended(self, unit: Unit, served: Any, sender: Any, message: XGrpDel | XGrpRelayRem) -> None:
+        """The owner `sender` deleted the group (x.grp.del) or removed us from it
+        (x.grp.relay.rem): every other member connected is told (x.grp.del.fwd, or
+        x.grp.relay.rem), then every member is LEFT and our connection to it deleted (after
+        that message), the relay link with them, and the group DELETED or REMOVED: served
+        no more. From anyone but the owner it is refused."""
         if sender.member_id != served.owner_member_id:
-            raise refuse(f"{sender.member_id}, not the owner, may not delete the group")
-        notice = XGrpDelFwd(sender.member_id)
+            raise refuse(f"{message.event} from {sender.member_id}, not the owner")
+        notice: XGrpDelFwd | XGrpRelayRem
+        if isinstance(message, XGrpDel):
+            notice, served.status = XGrpDelFwd(sender.member_id), ServedStatus.DELETED
+        else:
+            notice, served.status = XGrpRelayRem(), ServedStatus.REMOVED
+        served.save()
         for member in self.all():
             if member.status in ROSTER_GONE:
                 continue
             if member.id != sender.id and member.status == RosterStatus.CONNECTED:
                 unit.send(member.conn_id, notice)
             self.left(unit, member)
-        served.status = ServedStatus.DELETED
-        served.save()
         call = AgentCall(AgentCallKind.DELETE)
         unit.command(
             CommandFunction.DELETE_SERVED_CONN, served.link_conn_id, call, owner=self.owner

@@ -54,6 +54,7 @@ from protocol.chat import (
     XGrpMsgFwd,
     XGrpRelayAcpt,
     XGrpRelayInv,
+    XGrpRelayRem,
     XInfo,
     XMsgNew,
     decode_chat_message,
@@ -115,6 +116,7 @@ SAMPLES: dict[str, ChatMessage] = {
     "x.grp.msg.fwd": XGrpMsgFwd(MEMBER.member_id, MESSAGE),
     "x.grp.relay.inv": XGrpRelayInv(GROUP, "Readers", HOST),
     "x.grp.relay.acpt": XGrpRelayAcpt(GROUP, SHORT),
+    "x.grp.relay.rem": XGrpRelayRem(),
 }
 ENCODED = {event: encode_chat_message(message) for event, message in SAMPLES.items()}
 TREES = {event: json.loads(data) for event, data in ENCODED.items()}
@@ -493,6 +495,7 @@ def _largest() -> dict[str, ChatMessage]:
         "x.grp.msg.fwd": XGrpMsgFwd(new_member_id(), XMsgNew(new_message_id(), text)),
         "x.grp.relay.inv": XGrpRelayInv(new_group_id(), wide * MAX_GROUP_NAME, member),
         "x.grp.relay.acpt": XGrpRelayAcpt(new_group_id(), "duplex:/" + "a" * (MAX_SHORT_LINK - 8)),
+        "x.grp.relay.rem": XGrpRelayRem(),
     }
 
 

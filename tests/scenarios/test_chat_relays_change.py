@@ -1,6 +1,7 @@
 """A relay group's relays change after it was made: the owner adds a relay (invited as at the
 start; the group link lists it once its relay link is verified) and removes one (the link is
-published again without it, the owner's connection to it is deleted); members who join
+published again without it, the owner's connection to it is deleted, and the relay passes its
+removal on to its members, which drop it, and serves the group no more); members who join
 afterwards join exactly the relays the link lists then. Bad requests are typed errors that
 change nothing."""
 
@@ -11,7 +12,7 @@ import dataclasses
 import pytest
 
 from actors.chat import events as cev
-from actors.chat.model import RelayStatus
+from actors.chat.model import RelayStatus, RosterStatus, ServedStatus
 from protocol.errors import AgentError
 from tests.scenarios.chats import received, wait_until
 from tests.scenarios.relays import join, open_relays, relay_group, roster
@@ -61,8 +62,19 @@ def test_the_owner_adds_and_removes_relays_and_the_link_follows(start_server, op
         lambda: owner.agent.connection_status(_removed_conn(owner, gid)) is None,
         what="the owner's connection to the removed relay deleted",
     )
-
     removed, listed = group.relays[0], group.relays[1:]
+    # it passed its removal on: early dropped it and keeps the other two; it serves no more
+    wait_until(
+        lambda: (
+            early.group(gid).relays_active == "2/2 relays active"  # REMOVED: not in the view
+            and early.agent.connection_status(_removed_conn(early, gid)) is None
+            and _served_status(removed, gid) == ServedStatus.REMOVED
+            and {r.status for r in roster(removed, gid)} == {RosterStatus.LEFT}
+        ),
+        what="the removed relay let everyone go, and early dropped it",
+        explain=lambda: (early.group(gid), roster(removed, gid)),
+    )
+
     now = dataclasses.replace(group, relays=listed, addresses=group.addresses[1:])
     late, _ = join(now, open_chat, "late", servers[1])  # through the two listed now
     assert late.group(gid).relays_active == "2/2 relays active"
@@ -82,14 +94,20 @@ def test_the_owner_adds_and_removes_relays_and_the_link_follows(start_server, op
         )
 
 
-def _removed_conn(owner, group_id: str) -> str:
-    store = owner.services.store
+def _removed_conn(client, group_id: str) -> str:
+    store = client.services.store
     with store.transaction(read_only=True):
         rows = store.GroupRelay.select().where(
             (store.GroupRelay.group_id == group_id)
             & (store.GroupRelay.status == RelayStatus.REMOVED)
         )
         return rows.get().conn_id
+
+
+def _served_status(relay, group_id: str) -> str:
+    store = relay.services.store
+    with store.transaction(read_only=True):
+        return store.RelayGroup.get(store.RelayGroup.group_id == group_id).status
 
 
 def _received_ids(client, group_id: str) -> set[str]:

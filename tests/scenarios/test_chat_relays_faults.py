@@ -23,6 +23,7 @@ from protocol.chat import (
     XGrpDelFwd,
     XGrpMsgFwd,
     XGrpRelayAcpt,
+    XGrpRelayRem,
     XMsgNew,
     encode_chat_message,
     new_group_id,
@@ -296,6 +297,8 @@ def test_hostile_relays_are_refused_and_change_nothing(servers, open_chat, caplo
         (member_id, XGrpDelFwd(member_id)),
         # an acceptance at a member, which invited no relay
         (member_id, XGrpRelayAcpt(group.group_id, group.link)),
+        # a removal at the owner, who removes relays itself
+        (owner_id, XGrpRelayRem()),
         # an acceptance for a group the owner did not invite this relay to
         (owner_id, XGrpRelayAcpt(new_group_id(), group.link)),
     ]
