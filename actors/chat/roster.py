@@ -12,6 +12,10 @@ address) and each joiner (through the relay link). A message from one is forward
 other (`XGrpMsgFwd`: the author's member id and the message unchanged), at once to those
 connected and as `ChatPending` rows for those accepted but not connected yet, flushed in order
 once they are, so that each member gets each author's messages in the order sent.
+
+A member that leaves is let go (`left`: LEFT, nothing more forwarded or kept for it, our
+connection to it deleted); when the owner deletes the group or removes us from it, every
+member is told and let go, and the relay link is deleted with them (`ended`).
 """
 
 from __future__ import annotations
