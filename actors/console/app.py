@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -274,25 +275,23 @@ class ConsoleApp(App[None]):
         if self.selected is not None and self.link.connected and not waiting:
             self.send(InspectActor(next(self._ids), self.selected))
 
-    def action_crash(self) -> None:
+    def _command(self, verb: str, command: Callable[[int, str], Command]) -> None:
+        """Send `command` (made of an id and the selected address), logged as `verb` it."""
         if (address := self._target()) is not None:
-            self.log_event(f"crash [b]{short(address)}[/]")
-            self.send(CrashActor(next(self._ids), address))
+            self.log_event(f"{verb} [b]{short(address)}[/]")
+            self.send(command(next(self._ids), address))
+
+    def action_crash(self) -> None:
+        self._command("crash", CrashActor)
 
     def action_restart(self) -> None:
-        if (address := self._target()) is not None:
-            self.log_event(f"restart [b]{short(address)}[/]")
-            self.send(RestartActor(next(self._ids), address))
+        self._command("restart", RestartActor)
 
     def action_passivate(self) -> None:
-        if (address := self._target()) is not None:
-            self.log_event(f"passivate [b]{short(address)}[/]")
-            self.send(PassivateActor(next(self._ids), address))
+        self._command("passivate", PassivateActor)
 
     def action_drop_session(self) -> None:
-        if (address := self._target()) is not None:
-            self.log_event(f"drop the session of [b]{short(address)}[/]")
-            self.send(DropSession(next(self._ids), address))
+        self._command("drop the session of", DropSession)
 
     def action_pause_session(self) -> None:
         if (address := self._target()) is None:
