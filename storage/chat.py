@@ -450,6 +450,28 @@ class ChatStore:
         hot = self._hot
         return hot.roster.first(self.db.peewee, hot.roster_on, (group_id, conn_id))
 
+    # ------------------------------------------------------------------ kept messages
+
+    def take_pending(self, group_id: str, member_id: str) -> list[bytes]:
+        """The messages kept for `member_id` (a member, or a relay's `relay_id`) in group
+        `group_id`, in the order kept, removed from the store: for it to be sent them now."""
+        rows = list(self._pending_of(group_id, member_id).order_by(self.Pending.id))
+        if rows:
+            self.Pending.delete().where(self.Pending.id.in_([r.id for r in rows])).execute()
+        return [bytes(row.body) for row in rows]
+
+    def drop_pending(self, group_id: str, member_id: str | None = None) -> None:
+        """Drop the messages kept for `member_id` in group `group_id` (None: for anyone)."""
+        where = self.Pending.group_id == group_id
+        if member_id is not None:
+            where &= self.Pending.member_id == member_id
+        self.Pending.delete().where(where).execute()
+
+    def _pending_of(self, group_id: str, member_id: str) -> Any:
+        return self.Pending.select().where(
+            (self.Pending.group_id == group_id) & (self.Pending.member_id == member_id)
+        )
+
     # ------------------------------------------------------------------ routing
 
     def own_connection(self, conn_id: str, owner: str) -> None:

@@ -174,18 +174,13 @@ class Endings:
             self._broadcast(unit, last)
         for member in self.members.all():
             self.delete_connection(unit, member)
-        store = self.store
-        store.Pending.delete().where(store.Pending.group_id == self.group_id).execute()
+        self.store.drop_pending(self.group_id)
         group.status = status
         group.save()
 
     def _member_gone(self, unit: Unit, member: Any, status: MemberStatus) -> None:
         """`member` left or was removed: nothing more for it, its connection deleted."""
-        store = self.store
-        store.Pending.delete().where(
-            (store.Pending.group_id == self.group_id)
-            & (store.Pending.member_id == member.member_id)
-        ).execute()
+        self.store.drop_pending(self.group_id, member.member_id)
         if member.status not in ENDED_MEMBERS:
             member.status = status
             member.save()

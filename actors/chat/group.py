@@ -93,7 +93,7 @@ from actors.chat.model import (
     RelayStatus,
     decode_call,
 )
-from actors.chat.owner import OwnerActor, Unit, refuse
+from actors.chat.owner import OwnerActor, Unit, connection_gone, refuse
 from actors.chat.relays import RELAY_FUNCTIONS, PreparedLink, RelayGroupAsk, Relays
 from protocol.chat import (
     ChatMessage,
@@ -115,7 +115,7 @@ from protocol.chat import (
     new_member_id,
     new_message_id,
 )
-from protocol.errors import AgentError, ChatWireError, NoConnection
+from protocol.errors import AgentError, ChatWireError
 
 # ---------------------------------------------------------------------- asks
 
@@ -432,9 +432,7 @@ class GroupActor(OwnerActor):
             return
         function = CommandFunction(command.function)
         if function is CommandFunction.DELETE_MEMBER_CONN:
-            if isinstance(event, aev.Ok) or (
-                isinstance(event, aev.Err) and event.code == NoConnection.code
-            ):
+            if connection_gone(event):
                 self.endings.connection_deleted(member, command.conn_id)
             return  # another ERR: the command is FAILED; the connection stays the member's
         if self.endings.completed_after(unit, group, member):

@@ -157,16 +157,5 @@ class Members:
 
     def flush_pending(self, unit: Unit, member: Any) -> None:
         """`member` is connected: send it the group messages kept for it, in order."""
-        store = self.store
-        rows = list(
-            store.Pending.select()
-            .where(
-                (store.Pending.group_id == self.group_id)
-                & (store.Pending.member_id == member.member_id)
-            )
-            .order_by(store.Pending.id)
-        )
-        for row in rows:
-            message = decode_chat_message(bytes(row.body))
-            unit.send(member.conn_id, message)
-            row.delete_instance()
+        for body in self.store.take_pending(self.group_id, member.member_id):
+            unit.send(member.conn_id, decode_chat_message(body))

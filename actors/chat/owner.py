@@ -84,7 +84,7 @@ from actors.chat.model import (
 from actors.chat.services import AgentEventArrived, ChatServices
 from actors.kernel import Actor, ActorContext
 from protocol.chat import ChatMessage, decode_chat_message, encode_chat_message
-from protocol.errors import ChatRefused, ChatWireError
+from protocol.errors import ChatRefused, ChatWireError, NoConnection
 from protocol.queue import QueueMode
 from storage.chat import ChatStore, command_number, corr_id_of, is_outbox_corr_id
 
@@ -428,3 +428,11 @@ def _event_name(message: ChatMessage | None) -> str | None:
 
 def refuse(message: str) -> ChatRefused:
     return ChatRefused(message)
+
+
+def connection_gone(event: Any) -> bool:
+    """The agent's answer to the DELETE of a connection says it is gone: OK, or
+    NO_CONNECTION (gone already). Any other ERR leaves it ours."""
+    return isinstance(event, aev.Ok) or (
+        isinstance(event, aev.Err) and event.code == NoConnection.code
+    )

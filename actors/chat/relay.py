@@ -53,7 +53,7 @@ from actors.chat.model import (
     RosterStatus,
     ServedStatus,
 )
-from actors.chat.owner import OwnerActor, Unit, refuse
+from actors.chat.owner import OwnerActor, Unit, connection_gone, refuse
 from actors.chat.roster import Roster
 from protocol.chat import (
     ChatMessage,
@@ -67,7 +67,7 @@ from protocol.chat import (
     decode_chat_message,
     encode_link_data,
 )
-from protocol.errors import ChatWireError, NoConnection
+from protocol.errors import ChatWireError
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class RelayGroupActor(OwnerActor):
                 if member is not None and member.status == RosterStatus.ACCEPTING:
                     member.status = RosterStatus.ACCEPTED
                     member.save()
-            case CommandFunction.DELETE_SERVED_CONN, aev.Ok() | aev.Err(code=NoConnection.code):
+            case CommandFunction.DELETE_SERVED_CONN, _ if connection_gone(event):
                 self.store.disown_connection(command.conn_id)
             case CommandFunction.ACCEPT_RELAY_MEMBER, aev.Err():
                 member = self.roster.on(command.conn_id)

@@ -78,7 +78,7 @@ from actors.chat.model import (
     RelayStatus,
     decode_call,
 )
-from actors.chat.owner import Unit, refuse
+from actors.chat.owner import Unit, connection_gone, refuse
 from protocol.chat import (
     ChatMessage,
     GroupLinkData,
@@ -98,7 +98,7 @@ from protocol.chat import (
     encode_link_data,
     new_member_id,
 )
-from protocol.errors import AgentError, ChatWireError, NoConnection
+from protocol.errors import AgentError, ChatWireError
 
 log = logging.getLogger(__name__)
 
@@ -321,7 +321,7 @@ class Relays:
         deleted (after what was sent to it: owner.py)."""
         relay.status = status
         relay.save()
-        self._drop_pending(relay)
+        self.store.drop_pending(self.group_id, relay.relay_id)
         call = AgentCall(AgentCallKind.DELETE)
         unit.command(CommandFunction.DELETE_RELAY_CONN, relay.conn_id, call)
 
@@ -385,7 +385,7 @@ class Relays:
     def completed(self, unit: Unit, group: Any, command: Any, event: Any) -> None:
         function = CommandFunction(command.function)
         if function in DELETES:
-            if isinstance(event, aev.Ok) or getattr(event, "code", None) == NoConnection.code:
+            if connection_gone(event):
                 self.store.disown_connection(command.conn_id)
             return
         if group.status in ENDED_GROUPS:
@@ -421,7 +421,7 @@ class Relays:
             "a relay of the group failed",
             extra={"group": self.group_id, "relay": relay.relay_id, "code": code},
         )
-        self._drop_pending(relay)
+        self.store.drop_pending(self.group_id, relay.relay_id)
         joining = (GroupStatus.JOINING, GroupStatus.JOINED)
         if group.status in joining and all(r.status == RelayStatus.FAILED for r in self.all()):
             group.status = GroupStatus.FAILED
@@ -527,17 +527,6 @@ class Relays:
                 )
         return msg_id
 
-    def _pending(self, relay: Any) -> Any:
-        store = self.store
-        return store.Pending.select().where(
-            (store.Pending.group_id == self.group_id) & (store.Pending.member_id == relay.relay_id)
-        )
-
     def _flush(self, unit: Unit, relay: Any) -> None:
-        for row in list(self._pending(relay).order_by(self.store.Pending.id)):
-            unit.send(relay.conn_id, decode_chat_message(bytes(row.body)))
-            row.delete_instance()
-
-    def _drop_pending(self, relay: Any) -> None:
-        for row in list(self._pending(relay)):
-            row.delete_instance()
+        for body in self.store.take_pending(self.group_id, relay.relay_id):
+            unit.send(relay.conn_id, decode_chat_message(body))

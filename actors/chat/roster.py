@@ -163,11 +163,7 @@ class Roster:
         is dropped, and our connection to it is deleted."""
         member.status = RosterStatus.LEFT
         member.save()
-        store = self.store
-        store.Pending.delete().where(
-            (store.Pending.group_id == self.group_id)
-            & (store.Pending.member_id == member.member_id)
-        ).execute()
+        self.store.drop_pending(self.group_id, member.member_id)
         call = AgentCall(AgentCallKind.DELETE, member_id=member.member_id)
         unit.command(CommandFunction.DELETE_SERVED_CONN, member.conn_id, call, owner=self.owner)
 
@@ -198,15 +194,5 @@ class Roster:
 
     def flush(self, unit: Unit, member: Any) -> None:
         """`member` is connected: the forwards kept for it, in order."""
-        store = self.store
-        rows = (
-            store.Pending.select()
-            .where(
-                (store.Pending.group_id == self.group_id)
-                & (store.Pending.member_id == member.member_id)
-            )
-            .order_by(store.Pending.id)
-        )
-        for row in list(rows):
-            unit.send(member.conn_id, decode_chat_message(bytes(row.body)))
-            row.delete_instance()
+        for body in self.store.take_pending(self.group_id, member.member_id):
+            unit.send(member.conn_id, decode_chat_message(body))
